@@ -1,0 +1,3 @@
+"""callqa: objective quality analysis of VoIP calls."""
+
+__version__ = "0.1.0"

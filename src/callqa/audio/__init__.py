@@ -1,0 +1,1 @@
+"""Audio decoding and signal measurements (levels, silences, resampling)."""

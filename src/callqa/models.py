@@ -1,0 +1,64 @@
+"""Lazy, cached model factories. Nothing loads a model on import; each loads once per process.
+
+Each factory imports its heavy library inside and turns a missing dependency or file into a ModelError.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from callqa.errors import ModelError
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def onnx_session(path: Path, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with a fixed thread count (legs run in parallel, one thread each)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from exc
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@lru_cache
+def dnsmos_sessions() -> tuple[Any, Any]:
+    """(P.835 sig/bak/ovrl session, P.808 session) from the ONNX files shipped in ``speechmos``."""
+    try:
+        import speechmos
+    except ImportError as exc:
+        raise ModelError("the speechmos package (DNSMOS ONNX files) is not installed") from exc
+    base = Path(speechmos.__file__).parent / "dnsmos_models"
+    return onnx_session(base / "sig_bak_ovr.onnx"), onnx_session(base / "model_v8.onnx")
+
+
+@lru_cache
+def silero_vad() -> Any:
+    """faster-whisper's packaged Silero VAD v6 (16 kHz, batched ONNX)."""
+    try:
+        from faster_whisper.vad import get_vad_model
+    except ImportError as exc:
+        raise ModelError("faster-whisper (which ships Silero VAD) is not installed") from exc
+    return get_vad_model()
+
+
+def versions() -> dict[str, str]:
+    """Model versions recorded in every report and in the cache key."""
+    return {
+        "silero_vad": f"v6 (faster-whisper {package_version('faster-whisper')})",
+        "dnsmos": f"sig_bak_ovr + model_v8 (speechmos {package_version('speechmos')})",
+    }

@@ -1,0 +1,1 @@
+"""Quality models (VAD, DNSMOS, NISQA) and fault detectors."""
