@@ -1,0 +1,229 @@
+"""Fault detectors: pure functions of the per-leg results and the settings, each returning findings.
+
+Severity: ``critical`` means the call failed for a listener (no audio, one side never heard), ``warning`` means
+it was degraded, ``info`` is context. The call's verdict is the worst severity among its findings.
+"""
+
+from __future__ import annotations
+
+from callqa.audio.silences import merge_gaps
+from callqa.config import AnalysisSettings
+from callqa.report import Finding, LegReport, Verdict
+
+
+def _segments(leg: LegReport) -> list[tuple[float, float]]:
+    return [(s.start_s, s.end_s) for s in leg.speech_segments]
+
+
+def _overlap_s(segments: list[tuple[float, float]], a: float, b: float) -> float:
+    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in segments)
+
+
+def _is_mute(leg: LegReport, s: AnalysisSettings) -> bool:
+    return leg.duration_s == 0 or leg.levels.peak_dbfs < s.digital_silence_dbfs
+
+
+def no_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """A leg with no samples or only digital silence; critical when no leg carries audio."""
+    mute = [leg for leg in legs if _is_mute(leg, s)]
+    severity = "critical" if len(mute) == len(legs) else "warning"
+    return [
+        Finding(
+            code="no_audio",
+            severity=severity,
+            leg=leg.role,
+            message=f"{leg.role} leg carries no audio (peak {leg.levels.peak_dbfs:.1f} dBFS, {leg.duration_s:.1f} s)",
+            evidence={"peak_dbfs": leg.levels.peak_dbfs, "duration_s": leg.duration_s},
+        )
+        for leg in mute
+    ]
+
+
+def no_speech(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """Audio is present but no leg has any speech (music on hold, tones, noise only)."""
+    audible = [leg for leg in legs if not _is_mute(leg, s)]
+    if not audible or any(leg.speech_s >= s.one_way_min_speech_s for leg in legs):
+        return []
+    return [
+        Finding(
+            code="no_speech",
+            severity="critical",
+            message="no speech on any leg although audio is present",
+            evidence={leg.role: round(leg.speech_s, 2) for leg in legs},
+        )
+    ]
+
+
+def one_way_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """One side talks and the other is not heard.
+
+    Starts from the 70/30 rule (the quieter leg holds less than ``one_way_share`` of all speech) and needs a
+    second marker before it speaks up, because a talkative agent alone is not a fault:
+    - critical: the quiet leg has (almost) no speech or only digital silence while the other talks;
+    - warning: 70/30 split and the quiet leg is very low in level or silent for more than half the call;
+    - warning (partial): a stretch of at least ``one_way_partial_min_s`` where one leg is silent while the other
+      keeps talking (audio lost after a transfer or hold).
+    """
+    if len(legs) != 2 or any(leg.role == "mixed" for leg in legs):
+        return []
+    quiet, loud = sorted(legs, key=lambda leg: leg.speech_s)
+    total = quiet.speech_s + loud.speech_s
+    if loud.speech_s < 3 * s.one_way_min_speech_s:
+        return []  # nobody talks enough to judge: no_speech / dead_air cover it
+    share = quiet.speech_s / total if total else 0.0
+    evidence = {
+        "speech_s": {loud.role: round(loud.speech_s, 2), quiet.role: round(quiet.speech_s, 2)},
+        "quiet_share": round(share, 3),
+        "quiet_peak_dbfs": round(quiet.levels.peak_dbfs, 1),
+        "quiet_rms_dbfs": round(quiet.levels.rms_dbfs, 1),
+    }
+    if quiet.speech_s < s.one_way_min_speech_s or _is_mute(quiet, s):
+        return [
+            Finding(
+                code="one_way_audio",
+                severity="critical",
+                leg=quiet.role,
+                start_s=0.0,
+                end_s=max(leg.duration_s for leg in legs),
+                message=f"one-way audio: {loud.role} talks for {loud.speech_s:.1f} s, "
+                f"{quiet.role} is not heard ({quiet.speech_s:.1f} s of speech)",
+                evidence=evidence,
+            )
+        ]
+    findings = []
+    duration = max(leg.duration_s for leg in legs)
+    gaps = merge_gaps(_segments(quiet), duration, 0.0)
+    longest_gap = max((e - b for b, e in gaps), default=0.0)
+    low = quiet.levels.active_dbfs is not None and quiet.levels.active_dbfs < s.low_level_dbfs
+    if share < s.one_way_share and (low or longest_gap >= 0.5 * duration):
+        findings.append(
+            Finding(
+                code="one_way_audio",
+                severity="warning",
+                leg=quiet.role,
+                start_s=0.0,
+                end_s=duration,
+                message=f"probable one-way audio: {quiet.role} holds {share:.0%} of the speech"
+                + (" at a very low level" if low else f" and is silent for {longest_gap:.0f} s at a stretch"),
+                evidence={**evidence, "longest_silence_s": round(longest_gap, 2)},
+            )
+        )
+        return findings
+    for mute_leg, talk_leg in ((quiet, loud), (loud, quiet)):
+        for a, b in merge_gaps(_segments(mute_leg), duration, s.one_way_partial_min_s):
+            talk = _overlap_s(_segments(talk_leg), a, b)
+            if talk >= 0.3 * (b - a):
+                findings.append(
+                    Finding(
+                        code="one_way_audio",
+                        severity="warning",
+                        leg=mute_leg.role,
+                        start_s=round(a, 3),
+                        end_s=round(b, 3),
+                        message=f"{mute_leg.role} silent for {b - a:.0f} s while {talk_leg.role} talks "
+                        f"{talk:.0f} s ({a:.0f}-{b:.0f} s)",
+                        evidence={"talk_s": round(talk, 2), "silent_s": round(b - a, 2)},
+                    )
+                )
+    return findings
+
+
+def dead_air(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """Stretches where no leg has speech for at least ``dead_air_min_s``."""
+    if not legs or all(_is_mute(leg, s) for leg in legs) or all(leg.speech_s == 0 for leg in legs):
+        return []  # covered by no_audio / no_speech
+    speech = sorted(seg for leg in legs for seg in _segments(leg))
+    duration = max(leg.duration_s for leg in legs)
+    return [
+        Finding(
+            code="dead_air",
+            severity="warning",
+            start_s=round(a, 3),
+            end_s=round(b, 3),
+            message=f"dead air: no one speaks for {b - a:.1f} s ({a:.1f}-{b:.1f} s)",
+            evidence={"duration_s": round(b - a, 2)},
+        )
+        for a, b in merge_gaps(speech, duration, s.dead_air_min_s)
+    ]
+
+
+def clipping(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    return [
+        Finding(
+            code="clipping",
+            severity="warning",
+            leg=leg.role,
+            message=f"{leg.role} leg clips: {leg.levels.clipping_ratio:.2%} of samples at full scale",
+            evidence={"clipping_ratio": leg.levels.clipping_ratio, "peak_dbfs": leg.levels.peak_dbfs},
+        )
+        for leg in legs
+        if leg.levels.clipping_ratio > s.clipping_ratio_max
+    ]
+
+
+def low_level(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    return [
+        Finding(
+            code="low_level",
+            severity="warning",
+            leg=leg.role,
+            message=f"{leg.role} speech is very quiet ({leg.levels.active_dbfs:.1f} dBFS active level)",
+            evidence={"active_dbfs": leg.levels.active_dbfs, "threshold_dbfs": s.low_level_dbfs},
+        )
+        for leg in legs
+        if leg.levels.active_dbfs is not None and leg.levels.active_dbfs < s.low_level_dbfs
+    ]
+
+
+def low_mos(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """Poor perceptual quality: NISQA MOS when present, else DNSMOS OVRL, below ``low_mos`` (legs with speech)."""
+    findings = []
+    for leg in legs:
+        if leg.speech_s < s.one_way_min_speech_s:
+            continue
+        model, value = ("nisqa", leg.mos.nisqa.mos) if leg.mos.nisqa else ("dnsmos", None)
+        if value is None and leg.mos.dnsmos:
+            value = leg.mos.dnsmos.ovrl
+        if value is not None and value < s.low_mos:
+            findings.append(
+                Finding(
+                    code="low_mos",
+                    severity="warning",
+                    leg=leg.role,
+                    message=f"{leg.role} leg sounds poor ({model} {value:.2f} < {s.low_mos})",
+                    evidence={"model": model, "mos": round(value, 3)},
+                )
+            )
+    return findings
+
+
+def mixed_legs(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    if not any(leg.role == "mixed" for leg in legs):
+        return []
+    return [
+        Finding(
+            code="mixed_legs",
+            severity="info",
+            leg="mixed",
+            message="both directions are mixed in one channel: one-way audio cannot be detected and "
+            "levels and MOS describe the mix; record the legs separately",
+        )
+    ]
+
+
+DETECTORS = (no_audio, no_speech, one_way_audio, dead_air, clipping, low_level, low_mos, mixed_legs)
+
+
+def run_detectors(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    return [f for detect in DETECTORS for f in detect(legs, s)]
+
+
+def verdict(findings: list[Finding]) -> tuple[Verdict, list[str]]:
+    """``failed`` on any critical finding, ``degraded`` on any warning, else ``good``; with the reasons."""
+    critical = [f.message for f in findings if f.severity == "critical"]
+    warnings = [f.message for f in findings if f.severity == "warning"]
+    if critical:
+        return "failed", critical + warnings
+    if warnings:
+        return "degraded", warnings
+    return "good", []
