@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per model; 0 = all cores")
     max_file_bytes: int = Field(2 * 1024**3, gt=0)
 
+    def resolved_nisqa_weights(self) -> Path | None:
+        """The configured NISQA weights, else the fetched copy in ``models_dir``, else None."""
+        if self.nisqa_weights is not None:
+            return self.nisqa_weights
+        fetched = self.models_dir / "nisqa.tar"
+        return fetched if fetched.is_file() else None
+
 
 @lru_cache
 def get_settings() -> Settings:

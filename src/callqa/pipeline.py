@@ -35,11 +35,11 @@ from callqa.report import (
     Timings,
 )
 
-ROLE_KEYWORDS: tuple[tuple[Role, tuple[str, ...]], ...] = (
-    ("agent", ("agent", "-in", "_in", ".in")),
-    ("customer", ("customer", "client", "-out", "_out", ".out")),
-    ("caller", ("caller",)),
-    ("callee", ("callee",)),
+ROLE_KEYWORDS: tuple[tuple[Role, str], ...] = (
+    ("agent", "agent"),
+    ("customer", "customer"),
+    ("caller", "caller"),
+    ("callee", "callee"),
 )
 
 
@@ -60,12 +60,10 @@ class Leg:
 
 
 def infer_role(path: str | Path, default: Role) -> Role:
-    """Role from a file name: ``agent``/``-in`` -> agent, ``customer``/``-out`` -> customer (ViciDial naming)."""
+    """Role named in a file name (``agent-in.wav`` -> agent), else ``default``. ``-in``/``-out`` alone say
+    nothing about who is who (it depends on the PBX's recording options), so they keep the default."""
     name = Path(path).stem.lower()
-    for role, words in ROLE_KEYWORDS:
-        if any(name.endswith(w) if w.startswith(("-", "_", ".")) else w in name for w in words):
-            return role
-    return default
+    return next((role for role, word in ROLE_KEYWORDS if word in name), default)
 
 
 def legs_from_files(
@@ -175,8 +173,9 @@ def analyze_legs(
     if s.dnsmos:
         models.dnsmos_sessions()  # load once before the threads start
     models.silero_vad()
+    weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
-        results = list(pool.map(lambda leg: analyze_leg(leg, s, settings.nisqa_weights), legs))
+        results = list(pool.map(lambda leg: analyze_leg(leg, s, weights), legs))
     leg_reports = [r for r, _ in results]
     findings = detectors.run_detectors(leg_reports, s)
     verdict, reasons = detectors.verdict(findings)
@@ -189,7 +188,7 @@ def analyze_legs(
     )
     versions = models.versions()
     if any(r.mos.nisqa for r in leg_reports):
-        versions["nisqa"] = nisqa.version(settings.nisqa_weights)
+        versions["nisqa"] = nisqa.version(weights)
     return CallReport(
         id=report_id,
         created_at=datetime.now(UTC),

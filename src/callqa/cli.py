@@ -1,0 +1,294 @@
+"""Command line: ``callqa analyze``, ``schema``, ``show``, ``list``, ``models``.
+
+Exit codes: 0 success; 1 a batch in which every call failed; 2 bad input or usage (a CallqaError).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from callqa import __version__
+from callqa.config import AnalysisSettings, Settings, get_settings
+from callqa.errors import CallqaError, InputError
+from callqa.report import CallReport, Role, json_schema
+from callqa.service import analyze_files, cache_key, group_calls
+from callqa.store import Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Objective quality analysis of VoIP calls.")
+models_app = typer.Typer(no_args_is_help=True, help="Manage optional model files.")
+app.add_typer(models_app, name="models")
+out = Console()
+err = Console(stderr=True)
+
+ROLES = ("caller", "callee", "agent", "customer", "left", "right", "mixed")
+
+
+def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool) -> Settings:
+    base = get_settings()
+    analysis = base.analysis.model_copy(update={"nisqa": base.analysis.nisqa and not no_nisqa,
+                                                "dnsmos": base.analysis.dnsmos and not no_dnsmos})  # fmt: skip
+    update: dict[str, object] = {"analysis": AnalysisSettings(**analysis.model_dump())}
+    if db:
+        update["db"] = db
+    if nisqa_weights:
+        update["nisqa_weights"] = nisqa_weights
+    return base.model_copy(update=update)
+
+
+def _parse_roles(text: str | None, n: int) -> list[Role] | None:
+    if not text:
+        return None
+    roles = [r.strip() for r in text.split(",")]
+    bad = [r for r in roles if r not in ROLES]
+    if bad or len(roles) != n:
+        raise InputError(f"--roles needs {n} of {', '.join(ROLES)} separated by commas, got {text!r}")
+    return roles  # type: ignore[return-value]
+
+
+def print_summary(report: CallReport, cached: bool = False) -> None:
+    colour = {"good": "green", "degraded": "yellow", "failed": "red"}[report.verdict]
+    out.print(f"[bold]call {report.id}[/]  verdict [bold {colour}]{report.verdict.upper()}[/]  "
+              f"{report.duration_s:.1f} s" + ("  (cached)" if cached else ""))  # fmt: skip
+    table = Table(show_edge=False)
+    for col in ("leg", "source", "dur s", "RMS dBFS", "peak dBFS", "speech", "DNSMOS ovrl", "NISQA mos"):
+        table.add_column(col)
+    for leg in report.legs:
+        dn = leg.mos.dnsmos
+        nq = leg.mos.nisqa
+        table.add_row(
+            leg.role, Path(leg.source).name + (f" ch{leg.channel}" if leg.channel is not None else ""),
+            f"{leg.duration_s:.2f}", f"{leg.levels.rms_dbfs:.1f}", f"{leg.levels.peak_dbfs:.1f}",
+            f"{leg.speech_ratio:.0%}", f"{dn.ovrl:.2f}" if dn else "-", f"{nq.mos:.2f}" if nq else "-",
+        )  # fmt: skip
+    out.print(table)
+    for f in report.findings:
+        style = {"critical": "red", "warning": "yellow", "info": "dim"}[f.severity]
+        out.print(f"  [{style}]{f.severity:8}[/] {f.code:14} {f.message}")
+    for w in report.warnings:
+        out.print(f"  [yellow]warning[/]  {w}")
+    skipped = {k: v for leg in report.legs for k, v in leg.mos.skipped.items()}
+    for name, why in skipped.items():
+        out.print(f"  [dim]{name} skipped: {why}[/]")
+
+
+@app.command()
+def analyze(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="one recording (stereo or mixed) or two legs")] = None,
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="analyse every call in this folder")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes for --dir")] = 1,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="JSON lines output for --dir (resumable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the CallReport as JSON")] = False,
+    roles: Annotated[Optional[str], typer.Option(help="leg roles, e.g. agent,customer")] = None,
+    nisqa_weights: Annotated[Optional[Path], typer.Option(help="path to NISQA nisqa.tar")] = None,
+    no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
+    no_dnsmos: Annotated[bool, typer.Option("--no-dnsmos", help="skip DNSMOS")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
+    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Analyse a call recording (or a folder of them) and print its quality report."""
+    try:
+        settings = _settings(db, nisqa_weights, no_nisqa, no_dnsmos)
+        if directory is not None:
+            if files:
+                raise InputError("give either files or --dir, not both")
+            code = run_batch(directory, settings, jobs, out_file, not no_cache)
+            raise typer.Exit(code)
+        if not files:
+            raise InputError("nothing to analyse: give one or two recordings, or --dir")
+        store = Store(settings.db)
+        report, cached = analyze_files(files, settings, _parse_roles(roles, len(files) if len(files) == 2 else 2)
+                                       if roles else None, store, use_cache=not no_cache)  # fmt: skip
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        print_summary(report, cached)
+
+
+def _worker(paths: list[Path], settings: Settings) -> str:
+    report, _ = analyze_files(paths, settings, store=None)
+    return report.model_dump_json()
+
+
+def _done_sources(out_file: Path) -> set[tuple[str, ...]]:
+    """Calls already in a previous run's output (lines that do not parse, e.g. a cut-off last line, are ignored)."""
+    done: set[tuple[str, ...]] = set()
+    if not out_file.exists():
+        return done
+    for line in out_file.read_text(errors="replace").splitlines():
+        try:
+            legs = json.loads(line)["legs"]
+            done.add(tuple(sorted({leg["source"] for leg in legs})))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | None, use_cache: bool) -> int:
+    """Analyse every call in a folder; carries on past bad files, lists them, and resumes from ``out_file``."""
+    calls = group_calls(directory)
+    if not calls:
+        raise InputError(f"no audio files in {directory}")
+    done = _done_sources(out_file) if out_file else set()
+    todo = [c for c in calls if tuple(sorted(str(p) for p in c)) not in done]
+    store = Store(settings.db)
+    failures: list[tuple[str, str]] = []
+    ok = len(calls) - len(todo)
+    sink = open(out_file, "a", encoding="utf-8") if out_file else None  # noqa: SIM115
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err)  # fmt: skip
+
+    def emit(text: str) -> None:
+        nonlocal ok
+        ok += 1
+        if sink:
+            sink.write(text.rstrip("\n") + "\n")
+            sink.flush()
+        else:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+
+    try:
+        with progress, ProcessPoolExecutor(max_workers=jobs) as pool:
+            task = progress.add_task("analysing", total=len(calls), completed=ok)
+            pending: dict[Future[str], list[Path]] = {}
+            queue = list(todo)
+            while queue or pending:
+                while queue and len(pending) < jobs * 2:
+                    paths = queue.pop(0)
+                    try:
+                        hit = store.cached(cache_key(paths, settings, None)) if use_cache else None
+                    except CallqaError as exc:
+                        failures.append((" + ".join(map(str, paths)), str(exc)))
+                        progress.advance(task)
+                        continue
+                    if hit is not None:
+                        emit(hit.model_dump_json())
+                        progress.advance(task)
+                        continue
+                    pending[pool.submit(_worker, paths, settings)] = paths
+                if not pending:
+                    continue
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    paths = pending.pop(fut)
+                    try:
+                        text = fut.result()
+                        store.put(CallReport.model_validate_json(text), settings.cache_ttl_s)
+                        emit(text)
+                    except CallqaError as exc:
+                        failures.append((" + ".join(map(str, paths)), str(exc)))
+                    except Exception as exc:  # a crash in one call must not stop the batch
+                        failures.append((" + ".join(map(str, paths)), f"{type(exc).__name__}: {exc}"))
+                    progress.advance(task)
+    finally:
+        if sink:
+            sink.close()
+    err.print(f"{ok} of {len(calls)} calls analysed" + (f", {len(failures)} failed:" if failures else ""))
+    for source, why in failures:
+        err.print(f"  [red]failed[/] {source}: {why}")
+    return 1 if failures and ok == 0 else 0
+
+
+@app.command()
+def schema() -> None:
+    """Print the versioned JSON Schema of the CallReport."""
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def show(
+    report_id: Annotated[str, typer.Argument(help="report id (or a unique prefix)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Show a stored report."""
+    try:
+        report = Store(db or get_settings().db).get(report_id)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if report is None:
+        err.print(f"[red]error:[/] no stored report with id {report_id!r}")
+        raise typer.Exit(2)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        print_summary(report)
+
+
+@app.command("list")
+def list_calls(
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    verdict: Annotated[Optional[str], typer.Option(help="good, degraded or failed")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """List stored reports, newest first."""
+    from datetime import datetime
+
+    try:
+        rows = Store(db or get_settings().db).list(limit, verdict)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(show_edge=False)
+    for col in ("id", "analysed", "verdict", "dur s", "source"):
+        table.add_column(col)
+    for r in rows:
+        when = datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(r.id, when, r.verdict, f"{r.duration_s:.1f}", r.source)
+    out.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="model to download: nisqa")],
+    url: Annotated[Optional[str], typer.Option(help="download from this address instead of upstream")] = None,
+) -> None:
+    """Download optional model weights (checked against a pinned SHA-256)."""
+    from callqa.fetch import fetch_nisqa
+
+    if name != "nisqa":
+        err.print(f"[red]error:[/] unknown model {name!r} (available: nisqa)")
+        raise typer.Exit(2)
+    try:
+        path = fetch_nisqa(get_settings().models_dir, url)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    out.print(f"NISQA weights ready: {path} (licence CC BY-NC-SA 4.0: non-commercial use only)")
+
+
+@models_app.command("status")
+def models_status() -> None:
+    """Say which models are available."""
+    from callqa import models
+    from callqa.quality import nisqa
+
+    settings = get_settings()
+    for name, ver in models.versions().items():
+        out.print(f"{name:10} {ver}")
+    weights = settings.resolved_nisqa_weights()
+    reason = nisqa.unavailable_reason(weights)
+    out.print(f"{'nisqa':10} " + (f"unavailable: {reason}" if reason else nisqa.version(weights)))
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    if version:
+        out.print(f"callqa {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    app()

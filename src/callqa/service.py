@@ -1,0 +1,81 @@
+"""Service functions shared by the CLI (and any other front end): analyse with the cache, batch grouping."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from callqa import models
+from callqa.config import Settings
+from callqa.errors import InputError
+from callqa.pipeline import analyze_legs, legs_from_files
+from callqa.quality import nisqa
+from callqa.report import CallReport, Role
+from callqa.store import Store
+
+AUDIO_SUFFIXES = {".wav", ".mp3", ".gsm", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".au", ".sln", ".wma"}
+_LEG_SUFFIX = re.compile(r"[-_.](in|out|agent|customer|caller|callee)$", re.IGNORECASE)
+
+
+def content_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError as exc:
+        raise InputError(f"file not found: {path}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    return h.hexdigest()
+
+
+def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None) -> str:
+    """Audio content + roles + analysis settings + model versions: any change gives a new key."""
+    weights = settings.resolved_nisqa_weights()
+    nisqa_version = nisqa.version(weights) if settings.analysis.nisqa and not nisqa.unavailable_reason(weights) else ""
+    material = {
+        "audio": [content_hash(p) for p in paths],
+        "roles": roles,
+        "analysis": settings.analysis.model_dump(),
+        "models": {**models.versions(), "nisqa": nisqa_version},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def analyze_files(
+    paths: list[Path], settings: Settings, roles: list[Role] | None = None, store: Store | None = None,
+    use_cache: bool = True,
+) -> tuple[CallReport, bool]:
+    """Analyse one call given as one or two recordings; returns (report, served from cache)."""  # fmt: skip
+    key = cache_key(paths, settings, roles)
+    if store is not None and use_cache:
+        hit = store.cached(key)
+        if hit is not None:
+            return hit, True
+    legs, warnings = legs_from_files(list(paths), settings, roles)
+    report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key)
+    if store is not None:
+        store.put(report, settings.cache_ttl_s)
+    return report, False
+
+
+def group_calls(directory: Path) -> list[list[Path]]:
+    """Audio files under ``directory`` grouped into calls: ``X-in``/``X-out`` (and agent/customer,
+    caller/callee) pairs become two-leg calls, every other file is a call of its own (stereo or mixed)."""
+    if not directory.is_dir():
+        raise InputError(f"not a directory: {directory}")
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for f in files:
+        stem = _LEG_SUFFIX.sub("", f.stem)
+        groups.setdefault((f.parent, stem), []).append(f)
+    calls: list[list[Path]] = []
+    for members in groups.values():
+        if len(members) == 2 and all(_LEG_SUFFIX.search(m.stem) for m in members):
+            calls.append(members)
+        else:
+            calls.extend([m] for m in members)
+    return calls

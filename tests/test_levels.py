@@ -1,0 +1,63 @@
+"""Levels agree with ``sox FILE -n stat`` (RMS amplitude, max/min amplitude, length) on real recordings."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callqa.audio.decode import decode_file
+from callqa.audio.levels import FLOOR_DBFS, active_level_dbfs, measure_levels, to_dbfs
+
+from conftest import TESTDATA
+
+RECORDINGS = sorted(
+    str(p.relative_to(TESTDATA)) for p in TESTDATA.glob("audio/*/*") if p.suffix in (".wav", ".flac")
+) or ["audio/pesq/speech.wav"]
+
+
+def sox_stat(path: Path, channel: int) -> dict[str, float]:
+    proc = subprocess.run(["sox", str(path), "-n", "remix", str(channel + 1), "stat"],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    fields = dict(re.findall(r"^(.+?):\s+(-?[\d.e+-]+)\s*$", proc.stderr, flags=re.M))
+    return {k.strip(): float(v) for k, v in fields.items()}
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is installed by .ci/run")
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_levels_match_sox_stat(testdata: Path, name: str) -> None:
+    audio = decode_file(testdata / name, 3600)
+    for ch in range(audio.channels):
+        ref = sox_stat(testdata / name, ch)
+        lv = measure_levels(audio.samples[ch], clip_level=0.98)
+        assert lv.rms_dbfs == pytest.approx(20 * math.log10(ref["RMS     amplitude"]), abs=0.1)
+        peak = max(ref["Maximum amplitude"], -ref["Minimum amplitude"])
+        assert lv.peak_dbfs == pytest.approx(20 * math.log10(peak), abs=0.1)
+        assert audio.duration_s == pytest.approx(ref["Length (seconds)"], abs=0.010)
+
+
+def test_levels_of_known_signals() -> None:
+    t = np.arange(8000) / 8000
+    sine = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    lv = measure_levels(sine.astype(np.float32), clip_level=0.98)
+    assert lv.rms_dbfs == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.01)
+    assert lv.peak_dbfs == pytest.approx(20 * math.log10(0.5), abs=0.01)
+    assert lv.clipping_ratio == 0.0
+    clipped = np.clip(sine * 4, -1, 1).astype(np.float32)
+    assert measure_levels(clipped, 0.98).clipping_ratio > 0.5
+    silent = measure_levels(np.zeros(100, np.float32), 0.98)
+    assert silent.rms_dbfs == FLOOR_DBFS and silent.peak_dbfs == FLOOR_DBFS
+    assert measure_levels(np.zeros(0, np.float32), 0.98).rms_dbfs == FLOOR_DBFS
+    assert to_dbfs(1.0) == 0.0
+
+
+def test_active_level_ignores_silence() -> None:
+    x = np.zeros(16000, np.float32)
+    x[8000:12000] = 0.1 * np.sign(np.sin(np.arange(4000)))
+    assert active_level_dbfs(x, 8000, [(1.0, 1.5)]) == pytest.approx(-20.0, abs=0.1)
+    assert active_level_dbfs(x, 8000, []) is None
