@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TESTDATA
 
 from callqa.audio.decode import decode_file
 from callqa.audio.levels import FLOOR_DBFS, active_level_dbfs, measure_levels, to_dbfs
-
-from conftest import TESTDATA
 
 RECORDINGS = sorted(
     str(p.relative_to(TESTDATA)) for p in TESTDATA.glob("audio/*/*") if p.suffix in (".wav", ".flac")

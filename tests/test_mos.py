@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TESTDATA
 
 from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 from callqa.quality import dnsmos, nisqa
-from conftest import TESTDATA, write_wav
 
 
 def reference_rows() -> list[dict[str, str]]:

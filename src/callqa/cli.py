@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from callqa import __version__
 from callqa.config import AnalysisSettings, Settings, get_settings
 from callqa.errors import CallqaError, InputError
 from callqa.report import CallReport, Role, json_schema
-from callqa.service import analyze_files, cache_key, group_calls
+from callqa.service import analyze_files, group_calls
 from callqa.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Objective quality analysis of VoIP calls.")
@@ -44,13 +44,13 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
     return base.model_copy(update=update)
 
 
-def _parse_roles(text: str | None, n: int) -> list[Role] | None:
+def _parse_roles(text: str | None, n_legs: int | None) -> list[Role] | None:
+    """``agent,customer`` -> roles for two legs (two files or the two channels of a stereo file)."""
     if not text:
         return None
     roles = [r.strip() for r in text.split(",")]
-    bad = [r for r in roles if r not in ROLES]
-    if bad or len(roles) != n:
-        raise InputError(f"--roles needs {n} of {', '.join(ROLES)} separated by commas, got {text!r}")
+    if any(r not in ROLES for r in roles) or len(roles) != (n_legs or 2):
+        raise InputError(f"--roles needs two of {', '.join(ROLES)} separated by a comma, got {text!r}")
     return roles  # type: ignore[return-value]
 
 
@@ -82,17 +82,17 @@ def print_summary(report: CallReport, cached: bool = False) -> None:
 
 @app.command()
 def analyze(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="one recording (stereo or mixed) or two legs")] = None,
-    directory: Annotated[Optional[Path], typer.Option("--dir", help="analyse every call in this folder")] = None,
+    files: Annotated[list[Path] | None, typer.Argument(help="one recording (stereo or mixed) or two legs")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="analyse every call in this folder")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes for --dir")] = 1,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="JSON lines output for --dir (resumable)")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="JSON lines output for --dir (resumable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the CallReport as JSON")] = False,
-    roles: Annotated[Optional[str], typer.Option(help="leg roles, e.g. agent,customer")] = None,
-    nisqa_weights: Annotated[Optional[Path], typer.Option(help="path to NISQA nisqa.tar")] = None,
+    roles: Annotated[str | None, typer.Option(help="leg roles, e.g. agent,customer")] = None,
+    nisqa_weights: Annotated[Path | None, typer.Option(help="path to NISQA nisqa.tar")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     no_dnsmos: Annotated[bool, typer.Option("--no-dnsmos", help="skip DNSMOS")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
-    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Analyse a call recording (or a folder of them) and print its quality report."""
     try:
@@ -104,9 +104,9 @@ def analyze(
             raise typer.Exit(code)
         if not files:
             raise InputError("nothing to analyse: give one or two recordings, or --dir")
-        store = Store(settings.db)
-        report, cached = analyze_files(files, settings, _parse_roles(roles, len(files) if len(files) == 2 else 2)
-                                       if roles else None, store, use_cache=not no_cache)  # fmt: skip
+        n_legs = 2 if len(files) == 2 else None
+        report, cached = analyze_files(files, settings, _parse_roles(roles, n_legs), Store(settings.db),
+                                       use_cache=not no_cache)  # fmt: skip
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -116,8 +116,9 @@ def analyze(
         print_summary(report, cached)
 
 
-def _worker(paths: list[Path], settings: Settings) -> str:
-    report, _ = analyze_files(paths, settings, store=None)
+def _worker(paths: list[Path], settings: Settings, use_cache: bool) -> str:
+    """One call in a worker process (models load once per process; SQLite in WAL mode takes concurrent writers)."""
+    report, _ = analyze_files(paths, settings, store=Store(settings.db), use_cache=use_cache)
     return report.model_dump_json()
 
 
@@ -142,55 +143,30 @@ def run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | N
         raise InputError(f"no audio files in {directory}")
     done = _done_sources(out_file) if out_file else set()
     todo = [c for c in calls if tuple(sorted(str(p) for p in c)) not in done]
-    store = Store(settings.db)
     failures: list[tuple[str, str]] = []
     ok = len(calls) - len(todo)
     sink = open(out_file, "a", encoding="utf-8") if out_file else None  # noqa: SIM115
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err)  # fmt: skip
-
-    def emit(text: str) -> None:
-        nonlocal ok
-        ok += 1
-        if sink:
-            sink.write(text.rstrip("\n") + "\n")
-            sink.flush()
-        else:
-            sys.stdout.write(text.rstrip("\n") + "\n")
-
     try:
         with progress, ProcessPoolExecutor(max_workers=jobs) as pool:
             task = progress.add_task("analysing", total=len(calls), completed=ok)
-            pending: dict[Future[str], list[Path]] = {}
-            queue = list(todo)
-            while queue or pending:
-                while queue and len(pending) < jobs * 2:
-                    paths = queue.pop(0)
-                    try:
-                        hit = store.cached(cache_key(paths, settings, None)) if use_cache else None
-                    except CallqaError as exc:
-                        failures.append((" + ".join(map(str, paths)), str(exc)))
-                        progress.advance(task)
-                        continue
-                    if hit is not None:
-                        emit(hit.model_dump_json())
-                        progress.advance(task)
-                        continue
-                    pending[pool.submit(_worker, paths, settings)] = paths
-                if not pending:
-                    continue
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    paths = pending.pop(fut)
-                    try:
-                        text = fut.result()
-                        store.put(CallReport.model_validate_json(text), settings.cache_ttl_s)
-                        emit(text)
-                    except CallqaError as exc:
-                        failures.append((" + ".join(map(str, paths)), str(exc)))
-                    except Exception as exc:  # a crash in one call must not stop the batch
-                        failures.append((" + ".join(map(str, paths)), f"{type(exc).__name__}: {exc}"))
-                    progress.advance(task)
+            futures = {pool.submit(_worker, paths, settings, use_cache): paths for paths in todo}
+            for fut in as_completed(futures):
+                paths = futures[fut]
+                try:
+                    line = fut.result() + "\n"
+                    if sink:
+                        sink.write(line)
+                        sink.flush()  # a run cut short keeps every finished call
+                    else:
+                        sys.stdout.write(line)
+                    ok += 1
+                except CallqaError as exc:
+                    failures.append((" + ".join(map(str, paths)), str(exc)))
+                except Exception as exc:  # a crash on one call must not stop the batch
+                    failures.append((" + ".join(map(str, paths)), f"{type(exc).__name__}: {exc}"))
+                progress.advance(task)
     finally:
         if sink:
             sink.close()
@@ -210,7 +186,7 @@ def schema() -> None:
 def show(
     report_id: Annotated[str, typer.Argument(help="report id (or a unique prefix)")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Show a stored report."""
     try:
@@ -230,8 +206,8 @@ def show(
 @app.command("list")
 def list_calls(
     limit: Annotated[int, typer.Option(min=1)] = 50,
-    verdict: Annotated[Optional[str], typer.Option(help="good, degraded or failed")] = None,
-    db: Annotated[Optional[Path], typer.Option(help="result store (SQLite)")] = None,
+    verdict: Annotated[str | None, typer.Option(help="good, degraded or failed")] = None,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """List stored reports, newest first."""
     from datetime import datetime
@@ -253,7 +229,7 @@ def list_calls(
 @models_app.command("fetch")
 def models_fetch(
     name: Annotated[str, typer.Argument(help="model to download: nisqa")],
-    url: Annotated[Optional[str], typer.Option(help="download from this address instead of upstream")] = None,
+    url: Annotated[str | None, typer.Option(help="download from this address instead of upstream")] = None,
 ) -> None:
     """Download optional model weights (checked against a pinned SHA-256)."""
     from callqa.fetch import fetch_nisqa
@@ -292,3 +268,7 @@ def _root(version: Annotated[bool, typer.Option("--version", help="print the ver
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

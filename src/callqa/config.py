@@ -47,11 +47,12 @@ class AnalysisSettings(BaseModel, frozen=True):
     clipping_ratio_max: float = Field(0.001, ge=0, description="clipped-sample ratio above this is a finding")
     low_level_dbfs: float = Field(-35.0, description="active speech level below this is too quiet")
     low_mos: float = Field(2.5, description="MOS (DNSMOS OVRL or NISQA) below this is poor quality")
-    max_leg_duration_s: float = Field(4 * 3600.0, gt=0, description="longer legs are refused")
+    max_leg_duration_s: float = Field(2 * 3600.0, gt=0, description="longer legs are refused")
 
 
 class Settings(BaseSettings):
-    """Process-wide settings. Environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``, ``CALLQA_ANALYSIS__VAD_THRESHOLD``."""
+    """Process-wide settings, from the environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``,
+    ``CALLQA_ANALYSIS__VAD_THRESHOLD`` (nested analysis fields use a double underscore)."""
 
     model_config = SettingsConfigDict(env_prefix="CALLQA_", env_nested_delimiter="__", extra="ignore")
 

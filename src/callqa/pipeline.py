@@ -27,8 +27,8 @@ from callqa.report import (
     CallReport,
     Dnsmos,
     DnsmosWindow,
-    Levels,
     LegReport,
+    Levels,
     Mos,
     Role,
     Segment,
@@ -66,12 +66,16 @@ def infer_role(path: str | Path, default: Role) -> Role:
     return next((role for role, word in ROLE_KEYWORDS if word in name), default)
 
 
+def check_file_count(paths: list[str | Path] | list[Path]) -> None:
+    if not 1 <= len(paths) <= 2:
+        raise InputError(f"expected one recording (stereo or mixed) or two legs, got {len(paths)} files")
+
+
 def legs_from_files(
     paths: list[str | Path], settings: Settings, roles: list[Role] | None = None
 ) -> tuple[list[Leg], list[str]]:
     """Decode recordings into legs; returns the legs and warnings about how they were formed."""
-    if not 1 <= len(paths) <= 2:
-        raise InputError(f"expected one recording (stereo or mixed) or two legs, got {len(paths)} files")
+    check_file_count(paths)
     limit = settings.analysis.max_leg_duration_s
     decoded = [decode_file(p, limit, settings.max_file_bytes) for p in paths]
     warnings: list[str] = []

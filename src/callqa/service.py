@@ -10,7 +10,7 @@ from pathlib import Path
 from callqa import models
 from callqa.config import Settings
 from callqa.errors import InputError
-from callqa.pipeline import analyze_legs, legs_from_files
+from callqa.pipeline import analyze_legs, check_file_count, legs_from_files
 from callqa.quality import nisqa
 from callqa.report import CallReport, Role
 from callqa.store import Store
@@ -46,19 +46,23 @@ def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None) -
 
 
 def analyze_files(
-    paths: list[Path], settings: Settings, roles: list[Role] | None = None, store: Store | None = None,
+    paths: list[Path],
+    settings: Settings,
+    roles: list[Role] | None = None,
+    store: Store | None = None,
     use_cache: bool = True,
 ) -> tuple[CallReport, bool]:
     """Analyse one call given as one or two recordings; returns (report, served from cache)."""  # fmt: skip
+    check_file_count(paths)
     key = cache_key(paths, settings, roles)
     if store is not None and use_cache:
-        hit = store.cached(key)
+        hit = store.cached(key, settings.cache_ttl_s)
         if hit is not None:
             return hit, True
     legs, warnings = legs_from_files(list(paths), settings, roles)
     report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key)
     if store is not None:
-        store.put(report, settings.cache_ttl_s)
+        store.put(report)
     return report, False
 
 

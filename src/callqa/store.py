@@ -1,7 +1,8 @@
 """SQLite store (WAL) for reports: the cache and the history that ``callqa list``/``show`` read.
 
-A report is cached under its cache key (audio content hash + analysis settings + model versions) until it
-expires; ``id`` is a short prefix of that key, so the same audio analysed the same way keeps its id.
+A report is cached under its cache key (audio content hash + analysis settings + model versions) and served
+while it is younger than the configured TTL; ``id`` is a short prefix of that key, so the same audio analysed
+the same way keeps its id.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ CREATE TABLE IF NOT EXISTS reports (
     id          TEXT PRIMARY KEY,
     cache_key   TEXT NOT NULL UNIQUE,
     created_at  REAL NOT NULL,
-    expires_at  REAL NOT NULL,
     source      TEXT NOT NULL,
     verdict     TEXT NOT NULL,
     duration_s  REAL NOT NULL,
@@ -62,23 +62,23 @@ class Store:
         finally:
             db.close()
 
-    def cached(self, cache_key: str, now: float | None = None) -> CallReport | None:
-        """The unexpired report for this key, or None."""
+    def cached(self, cache_key: str, ttl_s: float, now: float | None = None) -> CallReport | None:
+        """The report for this key if it is younger than ``ttl_s``, else None."""
         now = time.time() if now is None else now
         with self._connect() as db:
             row = db.execute(
-                "SELECT report FROM reports WHERE cache_key = ? AND expires_at > ?", (cache_key, now)
+                "SELECT report FROM reports WHERE cache_key = ? AND created_at > ?", (cache_key, now - ttl_s)
             ).fetchone()
         return self._load(row[0]) if row else None
 
-    def put(self, report: CallReport, ttl_s: float, now: float | None = None) -> None:
+    def put(self, report: CallReport, now: float | None = None) -> None:
         now = time.time() if now is None else now
         source = " + ".join(leg.source for leg in report.legs)
         try:
             with self._connect() as db:
                 db.execute(
-                    "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (report.id, report.cache_key, now, now + ttl_s, source, report.verdict, report.duration_s,
+                    "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (report.id, report.cache_key, now, source, report.verdict, report.duration_s,
                      report.model_dump_json()),
                 )  # fmt: skip
         except sqlite3.Error as exc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FLOOR_DBFS = -150.0  # reported for digital silence instead of -inf, so JSON stays finite
+CHUNK = 1 << 20
 
 
 def to_dbfs(amplitude: float) -> float:
@@ -28,11 +29,14 @@ def measure_levels(x: np.ndarray, clip_level: float) -> LevelStats:
     """RMS (sox 'RMS amplitude'), peak (max of sox 'Maximum'/'Minimum amplitude') and clipped-sample share."""
     if x.size == 0:
         return LevelStats(FLOOR_DBFS, FLOOR_DBFS, 0.0, 0)
-    x64 = x.astype(np.float64)
-    rms = float(np.sqrt(np.dot(x64, x64) / x64.size))
-    peak = float(np.max(np.abs(x64)))
-    clipped = int(np.count_nonzero(np.abs(x) >= clip_level))
-    return LevelStats(to_dbfs(rms), to_dbfs(peak), clipped / x.size, clipped)
+    energy, peak, clipped = 0.0, 0.0, 0
+    for a in range(0, x.size, CHUNK):  # chunks keep the float64 copy small on hour-long legs
+        c = x[a : a + CHUNK].astype(np.float64)
+        energy += float(np.dot(c, c))
+        mag = np.abs(c)
+        peak = max(peak, float(mag.max()))
+        clipped += int(np.count_nonzero(mag >= clip_level))
+    return LevelStats(to_dbfs(float(np.sqrt(energy / x.size))), to_dbfs(peak), clipped / x.size, clipped)
 
 
 def active_level_dbfs(x: np.ndarray, sr: int, segments: list[tuple[float, float]]) -> float | None:

@@ -1,4 +1,8 @@
-"""Sample-rate conversion (polyphase, as the DNSMOS reference used: scipy.signal.resample_poly)."""
+"""Sample-rate conversion (polyphase FIR, scipy.signal.resample_poly, as the DNSMOS reference used).
+
+Long signals are converted in chunks with enough overlap for the filter, so memory stays bounded and the
+output equals converting the whole signal at once.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,28 @@ from math import gcd
 
 import numpy as np
 
+CHUNK_S = 60
+
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """``x`` at ``sr_out`` as float32."""
+    x = np.asarray(x, dtype=np.float32)
     if sr_in == sr_out:
-        return np.asarray(x, dtype=np.float32)
+        return x
     from scipy.signal import resample_poly
 
     g = gcd(sr_in, sr_out)
-    return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
+    up, down = sr_out // g, sr_in // g
+    chunk = CHUNK_S * sr_in
+    if x.size <= 2 * chunk:
+        return resample_poly(x, up, down).astype(np.float32)
+    margin = down * (10 * max(up, down) // down + 2)  # whole input blocks covering the filter's half-length
+    n_out = -(-x.size * up // down)
+    out = np.empty(n_out, np.float32)
+    for a in range(0, x.size, chunk):
+        lo, hi = max(0, a - margin), min(x.size, a + chunk + margin)
+        y = resample_poly(x[lo:hi], up, down)
+        skip = (a - lo) * up // down
+        start, stop = a * up // down, min(n_out, -(-min(x.size, a + chunk) * up // down))
+        out[start:stop] = y[skip : skip + stop - start]
+    return out

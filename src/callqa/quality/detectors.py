@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from callqa.audio.silences import merge_gaps
 from callqa.config import AnalysisSettings
-from callqa.report import Finding, LegReport, Verdict
+from callqa.report import Finding, LegReport, Severity, Verdict
 
 
 def _segments(leg: LegReport) -> list[tuple[float, float]]:
@@ -26,7 +26,7 @@ def _is_mute(leg: LegReport, s: AnalysisSettings) -> bool:
 def no_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
     """A leg with no samples or only digital silence; critical when no leg carries audio."""
     mute = [leg for leg in legs if _is_mute(leg, s)]
-    severity = "critical" if len(mute) == len(legs) else "warning"
+    severity: Severity = "critical" if len(mute) == len(legs) else "warning"
     return [
         Finding(
             code="no_audio",
@@ -60,7 +60,7 @@ def one_way_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
     Starts from the 70/30 rule (the quieter leg holds less than ``one_way_share`` of all speech) and needs a
     second marker before it speaks up, because a talkative agent alone is not a fault:
     - critical: the quiet leg has (almost) no speech or only digital silence while the other talks;
-    - warning: 70/30 split and the quiet leg is very low in level or silent for more than half the call;
+    - warning: 70/30 split and the quiet leg's speech is very low in level (heard faintly, if at all);
     - warning (partial): a stretch of at least ``one_way_partial_min_s`` where one leg is silent while the other
       keeps talking (audio lost after a transfer or hold).
     """
@@ -90,25 +90,22 @@ def one_way_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
                 evidence=evidence,
             )
         ]
-    findings = []
     duration = max(leg.duration_s for leg in legs)
-    gaps = merge_gaps(_segments(quiet), duration, 0.0)
-    longest_gap = max((e - b for b, e in gaps), default=0.0)
     low = quiet.levels.active_dbfs is not None and quiet.levels.active_dbfs < s.low_level_dbfs
-    if share < s.one_way_share and (low or longest_gap >= 0.5 * duration):
-        findings.append(
+    if share < s.one_way_share and low:
+        return [
             Finding(
                 code="one_way_audio",
                 severity="warning",
                 leg=quiet.role,
                 start_s=0.0,
                 end_s=duration,
-                message=f"probable one-way audio: {quiet.role} holds {share:.0%} of the speech"
-                + (" at a very low level" if low else f" and is silent for {longest_gap:.0f} s at a stretch"),
-                evidence={**evidence, "longest_silence_s": round(longest_gap, 2)},
+                message=f"probable one-way audio: {quiet.role} holds {share:.0%} of the speech, "
+                f"at a very low level ({quiet.levels.active_dbfs:.1f} dBFS)",
+                evidence=evidence,
             )
-        )
-        return findings
+        ]
+    findings = []
     for mute_leg, talk_leg in ((quiet, loud), (loud, quiet)):
         for a, b in merge_gaps(_segments(mute_leg), duration, s.one_way_partial_min_s):
             talk = _overlap_s(_segments(talk_leg), a, b)

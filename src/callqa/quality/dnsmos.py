@@ -140,14 +140,17 @@ def pick_windows(starts: list[int], speech: list[tuple[float, float]], max_windo
     return sorted(chosen)
 
 
-def score(audio16k: np.ndarray, options: DnsmosOptions, speech: list[tuple[float, float]] | None = None) -> DnsmosResult:
+def score(
+    audio16k: np.ndarray, options: DnsmosOptions, speech: list[tuple[float, float]] | None = None
+) -> DnsmosResult:
     """DNSMOS of 16 kHz mono audio in [-1, 1]."""
     audio = np.asarray(audio16k, dtype=np.float32)
     if audio.size == 0:
         raise ValueError("DNSMOS needs at least one sample")
     while audio.size < WINDOW:  # the reference doubles short audio until it fills a window
         audio = np.concatenate([audio, audio])
-    starts = pick_windows(window_starts(audio.size, options.hop_s, options.upstream_windows), speech or [], options.max_windows)
+    candidates = window_starts(audio.size, options.hop_s, options.upstream_windows)
+    starts = pick_windows(candidates, speech or [], options.max_windows)
     primary, p808 = models.dnsmos_sessions()
     rows = []
     for start in starts:

@@ -1,0 +1,85 @@
+"""The command line end to end, as a user runs it (a subprocess, real files, a real store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import calls
+import numpy as np
+import pytest
+from conftest import REPO, write_wav
+
+
+def callqa(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CALLQA_DB": str(db), "CALLQA_ANALYSIS__NISQA": "false", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "callqa.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=REPO)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_analyze_example_prints_summary_and_json(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    legs = [str(REPO / "examples/call-agent.wav"), str(REPO / "examples/call-customer.wav")]
+    text = callqa("analyze", *legs, db=db).stdout
+    assert "DEGRADED" in text and "dead_air" in text and "agent" in text
+    report = json.loads(callqa("analyze", "--json", *legs, db=db).stdout)
+    assert report["verdict"] == "degraded" and [leg["role"] for leg in report["legs"]] == ["agent", "customer"]
+    for leg in report["legs"]:
+        assert set(leg["levels"]) >= {"rms_dbfs", "peak_dbfs", "clipping_ratio"}
+        assert set(leg["mos"]["dnsmos"]) >= {"sig", "bak", "ovrl", "p808"}
+        assert leg["mos"]["nisqa"] is None and "nisqa" in leg["mos"]["skipped"]
+    shown = json.loads(callqa("show", report["id"], "--json", db=db).stdout)
+    assert shown == report
+    assert report["id"] in callqa("list", db=db).stdout
+
+
+def test_schema_validates_a_report(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(callqa("schema", db=tmp_path / "s.db").stdout)
+    assert schema["x-schema-version"] == "1.0.0"
+    report = json.loads(callqa("analyze", "--json", str(REPO / "examples/call-agent.wav"), db=tmp_path / "s.db").stdout)
+    jsonschema.validate(report, schema)
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
+    proc = callqa("analyze", str(tmp_path / "missing.wav"), db=tmp_path / "s.db", check=False)
+    assert proc.returncode == 2 and "file not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = callqa("show", "nosuchid", db=tmp_path / "s.db", check=False)
+    assert proc.returncode == 2 and "no stored report" in proc.stderr
+
+
+def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path, testdata: Path) -> None:
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    a, b = calls.conversation(testdata, 20.0)
+    write_wav(rec / "1001-in.wav", calls.leg(testdata, 20, a), calls.RATE)
+    write_wav(rec / "1001-out.wav", calls.leg(testdata, 20, b, seed=1), calls.RATE)
+    write_wav(rec / "1002.wav", np.vstack([calls.leg(testdata, 20, a), calls.leg(testdata, 20, b)]), calls.RATE)
+    write_wav(rec / "1003.wav", calls.leg(testdata, 10, [1.0]), calls.RATE)
+    (rec / "1004.wav").write_bytes(b"garbage" * 100)
+    (rec / "1005.mp3").write_bytes(b"")
+    out = tmp_path / "results.jsonl"
+    db = tmp_path / "s.db"
+    proc = callqa("analyze", "--dir", str(rec), "--jobs", "2", "--out", str(out), db=db)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 3
+    assert sorted(len(r["legs"]) for r in lines) == [1, 2, 2]
+    assert "3 of 5 calls analysed, 2 failed" in proc.stderr
+    assert "1004.wav" in proc.stderr and "1005.mp3" in proc.stderr
+    # resume: finished calls are not analysed or written again
+    callqa("analyze", "--dir", str(rec), "--jobs", "2", "--out", str(out), db=db)
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_batch_of_only_bad_files_fails(tmp_path: Path) -> None:
+    rec = tmp_path / "bad"
+    rec.mkdir()
+    (rec / "x.wav").write_bytes(b"not audio")
+    proc = callqa("analyze", "--dir", str(rec), db=tmp_path / "s.db", check=False)
+    assert proc.returncode == 1 and "0 of 1 calls analysed" in proc.stderr

@@ -1,0 +1,84 @@
+"""The cache: same file and settings hit; a changed file, setting or expiry miss; the store survives junk."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import calls
+import pytest
+from conftest import write_wav
+
+from callqa.config import AnalysisSettings, Settings
+from callqa.service import analyze_files, cache_key
+from callqa.store import Store
+
+
+@pytest.fixture
+def call_file(tmp_path: Path, testdata: Path) -> Path:
+    return write_wav(tmp_path / "call.wav", calls.leg(testdata, 6, [0.5]), calls.RATE)
+
+
+def test_rerun_is_a_cache_hit(call_file: Path, settings: Settings) -> None:
+    store = Store(settings.db)
+    first, cached1 = analyze_files([call_file], settings, store=store)
+    second, cached2 = analyze_files([call_file], settings, store=store)
+    assert (cached1, cached2) == (False, True)
+    assert second == first
+    assert store.get(first.id) == first
+    assert store.get(first.id[:6]) == first  # unique prefix
+    assert [c.id for c in store.list()] == [first.id]
+    with sqlite3.connect(settings.db) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_changed_file_is_a_miss(call_file: Path, settings: Settings, tmp_path: Path) -> None:
+    store = Store(settings.db)
+    first, _ = analyze_files([call_file], settings, store=store)
+    copy = tmp_path / "copy.wav"
+    shutil.copy(call_file, copy)
+    assert analyze_files([copy], settings, store=store)[1] is True  # same content, other name: still a hit
+    data = bytearray(call_file.read_bytes())
+    data[-100:] = bytes(100)  # same size, different samples
+    call_file.write_bytes(bytes(data))
+    changed, cached = analyze_files([call_file], settings, store=store)
+    assert cached is False and changed.id != first.id
+
+
+def test_changed_setting_is_a_miss(call_file: Path, settings: Settings) -> None:
+    store = Store(settings.db)
+    first, _ = analyze_files([call_file], settings, store=store)
+    other = settings.model_copy(update={"analysis": AnalysisSettings(nisqa=False, silence_noise_db=-40)})
+    again, cached = analyze_files([call_file], other, store=store)
+    assert cached is False and again.id != first.id
+    assert again.settings["silence_noise_db"] == -40
+    assert cache_key([call_file], settings, None) != cache_key([call_file], settings, ["agent", "customer"])
+
+
+def test_expired_entry_is_a_miss(call_file: Path, settings: Settings) -> None:
+    store = Store(settings.db)
+    report, _ = analyze_files([call_file], settings, store=store)
+    assert store.cached(report.cache_key, ttl_s=3600) is not None
+    assert store.cached(report.cache_key, ttl_s=3600, now=report.created_at.timestamp() + 3601) is None
+    short = settings.model_copy(update={"cache_ttl_s": 0.0})
+    assert analyze_files([call_file], short, store=store)[1] is False
+    assert store.get(report.id) is not None  # expired reports stay readable by id
+
+
+def test_unknown_id_and_unreadable_row(settings: Settings) -> None:
+    store = Store(settings.db)
+    assert store.get("doesnotexist") is None
+    with sqlite3.connect(settings.db) as db:
+        db.execute("INSERT INTO reports VALUES ('abc', 'k', 1e12, 's', 'good', 1.0, '{not json')")
+    assert store.get("abc") is None
+    assert store.cached("k", ttl_s=1e13) is None
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    from callqa.errors import StoreError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot open"):
+        Store(blocker / "sub" / "store.sqlite3")
