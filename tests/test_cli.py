@@ -68,7 +68,7 @@ def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path, testdata: P
     db = tmp_path / "s.db"
     proc = callqa("analyze", "--dir", str(rec), "--jobs", "2", "--out", str(out), db=db)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 3
+    assert len(lines) == 3, proc.stderr
     assert sorted(len(r["legs"]) for r in lines) == [1, 2, 2]
     assert "3 of 5 calls analysed, 2 failed" in proc.stderr
     assert "1004.wav" in proc.stderr and "1005.mp3" in proc.stderr

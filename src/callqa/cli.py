@@ -143,6 +143,7 @@ def run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | N
         raise InputError(f"no audio files in {directory}")
     done = _done_sources(out_file) if out_file else set()
     todo = [c for c in calls if tuple(sorted(str(p) for p in c)) not in done]
+    Store(settings.db)  # create the schema and switch to WAL once, before workers open it concurrently
     failures: list[tuple[str, str]] = []
     ok = len(calls) - len(todo)
     sink = open(out_file, "a", encoding="utf-8") if out_file else None  # noqa: SIM115

@@ -169,10 +169,15 @@ def analyze_leg(leg: Leg, s: AnalysisSettings, nisqa_weights: Path | None) -> tu
 
 
 def analyze_legs(
-    legs: list[Leg], settings: Settings, warnings: list[str] | None = None, report_id: str = "", cache_key: str = ""
+    legs: list[Leg],
+    settings: Settings,
+    warnings: list[str] | None = None,
+    report_id: str = "",
+    cache_key: str = "",
+    decode_s: float = 0.0,
 ) -> CallReport:
     """Analyse the legs of one call (in parallel, one thread per leg) and build its report."""
-    start = time.perf_counter()
+    start = time.perf_counter() - decode_s
     s = settings.analysis
     if s.dnsmos:
         models.dnsmos_sessions()  # load once before the threads start
@@ -184,6 +189,7 @@ def analyze_legs(
     findings = detectors.run_detectors(leg_reports, s)
     verdict, reasons = detectors.verdict(findings)
     timings = Timings(
+        decode_s=decode_s,
         levels_s=sum(t.levels_s for _, t in results),
         vad_s=sum(t.vad_s for _, t in results),
         dnsmos_s=sum(t.dnsmos_s for _, t in results),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 
 from callqa import models
@@ -59,8 +60,10 @@ def analyze_files(
         hit = store.cached(key, settings.cache_ttl_s)
         if hit is not None:
             return hit, True
+    t0 = time.perf_counter()
     legs, warnings = legs_from_files(list(paths), settings, roles)
-    report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key)
+    decode_s = time.perf_counter() - t0
+    report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key, decode_s=decode_s)
     if store is not None:
         store.put(report)
     return report, False
