@@ -15,7 +15,9 @@ from conftest import REPO, write_wav
 
 
 def callqa(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CALLQA_DB": str(db), "CALLQA_ANALYSIS__NISQA": "false", "COLUMNS": "200"}
+    env = {**os.environ, "CALLQA_DB": str(db), "COLUMNS": "200"}
+    if "--nisqa-weights" not in args:
+        env["CALLQA_ANALYSIS__NISQA"] = "false"  # keep the report independent of weights a machine may have
     proc = subprocess.run([sys.executable, "-m", "callqa.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300, cwd=REPO)  # fmt: skip
     if check:
@@ -83,3 +85,15 @@ def test_batch_of_only_bad_files_fails(tmp_path: Path) -> None:
     (rec / "x.wav").write_bytes(b"not audio")
     proc = callqa("analyze", "--dir", str(rec), db=tmp_path / "s.db", check=False)
     assert proc.returncode == 1 and "0 of 1 calls analysed" in proc.stderr
+
+
+def test_nisqa_weights_option_adds_nisqa(tmp_path: Path, nisqa_weights: Path) -> None:
+    proc = callqa("analyze", "--json", "--nisqa-weights", str(nisqa_weights),
+                  str(REPO / "examples/call-agent.wav"), str(REPO / "examples/call-customer.wav"),
+                  db=tmp_path / "s.db")  # fmt: skip
+    report = json.loads(proc.stdout)
+    for leg in report["legs"]:
+        nq = leg["mos"]["nisqa"]
+        assert set(nq) >= {"mos", "noisiness", "coloration", "discontinuity", "loudness"}
+        assert 1.0 < nq["mos"] < 5.0
+    assert report["models"]["nisqa"].startswith("NISQA_DIM v2")
