@@ -6,7 +6,6 @@ Each factory imports its heavy library inside and turns a missing dependency or 
 from __future__ import annotations
 
 import importlib.metadata
-import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ def package_version(name: str) -> str:
 
 
 def onnx_session(path: Path, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session with a fixed thread count (legs run in parallel threads)."""
+    """An ONNX Runtime CPU session with a fixed thread count and no memory arena (activations are freed)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -37,15 +36,9 @@ def onnx_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-# One DNSMOS inference holds ~130 MB of activations: legs take turns (each run uses both cores) so that
-# two legs analysed in parallel do not double the peak memory.
-DNSMOS_LOCK = threading.Lock()
-
-
 @lru_cache
 def dnsmos_sessions() -> tuple[Any, Any]:
-    """(P.835 sig/bak/ovrl session, P.808 session) from the ONNX files shipped in ``speechmos``.
-    Run them under ``DNSMOS_LOCK``."""
+    """(P.835 sig/bak/ovrl session on both cores, P.808 session) from the ONNX files shipped in ``speechmos``."""
     try:
         import speechmos
     except ImportError as exc:

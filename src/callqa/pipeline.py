@@ -17,7 +17,7 @@ import numpy as np
 
 from callqa import models
 from callqa.audio.decode import DecodedAudio, decode_file
-from callqa.audio.levels import active_level_dbfs, measure_levels
+from callqa.audio.levels import LevelStats, active_level_dbfs, measure_levels
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
@@ -109,63 +109,85 @@ def _mono_leg(audio: DecodedAudio, role: Role, channel: int | None) -> Leg:
     return Leg(role, audio.source, np.ascontiguousarray(x, dtype=np.float32), audio.sample_rate, audio.codec, channel)
 
 
-def analyze_leg(leg: Leg, s: AnalysisSettings, nisqa_weights: Path | None) -> tuple[LegReport, Timings]:
-    t = Timings()
+@dataclass
+class _LegWork:
+    """One leg on its way through the stages; becomes a LegReport at the end."""
+
+    leg: Leg
+    levels: LevelStats
+    silences: list[tuple[float, float]]
+    x16: np.ndarray
+    speech: list[tuple[float, float]]
+    mos: Mos
+    timings: Timings
+
+
+def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
+    """Stage 1 (legs in parallel, one core each): levels, silences, speech."""
     t0 = time.perf_counter()
     x, sr = leg.samples, leg.sample_rate
     lv = measure_levels(x, s.clip_level)
     silences = detect_silences(x, sr, s.silence_noise_db, s.silence_min_s)
     t1 = time.perf_counter()
     x16 = resample(x, sr, vad.VAD_RATE)
-    speech = vad.detect_speech(
-        x16, vad.VadOptions(s.vad_threshold, s.vad_min_speech_ms, s.vad_min_silence_ms, s.vad_speech_pad_ms)
-    )
-    segments = [(a, min(b, leg.duration_s)) for a, b in speech.segments]
+    options = vad.VadOptions(s.vad_threshold, s.vad_min_speech_ms, s.vad_min_silence_ms, s.vad_speech_pad_ms)
+    speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options).segments]
     t2 = time.perf_counter()
-    mos = Mos()
+    return _LegWork(leg, lv, silences, x16, speech, Mos(), Timings(levels_s=t1 - t0, vad_s=t2 - t1))
+
+
+def _score_dnsmos(w: _LegWork, s: AnalysisSettings) -> None:
+    """Stage 2 (one leg at a time: each run uses both cores and ~130 MB of activations)."""
+    t0 = time.perf_counter()
     if not s.dnsmos:
-        mos.skipped["dnsmos"] = "disabled in settings"
-    elif x16.size == 0 or lv.peak_dbfs < s.digital_silence_dbfs:
-        mos.skipped["dnsmos"] = "no audio on this leg"
+        w.mos.skipped["dnsmos"] = "disabled in settings"
+    elif w.x16.size == 0 or w.levels.peak_dbfs < s.digital_silence_dbfs:
+        w.mos.skipped["dnsmos"] = "no audio on this leg"
     else:
-        r = dnsmos.score(x16, dnsmos.DnsmosOptions(s.dnsmos_hop_s, s.dnsmos_max_windows), segments)
-        mos.dnsmos = Dnsmos(
+        r = dnsmos.score(w.x16, dnsmos.DnsmosOptions(s.dnsmos_hop_s, s.dnsmos_max_windows), w.speech)
+        w.mos.dnsmos = Dnsmos(
             sig=r.sig, bak=r.bak, ovrl=r.ovrl, p808=r.p808,
-            windows=[DnsmosWindow(start_s=w[0], sig=w[1], bak=w[2], ovrl=w[3], p808=w[4]) for w in r.windows],
+            windows=[DnsmosWindow(start_s=x[0], sig=x[1], bak=x[2], ovrl=x[3], p808=x[4]) for x in r.windows],
         )  # fmt: skip
-    t3 = time.perf_counter()
-    if not s.nisqa:
-        mos.skipped["nisqa"] = "disabled in settings"
+    w.timings.dnsmos_s = time.perf_counter() - t0
+
+
+def _score_nisqa(w: _LegWork, s: AnalysisSettings, weights: Path | None) -> None:
+    """Stage 3 (legs in parallel, one torch thread each)."""
+    t0 = time.perf_counter()
+    reason = "disabled in settings" if not s.nisqa else nisqa.unavailable_reason(weights)
+    if reason is None and not w.speech:
+        reason = "no speech on this leg"
+    if reason:
+        w.mos.skipped["nisqa"] = reason
     else:
-        reason = nisqa.unavailable_reason(nisqa_weights)
-        if reason:
-            mos.skipped["nisqa"] = reason
-        elif not segments:
-            mos.skipped["nisqa"] = "no speech on this leg"
-        else:
-            mos.nisqa = nisqa.score_leg(x, sr, segments, nisqa_weights, s.nisqa_window_s, s.nisqa_max_windows)
-    t4 = time.perf_counter()
-    report = LegReport(
+        x, sr = w.leg.samples, w.leg.sample_rate
+        w.mos.nisqa = nisqa.score_leg(x, sr, w.speech, weights, s.nisqa_window_s, s.nisqa_max_windows)
+    w.timings.nisqa_s = time.perf_counter() - t0
+
+
+def _leg_report(w: _LegWork) -> LegReport:
+    leg, lv = w.leg, w.levels
+    speech_s = sum(b - a for a, b in w.speech)
+    return LegReport(
         role=leg.role,
         source=leg.source,
         channel=leg.channel,
         codec=leg.codec,
-        sample_rate=sr,
+        sample_rate=leg.sample_rate,
         duration_s=round(leg.duration_s, 6),
         levels=Levels(
             rms_dbfs=lv.rms_dbfs,
             peak_dbfs=lv.peak_dbfs,
             clipping_ratio=lv.clipping_ratio,
-            active_dbfs=active_level_dbfs(x, sr, segments),
+            active_dbfs=active_level_dbfs(leg.samples, leg.sample_rate, w.speech),
         ),
-        speech_ratio=round(speech.speech_s / leg.duration_s, 4) if leg.duration_s else 0.0,
-        speech_s=round(speech.speech_s, 3),
-        speech_segments=[Segment(start_s=round(a, 3), end_s=round(b, 3)) for a, b in segments],
-        silences=[Segment(start_s=round(a, 4), end_s=round(b, 4)) for a, b in silences],
-        mos=mos,
+        speech_ratio=round(speech_s / leg.duration_s, 4) if leg.duration_s else 0.0,
+        speech_s=round(speech_s, 3),
+        speech_segments=[Segment(start_s=round(a, 3), end_s=round(b, 3)) for a, b in w.speech],
+        silences=[Segment(start_s=round(a, 4), end_s=round(b, 4)) for a, b in w.silences],
+        mos=w.mos,
     )
-    t.levels_s, t.vad_s, t.dnsmos_s, t.nisqa_s = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-    return report, t
 
 
 def analyze_legs(
@@ -176,24 +198,27 @@ def analyze_legs(
     cache_key: str = "",
     decode_s: float = 0.0,
 ) -> CallReport:
-    """Analyse the legs of one call (in parallel, one thread per leg) and build its report."""
+    """Analyse the legs of one call and build its report. Stages that run one model per core take the legs in
+    parallel; DNSMOS, which uses both cores per run, takes them in turn (no oversubscription, bounded memory)."""
     start = time.perf_counter() - decode_s
     s = settings.analysis
-    if s.dnsmos:
-        models.dnsmos_sessions()  # load once before the threads start
-    models.silero_vad()
+    models.silero_vad()  # load once, before the threads start
     weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
-        results = list(pool.map(lambda leg: analyze_leg(leg, s, weights), legs))
-    leg_reports = [r for r, _ in results]
+        work = list(pool.map(lambda leg: _measure(leg, s), legs))
+        for w in work:
+            _score_dnsmos(w, s)
+        list(pool.map(lambda w: _score_nisqa(w, s, weights), work))
+    leg_reports = [_leg_report(w) for w in work]
+    stage_times = [w.timings for w in work]
     findings = detectors.run_detectors(leg_reports, s)
     verdict, reasons = detectors.verdict(findings)
     timings = Timings(
         decode_s=decode_s,
-        levels_s=sum(t.levels_s for _, t in results),
-        vad_s=sum(t.vad_s for _, t in results),
-        dnsmos_s=sum(t.dnsmos_s for _, t in results),
-        nisqa_s=sum(t.nisqa_s for _, t in results),
+        levels_s=sum(t.levels_s for t in stage_times),
+        vad_s=sum(t.vad_s for t in stage_times),
+        dnsmos_s=sum(t.dnsmos_s for t in stage_times),
+        nisqa_s=sum(t.nisqa_s for t in stage_times),
         total_s=time.perf_counter() - start,
     )
     versions = models.versions()

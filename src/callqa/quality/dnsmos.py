@@ -155,10 +155,8 @@ def score(
     rows = []
     for start in starts:
         seg = audio[start : start + WINDOW]
-        features = p808_features(seg)[None]
-        with models.DNSMOS_LOCK:
-            sig_raw, bak_raw, ovr_raw = primary.run(None, {"input_1": seg[None, :]})[0][0]
-            p = float(p808.run(None, {"input_1": features})[0][0][0])
+        sig_raw, bak_raw, ovr_raw = primary.run(None, {"input_1": seg[None, :]})[0][0]
+        p = float(p808.run(None, {"input_1": p808_features(seg)[None]})[0][0][0])
         rows.append((start / SR, float(_P_SIG(sig_raw)), float(_P_BAK(bak_raw)), float(_P_OVR(ovr_raw)), p))
     mean = np.mean(np.array([r[1:] for r in rows]), axis=0)
     return DnsmosResult(float(mean[0]), float(mean[1]), float(mean[2]), float(mean[3]), rows)
