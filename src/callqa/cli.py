@@ -178,6 +178,56 @@ def run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | N
 
 
 @app.command()
+def pcap(
+    capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
+    stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
+    wav_dir: Annotated[Path | None, typer.Option(help="write each direction of each call as a WAV here")] = None,
+    nat_alias: Annotated[list[str] | None, typer.Option(help="PRIVATE=PUBLIC address seen behind NAT")] = None,
+    no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
+    nisqa_weights: Annotated[Path | None, typer.Option(help="path to NISQA nisqa.tar")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Find every call in a capture: SIP dialog, RTP per direction, network statistics and audio analysis."""
+    from callqa.service import analyze_capture
+
+    try:
+        aliases = dict(_alias(a) for a in nat_alias or [])
+        settings = _settings(db, nisqa_weights, no_nisqa, False)
+        reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,
+                                            use_cache=not no_cache)  # fmt: skip
+    except (CallqaError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    if as_json:
+        for r in reports:
+            sys.stdout.write(r.model_dump_json() + "\n")
+        return
+    if not reports:
+        out.print("no calls or RTP streams found")
+    for r in reports:
+        print_summary(r)
+        if r.sip:
+            out.print(f"  SIP {r.sip.call_id}  {r.sip.from_} -> {r.sip.to}  {r.sip.end_reason}")
+        for st in r.streams:
+            mos = f"{st.network_mos:.2f}" if st.network_mos is not None else "-"
+            out.print(f"  RTP {st.leg:8} {st.src} -> {st.dst} {st.ssrc} {st.payload}: {st.packets} pkts, "
+                      f"lost {st.lost}, max delta {st.max_delta_ms:.1f} ms, jitter max {st.max_jitter_ms:.2f} "
+                      f"mean {st.mean_jitter_ms:.2f} ms, network MOS {mos}")  # fmt: skip
+        out.print()
+
+
+def _alias(text: str) -> tuple[str, str]:
+    private, sep, public = text.partition("=")
+    if not sep or not private or not public:
+        raise InputError(f"--nat-alias needs PRIVATE=PUBLIC, got {text!r}")
+    return private.strip(), public.strip()
+
+
+@app.command()
 def schema() -> None:
     """Print the versioned JSON Schema of the CallReport."""
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")

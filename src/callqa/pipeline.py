@@ -31,7 +31,10 @@ from callqa.report import (
     Levels,
     Mos,
     Role,
+    RtpStats,
+    RtpStream,
     Segment,
+    SipInfo,
     Timings,
 )
 
@@ -53,6 +56,7 @@ class Leg:
     sample_rate: int
     codec: str = ""
     channel: int | None = None
+    rtp: RtpStats | None = None  # network statistics when the leg was decoded from a capture
 
     @property
     def duration_s(self) -> float:
@@ -187,6 +191,7 @@ def _leg_report(w: _LegWork) -> LegReport:
         speech_segments=[Segment(start_s=round(a, 3), end_s=round(b, 3)) for a, b in w.speech],
         silences=[Segment(start_s=round(a, 4), end_s=round(b, 4)) for a, b in w.silences],
         mos=w.mos,
+        rtp=leg.rtp,
     )
 
 
@@ -197,6 +202,8 @@ def analyze_legs(
     report_id: str = "",
     cache_key: str = "",
     decode_s: float = 0.0,
+    streams: list[RtpStream] | None = None,
+    sip: SipInfo | None = None,
 ) -> CallReport:
     """Analyse the legs of one call and build its report. Stages that run one model per core take the legs in
     parallel; DNSMOS, which uses both cores per run, takes them in turn (no oversubscription, bounded memory)."""
@@ -211,7 +218,7 @@ def analyze_legs(
         list(pool.map(lambda w: _score_nisqa(w, s, weights), work))
     leg_reports = [_leg_report(w) for w in work]
     stage_times = [w.timings for w in work]
-    findings = detectors.run_detectors(leg_reports, s)
+    findings = detectors.run_detectors(leg_reports, s, streams, sip)
     verdict, reasons = detectors.verdict(findings)
     timings = Timings(
         decode_s=decode_s,
@@ -229,7 +236,9 @@ def analyze_legs(
         created_at=datetime.now(UTC),
         verdict=verdict,
         reasons=reasons,
-        duration_s=round(max((leg.duration_s for leg in leg_reports), default=0.0), 6),
+        duration_s=round(
+            max([leg.duration_s for leg in leg_reports] + [st.end_s for st in streams or []], default=0.0), 6
+        ),
         warnings=list(warnings or []),
         legs=leg_reports,
         findings=findings,
@@ -237,4 +246,7 @@ def analyze_legs(
         models=versions,
         settings=s.model_dump(),
         cache_key=cache_key,
+        source="capture" if streams is not None else "recording",
+        sip=sip,
+        streams=streams or [],
     )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: sip, streams, legs[].rtp from captures
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -71,6 +71,47 @@ class Mos(BaseModel):
     skipped: dict[str, str] = Field(default={}, description="model name -> why it did not run")
 
 
+class RtpStats(BaseModel):
+    """Network statistics of one direction, as ``tshark -z rtp,streams`` computes them (RFC 3550 jitter)."""
+
+    ssrc: str = Field(description="0x-prefixed hex; several when the direction changed SSRC")
+    src: str
+    dst: str
+    payload: str = Field(description="codec names seen, e.g. 'PCMA, telephone-event'")
+    packets: int
+    expected: int
+    lost: int = Field(description="expected - received; negative with duplicates or a sequence restart")
+    duplicates: int
+    out_of_order: int
+    max_delta_ms: float
+    max_jitter_ms: float
+    mean_jitter_ms: float
+    network_mos: float | None = Field(None, description="G.107 E-model after a 50 ms fixed jitter buffer")
+    jitter_buffer_discards: int = 0
+    start_s: float = Field(0.0, description="first packet, seconds from the call start")
+    end_s: float = 0.0
+
+
+class RtpStream(RtpStats):
+    leg: str = Field(description="caller or callee; for RTP without SIP the source address")
+    codec: str = ""
+    decoded: bool = False
+    note: str = ""
+
+
+class SipInfo(BaseModel):
+    call_id: str
+    from_: str = Field("", alias="from")
+    to: str = ""
+    started_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str = ""
+    matched_by: str = Field("sdp", description="how RTP was tied to the dialog: sdp, sdp port (NAT), none")
+
+    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+
 class LegReport(BaseModel):
     role: Role
     source: str
@@ -84,6 +125,7 @@ class LegReport(BaseModel):
     speech_segments: list[Segment]
     silences: list[Segment]
     mos: Mos
+    rtp: RtpStats | None = Field(None, description="network statistics when the leg came from a capture")
 
 
 class Finding(BaseModel):
@@ -115,6 +157,9 @@ class CallReport(BaseModel):
     warnings: list[str] = []
     legs: list[LegReport]
     findings: list[Finding]
+    source: Literal["recording", "capture"] = "recording"
+    sip: SipInfo | None = None
+    streams: list[RtpStream] = Field(default=[], description="every RTP direction of a captured call")
     timings: Timings = Timings()
     models: dict[str, str] = Field(default={}, description="model name -> version used")
     settings: dict[str, Any] = {}

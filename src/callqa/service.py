@@ -86,3 +86,36 @@ def group_calls(directory: Path) -> list[list[Path]]:
         else:
             calls.extend([m] for m in members)
     return calls
+
+
+def analyze_capture(
+    path: Path,
+    settings: Settings,
+    store: Store | None = None,
+    stats_only: bool = False,
+    wav_dir: Path | None = None,
+    nat_aliases: dict[str, str] | None = None,
+    use_cache: bool = True,
+) -> tuple[list[CallReport], list[str]]:
+    """Every call in a pcap or pcapng file through the common pipeline: (reports, capture warnings)."""
+    from callqa.capture.analyze import report_call
+    from callqa.capture.calls import read_capture
+
+    capture_hash = content_hash(path)
+    capture = read_capture(path, nat_aliases)
+    reports = []
+    for call in capture.calls:
+        material = {
+            "capture": capture_hash, "call": call.id, "stats_only": stats_only, "aliases": nat_aliases or {},
+            "analysis": settings.analysis.model_dump(), "models": models.versions(),
+        }  # fmt: skip
+        key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+        hit = store.cached(key, settings.cache_ttl_s) if store is not None and use_cache and wav_dir is None else None
+        if hit is not None:
+            reports.append(hit)
+            continue
+        report = report_call(call, settings, key[:16], key, str(path), stats_only, wav_dir)
+        if store is not None:
+            store.put(report)
+        reports.append(report)
+    return reports, capture.warnings

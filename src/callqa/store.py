@@ -77,7 +77,8 @@ class Store:
         try:
             with self._connect() as db:
                 db.execute(
-                    "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (report.id, report.cache_key, now, source, report.verdict, report.duration_s,
                      report.model_dump_json()),
                 )  # fmt: skip

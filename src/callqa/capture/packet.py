@@ -33,6 +33,7 @@ IPV6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options
 IPV6_FRAG = 44
 GRE_ERSPAN2 = 0x88BE
 GRE_ERSPAN3 = 0x22EB
+GRE_TEB = 0x6558  # transparent Ethernet bridging
 MAX_FRAGMENT_SETS = 1024
 
 
@@ -169,6 +170,8 @@ class Decoder:
             _need(data, pos + 12, "ERSPAN III header")
             extra = 8 if data[pos + 11] & 0x01 else 0  # optional platform-specific subheader
             return self._ethernet(ts, data[pos + 12 + extra :])
+        if ptype == GRE_TEB:
+            return self._ethernet(ts, data[pos:])
         if ptype in (ETH_IPV4, ETH_IPV6):
             return self._ip(ts, data[pos:])
         return None

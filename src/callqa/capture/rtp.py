@@ -124,10 +124,15 @@ class StreamStats:
             self.total = 1
             return
         in_order = self.first_ts <= ext_ts  # behind the first packet's timestamp: late, or a restart
-        if seq < self.start_seq and in_order and not self.under:
-            self.seq_cycles += 1
-            self.under = True
-        elif seq == 0 and self.stop_seq == 65535 and in_order and not self.under:
+        if (
+            seq < self.start_seq
+            and in_order
+            and not self.under
+            or seq == 0
+            and self.stop_seq == 65535
+            and in_order
+            and not self.under
+        ):
             self.seq_cycles += 1
             self.under = True
         elif seq > self.start_seq and in_order and self.under:

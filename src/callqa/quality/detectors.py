@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from callqa.audio.silences import merge_gaps
 from callqa.config import AnalysisSettings
-from callqa.report import Finding, LegReport, Severity, Verdict
+from callqa.report import Finding, LegReport, RtpStream, Severity, SipInfo, Verdict
 
 
 def _segments(leg: LegReport) -> list[tuple[float, float]]:
@@ -208,11 +208,74 @@ def mixed_legs(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
     ]
 
 
+def packet_loss(streams: list[RtpStream], s: AnalysisSettings) -> list[Finding]:
+    """Loss per direction (expected - received over expected); a sequence restart is not counted as loss."""
+    findings = []
+    for st in streams:
+        if st.expected <= 0 or st.lost <= 0:
+            continue
+        ratio = st.lost / st.expected
+        if ratio >= s.loss_warning:
+            findings.append(
+                Finding(
+                    code="packet_loss",
+                    severity="critical" if ratio >= s.loss_critical else "warning",
+                    leg=st.leg if st.leg in ROLES else None,
+                    start_s=st.start_s,
+                    end_s=st.end_s,
+                    message=f"{st.leg} RTP lost {st.lost} of {st.expected} packets ({ratio:.1%}) {st.src} -> {st.dst}",
+                    evidence={"lost": st.lost, "expected": st.expected, "ssrc": st.ssrc,
+                              "network_mos": st.network_mos},
+                )
+            )  # fmt: skip
+    return findings
+
+
+def jitter(streams: list[RtpStream], s: AnalysisSettings) -> list[Finding]:
+    return [
+        Finding(
+            code="high_jitter",
+            severity="warning",
+            leg=st.leg if st.leg in ROLES else None,
+            start_s=st.start_s,
+            end_s=st.end_s,
+            message=f"{st.leg} RTP jitter up to {st.max_jitter_ms:.1f} ms (mean {st.mean_jitter_ms:.1f} ms)",
+            evidence={"max_jitter_ms": st.max_jitter_ms, "mean_jitter_ms": st.mean_jitter_ms, "ssrc": st.ssrc},
+        )
+        for st in streams
+        if st.max_jitter_ms >= s.jitter_warning_ms
+    ]
+
+
+def missing_direction(sip: SipInfo | None, streams: list[RtpStream]) -> list[Finding]:
+    """An answered SIP call with RTP in one direction only: the other side was never heard (classic NAT
+    or firewall one-way audio)."""
+    if sip is None or sip.answered_at is None or not streams:
+        return []
+    present = {st.leg for st in streams}
+    return [
+        Finding(
+            code="one_way_audio",
+            severity="critical",
+            leg=role,
+            message=f"no RTP from the {role} in an answered call: one-way audio (check NAT and firewalls)",
+            evidence={"directions_with_rtp": sorted(present)},
+        )
+        for role in ("caller", "callee")
+        if role not in present
+    ]
+
+
 DETECTORS = (no_audio, no_speech, one_way_audio, dead_air, clipping, low_level, low_mos, mixed_legs)
+ROLES = ("caller", "callee")
 
 
-def run_detectors(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
-    return [f for detect in DETECTORS for f in detect(legs, s)]
+def run_detectors(
+    legs: list[LegReport], s: AnalysisSettings, streams: list[RtpStream] | None = None, sip: SipInfo | None = None
+) -> list[Finding]:
+    findings = missing_direction(sip, streams or [])
+    findings += packet_loss(streams or [], s) + jitter(streams or [], s)
+    return findings + [f for detect in DETECTORS for f in detect(legs, s)]
 
 
 def verdict(findings: list[Finding]) -> tuple[Verdict, list[str]]:

@@ -1,0 +1,153 @@
+"""Captured calls into CallReports: per-direction network statistics, decoded legs, the common pipeline."""
+
+from __future__ import annotations
+
+import statistics
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from callqa.audio.resample import resample
+from callqa.capture import emodel
+from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
+from callqa.capture.media import UnsupportedCodec, decode_stream
+from callqa.config import Settings
+from callqa.pipeline import Leg, analyze_legs
+from callqa.report import CallReport, RtpStats, RtpStream, SipInfo
+
+
+def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
+    enc = call.encodings.get(stream.key, {})
+    stats = stream_stats(stream, enc, call.capture_start)
+    t0 = call_start(call)
+    pts = [p.pt for p in stream.packets]
+    names = []
+    for pt in dict.fromkeys(pts):
+        name = (enc.get(pt) or ("", 0))[0] or _static_name(pt)
+        names.append(name or f"PT{pt}")
+    dominant = max(set(pts), key=pts.count)
+    codec, clock = enc.get(dominant) or (_static_name(dominant), _static_clock(dominant))
+    voice = [p for p in stream.packets if p.pt == dominant]
+    late = emodel.jitter_buffer_loss([p.arrival for p in voice], [p.timestamp for p in voice], clock,
+                                     s.analysis.jitter_buffer_ms)  # fmt: skip
+    steps = [(b.timestamp - a.timestamp) % (1 << 32) for a, b in zip(voice, voice[1:], strict=False)]
+    ptime = 1000.0 * statistics.median(steps) / clock if steps and clock else 20.0
+    mos = (emodel.network_mos(codec, stats.expected, stats.lost, late, min(ptime, 200.0), s.analysis.jitter_buffer_ms)
+           if clock else None)  # fmt: skip
+    return RtpStream(
+        leg=role, codec=codec, ssrc=f"0x{stream.ssrc:08X}", src=f"{stream.src[0]}:{stream.src[1]}",
+        dst=f"{stream.dst[0]}:{stream.dst[1]}", payload=", ".join(names), packets=stats.total,
+        expected=stats.expected, lost=stats.lost, duplicates=stats.duplicates, out_of_order=stats.out_of_order,
+        max_delta_ms=round(stats.max_delta, 3), max_jitter_ms=round(stats.max_jitter, 3),
+        mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
+        start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
+    )  # fmt: skip
+
+
+def _static_name(pt: int) -> str:
+    from callqa.capture.rtp import STATIC_PT
+
+    return STATIC_PT.get(pt, ("", 0))[0]
+
+
+def _static_clock(pt: int) -> int:
+    from callqa.capture.rtp import STATIC_PT
+
+    return STATIC_PT.get(pt, ("", 0))[1]
+
+
+def call_start(call: CapturedCall) -> float:
+    firsts = [s.packets[0].arrival for streams in call.streams.values() for s in streams]
+    if call.dialog:
+        return min([call.dialog.started_at, *firsts])
+    return min(firsts, default=call.capture_start)
+
+
+def aggregate(streams: list[RtpStream]) -> RtpStats:
+    """One direction's statistics when it used several streams (SSRC change, re-INVITE)."""
+    if len(streams) == 1:
+        return RtpStats(**streams[0].model_dump(include=set(RtpStats.model_fields)))
+    total = sum(s.packets for s in streams)
+    moss = [s.network_mos for s in streams if s.network_mos is not None]
+    return RtpStats(
+        ssrc=", ".join(s.ssrc for s in streams), src=streams[0].src, dst=streams[0].dst,
+        payload=", ".join(dict.fromkeys(n for s in streams for n in s.payload.split(", "))),
+        packets=total, expected=sum(s.expected for s in streams), lost=sum(s.lost for s in streams),
+        duplicates=sum(s.duplicates for s in streams), out_of_order=sum(s.out_of_order for s in streams),
+        max_delta_ms=max(s.max_delta_ms for s in streams), max_jitter_ms=max(s.max_jitter_ms for s in streams),
+        mean_jitter_ms=round(sum(s.mean_jitter_ms * s.packets for s in streams) / max(total, 1), 3),
+        network_mos=min(moss) if moss else None,
+        jitter_buffer_discards=sum(s.jitter_buffer_discards for s in streams),
+        start_s=min(s.start_s for s in streams), end_s=max(s.end_s for s in streams),
+    )  # fmt: skip
+
+
+def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float) -> tuple[np.ndarray, int, str, list[str]]:
+    """A direction's audio on the call's timeline (silence before the first packet and in gaps)."""
+    t0 = call_start(call)
+    pieces, notes = [], []
+    for st in sorted(streams, key=lambda x: x.packets[0].arrival):
+        try:
+            pieces.append(decode_stream(st.packets, call.encodings.get(st.key) or {}))
+        except UnsupportedCodec as exc:
+            notes.append(f"stream 0x{st.ssrc:08X} ({st.src[0]}:{st.src[1]}): {exc}")
+    if not pieces:
+        raise UnsupportedCodec("; ".join(notes) or "nothing to decode")
+    rate = pieces[0].sample_rate
+    ends = [int((p.start - t0) * rate) + int(p.samples.size * rate / p.sample_rate) for p in pieces]
+    out = np.zeros(min(max(ends), int(max_s * rate)), np.float32)
+    for p in pieces:
+        x = resample(p.samples, p.sample_rate, rate)
+        a = int((p.start - t0) * rate)
+        if a < out.size:
+            n = min(x.size, out.size - a)
+            out[a : a + n] = np.where(x[:n] != 0, x[:n], out[a : a + n])
+    return out, rate, "+".join(dict.fromkeys(p.codec for p in pieces)), notes
+
+
+def write_wav(path: Path, x: np.ndarray, rate: int) -> None:
+    pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_key: str, source: str,
+                stats_only: bool = False, wav_dir: Path | None = None) -> CallReport:  # fmt: skip
+    """One captured call through the common pipeline (or network statistics only)."""
+    rtp_streams = [measure_stream(call, st, role, settings) for role, sts in call.streams.items() for st in sts]
+    d = call.dialog
+    sip = None
+    if d:
+        sip = SipInfo(call_id=d.call_id, from_=d.from_uri, to=d.to_uri, started_at=iso(d.started_at),
+                      answered_at=iso(d.answered_at), ended_at=iso(d.ended_at),
+                      end_reason=d.end_reason or "no BYE in the capture", matched_by=call.matched_by)  # fmt: skip
+    warnings: list[str] = []
+    legs: list[Leg] = []
+    if not stats_only:
+        for role, sts in call.streams.items():
+            try:
+                x, rate, codec, notes = decode_leg(call, sts, settings.analysis.max_leg_duration_s)
+            except UnsupportedCodec as exc:
+                warnings.append(f"{role} not decoded: {exc}")
+                continue
+            warnings += notes
+            mine = [r for r in rtp_streams if r.leg == role]
+            for r in mine:
+                r.decoded = True
+            leg_role = role if role in ("caller", "callee") else "caller"
+            legs.append(Leg(leg_role, f"{source}#{call.id}/{role}", x, rate, codec, None, aggregate(mine)))  # type: ignore[arg-type]
+            if wav_dir is not None:
+                wav_dir.mkdir(parents=True, exist_ok=True)
+                write_wav(wav_dir / f"{_safe(call.id)}-{_safe(role)}.wav", x, rate)
+    if not call.streams:
+        warnings.append("no RTP found for this call" + ("" if d and d.answered_at else " (it was not answered)"))
+    return analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
+                        streams=rtp_streams, sip=sip)  # fmt: skip
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]

@@ -1,0 +1,286 @@
+"""Call assembly: SIP dialogs by Call-ID, RTP streams by (source, destination, SSRC), and the association
+of streams with dialogs through the SDP each side sent (address and port, or port alone behind NAT).
+
+``read_capture`` makes one pass over a capture file and returns every call, including RTP streams that no
+SIP dialog describes (reported as calls of their own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from callqa.capture.media import RtpPacket
+from callqa.capture.packet import PROTO_UDP, Decoder
+from callqa.capture.pcap import CaptureFile
+from callqa.capture.rtp import RtpHeader, StreamStats, looks_like_rtp
+from callqa.capture.sdp import Media, SessionDescription
+from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
+from callqa.errors import ParseError
+
+Endpoint = tuple[str, int]
+StreamKey = tuple[str, int, str, int, int]  # src, sport, dst, dport, ssrc
+MAX_WARNINGS = 50
+MIN_UNSIGNALLED_PACKETS = 5
+
+
+@dataclass
+class Stream:
+    key: StreamKey
+    packets: list[RtpPacket] = field(default_factory=list)
+
+    @property
+    def src(self) -> Endpoint:
+        return self.key[0], self.key[1]
+
+    @property
+    def dst(self) -> Endpoint:
+        return self.key[2], self.key[3]
+
+    @property
+    def ssrc(self) -> int:
+        return self.key[4]
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    from_uri: str = ""
+    to_uri: str = ""
+    caller: Endpoint | None = None  # where the first INVITE came from
+    started_at: float = 0.0
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str = ""
+    media: dict[str, list[Media]] = field(default_factory=dict)  # party -> media it offered (where it receives)
+    messages: int = 0
+
+
+@dataclass
+class CapturedCall:
+    """One call found in a capture: its dialog (None for RTP without SIP) and its streams per direction."""
+
+    dialog: Dialog | None
+    streams: dict[str, list[Stream]]  # leg role (caller/callee, or src->dst for unsignalled RTP) -> streams
+    encodings: dict[StreamKey, dict[int, tuple[str, int]]]
+    capture_start: float
+    matched_by: str = "sdp"
+
+    @property
+    def id(self) -> str:
+        if self.dialog:
+            return self.dialog.call_id
+        s = next(iter(self.streams.values()))[0]
+        return f"rtp-{s.src[0]}:{s.src[1]}-{s.dst[0]}:{s.dst[1]}"
+
+
+@dataclass
+class Capture:
+    path: Path
+    calls: list[CapturedCall]
+    warnings: list[str]
+    packets: int
+    start: float
+
+
+def read_capture(path: Path, nat_aliases: dict[str, str] | None = None) -> Capture:
+    cf = CaptureFile(Path(path))
+    decoder = Decoder()
+    dialogs: dict[str, Dialog] = {}
+    streams: dict[StreamKey, Stream] = {}
+    warnings: list[str] = []
+    start: float | None = None
+    n = 0
+
+    def warn(text: str) -> None:
+        if len(warnings) < MAX_WARNINGS:
+            warnings.append(text)
+
+    for frame in cf.frames():
+        n += 1
+        if start is None:
+            start = frame.ts
+        try:
+            seg = decoder.decode(frame.ts, frame.linktype, frame.data)
+        except ParseError as exc:
+            warn(f"frame {n}: {exc}")
+            continue
+        if seg is None or not seg.payload:
+            continue
+        if looks_like_sip(seg.payload):
+            try:
+                msg = SipMessage.parse(seg.payload)
+            except ParseError as exc:
+                warn(f"frame {n}: malformed SIP: {exc}")
+                continue
+            _on_sip(dialogs, msg, (seg.src, seg.sport), frame.ts, warn)
+        elif seg.proto == PROTO_UDP and looks_like_rtp(seg.payload):
+            try:
+                h = RtpHeader.parse(seg.payload)
+            except ParseError:
+                continue
+            key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
+            stream = streams.get(key)
+            if stream is None:
+                stream = streams[key] = Stream(key)
+            stream.packets.append(RtpPacket(frame.ts, h.seq, h.timestamp, h.payload_type, h.marker, h.payload))
+    warnings[:0] = cf.warnings
+    start = start or 0.0
+    calls = _associate(dialogs, streams, start, nat_aliases or {})
+    return Capture(Path(path), calls, warnings, n, start)
+
+
+def _on_sip(dialogs: dict[str, Dialog], msg: SipMessage, src: Endpoint, ts: float, warn) -> None:  # type: ignore[no-untyped-def]
+    d = dialogs.get(msg.call_id)
+    if d is None:
+        if not (msg.is_request and msg.method == "INVITE"):
+            return  # REGISTER, OPTIONS, or a dialog whose INVITE was not captured
+        d = dialogs[msg.call_id] = Dialog(msg.call_id, uri_of(msg.header("from")), uri_of(msg.header("to")),
+                                          src, ts)  # fmt: skip
+    d.messages += 1
+    party = "caller" if src == d.caller else "callee"
+    if msg.body and "sdp" in msg.header("content-type").lower():
+        try:
+            sdp = SessionDescription.parse(msg.body)
+        except ParseError as exc:
+            warn(f"call {msg.call_id}: malformed SDP: {exc}")
+        else:
+            d.media.setdefault(party, []).extend(m for m in sdp.media if m.kind == "audio" and m.port)
+    if msg.is_request and msg.method == "BYE" and d.ended_at is None:
+        d.ended_at, d.end_reason = ts, f"{party} hung up (BYE)"
+    elif msg.is_request and msg.method == "CANCEL" and d.ended_at is None:
+        d.ended_at, d.end_reason = ts, "cancelled by the caller before answer"
+    elif not msg.is_request and msg.method == "INVITE" and d.answered_at is None:
+        if 200 <= msg.status < 300:
+            d.answered_at = ts
+        elif msg.status >= 300 and d.ended_at is None:
+            d.ended_at, d.end_reason = ts, f"not answered: {msg.status} {msg.reason}".strip()
+
+
+def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], start: float,
+               aliases: dict[str, str]) -> list[CapturedCall]:  # fmt: skip
+    """Streams to dialogs and directions. A party's SDP says where it receives (and, with symmetric RTP,
+    sends from): a stream from the caller goes to the callee's endpoint and comes from the caller's. Address
+    and port must agree; behind NAT (SDP names a private address) the port alone does, within the dialog's
+    time. Ties go to the party whose signalling came from the stream's source host."""
+    by_port: dict[int, list[Dialog]] = {}
+    for d in dialogs.values():
+        for medias in d.media.values():
+            for m in medias:
+                if d not in by_port.setdefault(m.port, []):
+                    by_port[m.port].append(d)
+    calls: dict[str, CapturedCall] = {}
+    loose: list[Stream] = []
+    for key, stream in sorted(streams.items(), key=lambda kv: kv[1].packets[0].arrival):
+        best: tuple[int, str, Dialog, Media] | None = None
+        for d in by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], []):
+            if not _during(d, stream):
+                continue
+            for sender, receiver in (("caller", "callee"), ("callee", "caller")):
+                score, media = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
+                if media is None:
+                    continue
+                if d.caller and d.caller[0] == stream.src[0]:
+                    score += 1 if sender == "caller" else 0
+                elif d.caller:
+                    score += 1 if sender == "callee" else 0
+                if best is None or score > best[0]:
+                    best = (score, sender, d, media)
+        if best is None:
+            loose.append(stream)
+            continue
+        score, sender, d, media = best
+        call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
+        call.streams.setdefault(sender, []).append(stream)
+        call.encodings[key] = _encodings(d, media)
+        if score < 4:  # no address matched exactly
+            call.matched_by = "sdp port (NAT)"
+    for d in dialogs.values():
+        calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
+    out = sorted(calls.values(), key=lambda c: c.dialog.started_at if c.dialog else 0.0)
+    return out + _unsignalled(loose, start)
+
+
+def _unsignalled(streams: list[Stream], start: float) -> list[CapturedCall]:
+    """RTP that no SIP describes, when it looks like a real stream: the two directions between the same
+    endpoints form one call; the side heard first is called the caller."""
+    pairs: dict[frozenset[Endpoint], CapturedCall] = {}
+    for s in streams:
+        if not plausible_unsignalled(s):
+            continue
+        call = pairs.get(frozenset((s.src, s.dst)))
+        if call is None:
+            call = pairs[frozenset((s.src, s.dst))] = CapturedCall(None, {}, {}, start, "rtp heuristic")
+            role = "caller"
+        else:
+            first = call.streams["caller"][0]
+            role = "caller" if s.src == first.src else "callee"
+        call.streams.setdefault(role, []).append(s)
+        call.encodings[s.key] = {}
+    return list(pairs.values())
+
+
+def plausible_unsignalled(stream: Stream) -> bool:
+    """RTP found by heuristics only: enough packets, with sequence numbers that mostly step by one."""
+    p = stream.packets
+    if len(p) < MIN_UNSIGNALLED_PACKETS:
+        return False
+    steps = sum(1 for a, b in zip(p, p[1:], strict=False) if 0 < (b.seq - a.seq) % 65536 <= 10)
+    return steps >= 0.8 * (len(p) - 1)
+
+
+def _score(stream: Stream, sender: list[Media], receiver: list[Media],
+           aliases: dict[str, str]) -> tuple[int, Media | None]:  # fmt: skip
+    """How well a stream fits 'sent by sender to receiver': 2 per endpoint matching address and port, 1 per
+    endpoint matching the port only; the receiver's media (for its payload map) when the destination fits."""
+
+    def fit(endpoint: Endpoint, medias: list[Media]) -> tuple[int, Media | None]:
+        found: tuple[int, Media | None] = (0, None)
+        for m in medias:
+            if m.port == endpoint[1]:
+                exact = aliases.get(m.address, m.address) == endpoint[0]
+                found = max(found, (2 if exact else 1, m), key=lambda f: f[0])
+        return found
+
+    dst_score, media = fit(stream.dst, receiver)
+    src_score, _ = fit(stream.src, sender)
+    return dst_score * 2 + src_score, media
+
+
+def _during(d: Dialog, s: Stream) -> bool:
+    first, last = s.packets[0].arrival, s.packets[-1].arrival
+    return d.started_at - 1.0 <= last and (d.ended_at is None or first <= d.ended_at + 5.0)
+
+
+def _encodings(d: Dialog, media: Media) -> dict[int, tuple[str, int]]:
+    """Payload type map for a stream: the receiving side's rtpmap, completed by the other side's."""
+    out: dict[int, tuple[str, int]] = {}
+    for medias in d.media.values():
+        for m in medias:
+            for pt in m.payload_types:
+                out.setdefault(pt, m.encoding(pt))
+    for pt in media.payload_types:
+        out[pt] = media.encoding(pt)
+    return out
+
+
+def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_start: float) -> StreamStats:
+    """Wireshark-compatible statistics; telephone-event and unknown payload types have no clock (no jitter)."""
+    stats = StreamStats()
+    for p in stream.packets:
+        name, clock = encodings.get(p.pt) or _static(p.pt)
+        if name.lower() == "telephone-event":
+            clock = 0
+        stats.add((p.arrival - capture_start) * 1000.0, p.seq, p.timestamp, p.pt, p.marker, clock)
+    return stats
+
+
+def _static(pt: int) -> tuple[str, int]:
+    from callqa.capture.rtp import STATIC_PT
+
+    return STATIC_PT.get(pt, ("", 0))
+
+
+def iso(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
