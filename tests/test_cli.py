@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from conftest import REPO, write_wav
 
+from callqa.report import SCHEMA_VERSION
+
 
 def callqa(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CALLQA_DB": str(db), "COLUMNS": "200"}
@@ -44,7 +46,7 @@ def test_analyze_example_prints_summary_and_json(tmp_path: Path) -> None:
 def test_schema_validates_a_report(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(callqa("schema", db=tmp_path / "s.db").stdout)
-    assert schema["x-schema-version"] == "1.0.0"
+    assert schema["x-schema-version"] == SCHEMA_VERSION
     report = json.loads(callqa("analyze", "--json", str(REPO / "examples/call-agent.wav"), db=tmp_path / "s.db").stdout)
     jsonschema.validate(report, schema)
 

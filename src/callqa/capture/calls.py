@@ -173,12 +173,12 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
     calls: dict[str, CapturedCall] = {}
     loose: list[Stream] = []
     for key, stream in sorted(streams.items(), key=lambda kv: kv[1].packets[0].arrival):
-        best: tuple[int, str, Dialog, Media] | None = None
+        best: tuple[int, str, Dialog, Media, bool] | None = None
         for d in by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], []):
             if not _during(d, stream):
                 continue
             for sender, receiver in (("caller", "callee"), ("callee", "caller")):
-                score, media = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
+                score, media, nat = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
                 if media is None:
                     continue
                 if d.caller and d.caller[0] == stream.src[0]:
@@ -186,15 +186,15 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
                 elif d.caller:
                     score += 1 if sender == "callee" else 0
                 if best is None or score > best[0]:
-                    best = (score, sender, d, media)
+                    best = (score, sender, d, media, nat)
         if best is None:
             loose.append(stream)
             continue
-        score, sender, d, media = best
+        score, sender, d, media, nat = best
         call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
         call.streams.setdefault(sender, []).append(stream)
         call.encodings[key] = _encodings(d, media)
-        if score < 4:  # no address matched exactly
+        if nat:
             call.matched_by = "sdp port (NAT)"
     for d in dialogs.values():
         calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
@@ -231,9 +231,10 @@ def plausible_unsignalled(stream: Stream) -> bool:
 
 
 def _score(stream: Stream, sender: list[Media], receiver: list[Media],
-           aliases: dict[str, str]) -> tuple[int, Media | None]:  # fmt: skip
+           aliases: dict[str, str]) -> tuple[int, Media | None, bool]:  # fmt: skip
     """How well a stream fits 'sent by sender to receiver': 2 per endpoint matching address and port, 1 per
-    endpoint matching the port only; the receiver's media (for its payload map) when the destination fits."""
+    endpoint matching the port only (the destination counts double); the receiver's media (for its payload
+    map) when the destination fits; and whether that fit was by port alone (NAT)."""
 
     def fit(endpoint: Endpoint, medias: list[Media]) -> tuple[int, Media | None]:
         found: tuple[int, Media | None] = (0, None)
@@ -245,7 +246,7 @@ def _score(stream: Stream, sender: list[Media], receiver: list[Media],
 
     dst_score, media = fit(stream.dst, receiver)
     src_score, _ = fit(stream.src, sender)
-    return dst_score * 2 + src_score, media
+    return dst_score * 2 + src_score, media, dst_score == 1
 
 
 def _during(d: Dialog, s: Stream) -> bool:

@@ -1,0 +1,108 @@
+"""Calls from real captures: dialogs, directions, decoding, and the report through the common pipeline."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+from test_cli import callqa
+
+from callqa.capture.calls import read_capture
+from callqa.config import Settings
+from callqa.service import analyze_capture
+
+
+def streams_of(call) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+    return {role: [s.key for s in sts] for role, sts in call.streams.items()}
+
+
+def test_two_sequential_calls_keep_their_own_streams(testdata: Path) -> None:
+    cap = read_capture(testdata / "pcap/sipnab/sip-rtp-g711.pcap")
+    assert [c.dialog.call_id for c in cap.calls] == ["1-1966@10.0.2.20", "1-1968@10.0.2.20"]
+    first, second = cap.calls
+    assert [k[4] for k in streams_of(first)["callee"]] != [k[4] for k in streams_of(second)["callee"]]
+    assert first.encodings[first.streams["callee"][0].key][0] == ("PCMU", 8000)
+    assert second.encodings[second.streams["callee"][0].key][8] == ("PCMA", 8000)
+
+
+def test_directions_follow_the_sdp(testdata: Path) -> None:
+    (call,) = read_capture(testdata / "pcap/sipnab/rtp-protocol.pcap").calls
+    assert call.dialog.caller[0] == "10.33.6.101"
+    assert [k[0] for k in streams_of(call)["caller"]] == ["10.33.6.101"]
+    assert [k[0] for k in streams_of(call)["callee"]] == ["10.33.6.100"]
+    assert call.dialog.end_reason == "callee hung up (BYE)"
+
+
+def test_declined_call_and_answered_call(testdata: Path) -> None:
+    declined, answered = read_capture(testdata / "pcap/sipnab/SIP_DTMF2.cap").calls
+    assert declined.dialog.end_reason == "not answered: 603 Decline" and not declined.streams
+    assert set(answered.streams) == {"caller", "callee"}
+    callee = answered.streams["callee"][0]
+    assert answered.encodings[callee.key][96] == ("telephone-event", 8000)
+
+
+def test_reinvite_codec_change_gives_a_stream_per_codec(testdata: Path) -> None:
+    (call,) = read_capture(testdata / "pcap/sipnab/register-invite-reinvite-bye.pcap").calls
+    for role in ("caller", "callee"):
+        codecs = {call.encodings[s.key][s.packets[0].pt][0].upper() for s in call.streams[role]}
+        assert codecs == {"PCMU", "OPUS"}
+
+
+def test_nat_alias_setting(testdata: Path) -> None:
+    # the SDP names 10.33.6.100; pretend media arrived from a public address by aliasing it away and back
+    cap = read_capture(testdata / "pcap/sipnab/rtp-protocol.pcap", {"10.33.6.100": "203.0.113.9"})
+    (call,) = cap.calls
+    assert call.matched_by == "sdp port (NAT)"  # the address no longer matches: associated by port
+    assert set(call.streams) == {"caller", "callee"}
+
+
+def test_capture_report_through_the_pipeline(testdata: Path, settings: Settings, tmp_path: Path) -> None:
+    reports, warnings = analyze_capture(testdata / "pcap/sipnab/sip-rtp-g722.pcap", settings, wav_dir=tmp_path)
+    (report,) = reports
+    assert report.source == "capture" and report.sip and report.sip.call_id == "1-2161@10.0.2.20"
+    (leg,) = report.legs
+    assert (leg.role, leg.codec, leg.sample_rate) == ("callee", "G722", 16000)
+    assert leg.speech_ratio > 0.5 and leg.rtp and leg.rtp.packets == 425 and leg.rtp.lost == 0
+    assert leg.mos.dnsmos and leg.mos.dnsmos.ovrl > 2.5
+    # the caller sent no RTP in an answered call: one-way audio
+    assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
+    (wav,) = tmp_path.glob("*.wav")
+    with wave.open(str(wav)) as w:
+        assert (w.getnchannels(), w.getframerate()) == (1, 16000)
+        assert w.getnframes() / 16000 == pytest.approx(leg.duration_s, abs=0.01)
+
+
+def test_loss_lowers_network_mos_and_is_reported(testdata: Path, settings: Settings) -> None:
+    (lossy,), _ = analyze_capture(testdata / "pcap/rtpproxy/lost.a.rtp", settings, stats_only=True)
+    (clean,), _ = analyze_capture(testdata / "pcap/rtpproxy/lost.o.rtp", settings, stats_only=True)
+    assert lossy.streams[0].lost == 321 and clean.streams[0].lost == 0
+    assert lossy.streams[0].network_mos < 2.0 < 4.0 < clean.streams[0].network_mos
+    assert [f.code for f in lossy.findings] == ["packet_loss"] and lossy.verdict == "failed"
+    assert lossy.legs == [] and lossy.sip is None  # stats only; RTP without SIP
+
+
+def test_unsupported_codec_is_named_and_still_measured(testdata: Path, settings: Settings) -> None:
+    reports, _ = analyze_capture(testdata / "pcap/ndpi/rtp.pcapng", settings)
+    undecoded = [w for r in reports for w in r.warnings if "not decoded" in w]
+    assert undecoded and any("payload type" in w for w in undecoded)
+    assert all(r.streams for r in reports)
+
+
+def test_cli_pcap_json_and_stats_only(testdata: Path, tmp_path: Path) -> None:
+    cap = str(testdata / "pcap/sipnab/rtp-protocol.pcap")
+    lines = callqa("pcap", cap, "--json", "--wav-dir", str(tmp_path / "wav"), db=tmp_path / "s.db").stdout
+    (report,) = [json.loads(line) for line in lines.splitlines()]
+    assert report["sip"]["from"] == "sip:MP114.FXS1@192.168.2.160"
+    assert {s["leg"] for s in report["streams"]} == {"caller", "callee"}
+    assert set(report["streams"][0]) >= {"ssrc", "src", "dst", "payload", "packets", "expected", "lost",
+                                         "duplicates", "out_of_order", "max_delta_ms", "max_jitter_ms",
+                                         "mean_jitter_ms", "network_mos"}  # fmt: skip
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wav").iterdir()) == ["callee.wav", "caller.wav"]
+    stats = json.loads(callqa("pcap", cap, "--json", "--stats-only", db=tmp_path / "s.db").stdout.splitlines()[0])
+    assert stats["legs"] == [] and len(stats["streams"]) == 2
+    bad = tmp_path / "junk.pcap"
+    bad.write_bytes(b"\x00" * 64)
+    proc = callqa("pcap", str(bad), db=tmp_path / "s.db", check=False)
+    assert proc.returncode == 2 and "not a pcap" in proc.stderr

@@ -1,0 +1,192 @@
+"""pcap/pcapng, link/IP, RTP, SIP and SDP parsers on captured bytes: every field, every truncation point,
+and random or mutated input (hypothesis) that may only ever raise ParseError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callqa.audio import g711
+from callqa.capture.packet import PROTO_UDP, Decoder
+from callqa.capture.pcap import CaptureFile
+from callqa.capture.rtp import RtpHeader, unwrap
+from callqa.capture.sdp import SessionDescription
+from callqa.capture.sip import SipMessage, looks_like_sip
+from callqa.errors import ParseError
+
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+INVITE = (
+    b"INVITE sip:101@10.0.0.2 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n"
+    b"f: \"Agent\" <sip:agent@10.0.0.1>;tag=abc\r\n"
+    b"t: <sip:101@10.0.0.2>\r\n"
+    b"i: call-1@10.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"c: application/sdp\r\n"
+    b"l: %d\r\n\r\n" % len(SDP)
+) + SDP  # fmt: skip
+
+
+def first_rtp(testdata: Path, name: str) -> bytes:
+    cf = CaptureFile(testdata / "pcap" / name)
+    dec = Decoder()
+    for frame in cf.frames():
+        seg = dec.decode(frame.ts, frame.linktype, frame.data)
+        if seg and seg.proto == PROTO_UDP:
+            return seg.payload
+    raise AssertionError("no UDP in capture")
+
+
+def test_rtp_header_fields(testdata: Path) -> None:
+    data = first_rtp(testdata, "sipp/dtmf_2833_0.pcap")
+    h = RtpHeader.parse(data)
+    assert (h.version, h.payload_type, h.marker) == (2, 101, True)
+    assert len(h.payload) == 4 and h.payload[0] == 0  # RFC 4733 event 0 (digit '0')
+    for cut in range(12):
+        with pytest.raises(ParseError, match="truncated"):
+            RtpHeader.parse(data[:cut])
+
+
+def test_rtp_rejects_bad_padding_and_version() -> None:
+    with pytest.raises(ParseError, match="version"):
+        RtpHeader.parse(bytes([0x40]) + bytes(11))
+    with pytest.raises(ParseError, match="padding"):
+        RtpHeader.parse(bytes([0xA0, 0]) + bytes(9) + b"\x00" + b"\xff")
+
+
+def test_unwrap_handles_wraparound() -> None:
+    assert unwrap(None, 5, 16) == 5
+    assert unwrap(65535, 0, 16) == 65536
+    assert unwrap(65536, 65535, 16) == 65535
+    assert unwrap(2**32 - 160, 0, 32) == 2**32
+    assert unwrap(10, 5, 16) == 5
+
+
+def test_pcap_truncated_at_every_byte(testdata: Path, tmp_path: Path) -> None:
+    source = testdata / "pcap/sipp/dtmf_2833_0.pcap"
+    data = source.read_bytes()
+    full = list(CaptureFile(source).frames())
+    assert len(full) == 10
+    boundaries = {24}
+    for f in full:
+        boundaries.add(max(boundaries) + 16 + len(f.data))
+    assert max(boundaries) == len(data)
+    path = tmp_path / "cut.pcap"
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        cf = CaptureFile(path)
+        try:
+            frames = list(cf.frames())
+        except ParseError:
+            assert cut < 24  # only a missing global header is fatal
+            continue
+        assert frames == full[: len(frames)]  # every complete packet before the cut is kept
+        if cut in boundaries:
+            assert not cf.warnings
+        else:
+            assert "truncated" in cf.warnings[0]
+
+
+def test_pcapng_and_encapsulations(testdata: Path) -> None:
+    """ERSPAN/GRE (pcapng), IP-in-IP, IPv6 fragments, Linux cooked capture and BSD loopback all yield SIP/RTP."""
+    cases = {
+        "heplify/erspan_sip_ipv4_udp.pcapng": 140, "sngrep/ipip.pcap": 4, "sngrep/ipv6frag.pcap": 32,
+        "heplify/sip_ipv6_udp.pcap": 6,
+    }  # fmt: skip
+    for name, sip_messages in cases.items():
+        dec, n = Decoder(), 0
+        for frame in CaptureFile(testdata / "pcap" / name).frames():
+            seg = dec.decode(frame.ts, frame.linktype, frame.data)
+            n += bool(seg and looks_like_sip(seg.payload))
+        assert n == sip_messages, name
+    assert first_rtp(testdata, "sipnab/speech_8k_ulaw.pcap")[1] & 0x7F == 0  # SLL, PCMU
+    assert first_rtp(testdata, "rtpproxy/DLT_NULL.a.rtp")[0] >> 6 == 2  # loopback
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    f = tmp_path / "x.pcap"
+    f.write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(ParseError, match="not a pcap"):
+        list(CaptureFile(f).frames())
+
+
+def test_sip_message_fields() -> None:
+    m = SipMessage.parse(INVITE)
+    assert (m.method, m.is_request, m.uri) == ("INVITE", True, "sip:101@10.0.0.2")
+    assert m.call_id == "call-1@10.0.0.1" and m.from_tag == "abc"
+    assert m.header("content-type") == "application/sdp" and m.body == SDP
+    sdp = SessionDescription.parse(m.body)
+    (media,) = sdp.media
+    assert (media.address, media.port, media.payload_types) == ("10.0.0.1", 4000, (0, 101))
+    assert media.encoding(0) == ("PCMU", 8000) and media.encoding(101) == ("telephone-event", 8000)
+    ok = SipMessage.parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+    assert (ok.status, ok.reason, ok.method) == (200, "OK", "BYE")
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (INVITE.replace(b"l: %d" % len(SDP), b"l: abc"), "Content-Length"),
+        (INVITE.replace(b"l: %d" % len(SDP), b"l: -5"), "negative"),
+        (INVITE.replace(b"i: call-1@10.0.0.1\r\n", b""), "Call-ID"),
+        (b"HELLO world\r\nCall-ID: x\r\n\r\n", "start line"),
+        (b"INVITE sip:a SIP/2.0\r\nno colon here\r\n\r\n", "colon"),
+    ],
+)
+def test_malformed_sip(data: bytes, error: str) -> None:
+    with pytest.raises(ParseError, match=error):
+        SipMessage.parse(data)
+
+
+def test_malformed_sdp() -> None:
+    with pytest.raises(ParseError, match="port"):
+        SessionDescription.parse(b"v=0\r\nm=audio 99999 RTP/AVP 0\r\n")
+    with pytest.raises(ParseError, match="media line"):
+        SessionDescription.parse(b"m=audio\r\n")
+    assert SessionDescription.parse(b"garbage\x00\xff").media == ()
+
+
+def test_g711_tables_match_ffmpeg() -> None:
+    import av
+    import numpy as np
+
+    for codec, table in (("pcm_mulaw", g711.ULAW), ("pcm_alaw", g711.ALAW)):
+        ctx = av.CodecContext.create(codec, "r")
+        ctx.sample_rate, ctx.layout = 8000, "mono"  # type: ignore[attr-defined]
+        frames = ctx.decode(av.Packet(bytes(range(256))))  # type: ignore[attr-defined]
+        assert np.array_equal(np.concatenate([f.to_ndarray().reshape(-1) for f in frames]), table)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_parsers_only_raise_parse_error_on_random_bytes(data: bytes) -> None:
+    for parse in (RtpHeader.parse, SipMessage.parse, SessionDescription.parse):
+        try:
+            parse(data)
+        except ParseError:
+            pass
+    dec = Decoder()
+    for linktype in (0, 1, 101, 113, 276):
+        try:
+            dec.decode(0.0, linktype, data)
+        except ParseError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_parsers_on_mutated_messages(data: st.DataObject) -> None:
+    raw = bytearray(INVITE)
+    for _ in range(data.draw(st.integers(1, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        msg = SipMessage.parse(bytes(raw))
+        SessionDescription.parse(msg.body)
+    except ParseError:
+        pass
