@@ -3,6 +3,7 @@ and random or mutated input (hypothesis) that may only ever raise ParseError."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -167,16 +168,12 @@ def test_g711_tables_match_ffmpeg() -> None:
 @given(st.binary(max_size=400))
 def test_parsers_only_raise_parse_error_on_random_bytes(data: bytes) -> None:
     for parse in (RtpHeader.parse, SipMessage.parse, SessionDescription.parse):
-        try:
+        with contextlib.suppress(ParseError):
             parse(data)
-        except ParseError:
-            pass
     dec = Decoder()
     for linktype in (0, 1, 101, 113, 276):
-        try:
+        with contextlib.suppress(ParseError):
             dec.decode(0.0, linktype, data)
-        except ParseError:
-            pass
 
 
 @settings(max_examples=300, deadline=None)
