@@ -106,3 +106,18 @@ def test_cli_pcap_json_and_stats_only(testdata: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 64)
     proc = callqa("pcap", str(bad), db=tmp_path / "s.db", check=False)
     assert proc.returncode == 2 and "not a pcap" in proc.stderr
+
+
+def dtmf_reference(testdata: Path) -> dict[str, str]:
+    lines = (testdata / "tables/dtmf_reference.tsv").read_text().splitlines()[1:]
+    return {row.split("\t")[0]: row.split("\t")[3].split(" (")[0] for row in lines}
+
+
+def test_dtmf_digits_match_reference(testdata: Path, settings: Settings) -> None:
+    for name, digits in dtmf_reference(testdata).items():
+        reports, _ = analyze_capture(testdata / name, settings, stats_only=True)
+        found = " ".join(d.digit for r in reports for d in r.dtmf)
+        assert found == digits, name
+    (_, answered), _ = analyze_capture(testdata / "pcap/sipnab/SIP_DTMF2.cap", settings, stats_only=True)
+    assert {d.leg for d in answered.dtmf} == {"callee"}  # sent by 192.168.105.172, the called phone
+    assert all(40 <= d.duration_ms <= 1000 for d in answered.dtmf)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: sip, streams, legs[].rtp from captures
+SCHEMA_VERSION = "1.1.0"  # 1.1: sip, streams, dtmf, legs[].rtp from captures
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -99,6 +99,13 @@ class RtpStream(RtpStats):
     note: str = ""
 
 
+class Dtmf(BaseModel):
+    leg: str
+    digit: str
+    start_s: float
+    duration_ms: float
+
+
 class SipInfo(BaseModel):
     call_id: str
     from_: str = Field("", alias="from")
@@ -160,6 +167,7 @@ class CallReport(BaseModel):
     source: Literal["recording", "capture"] = "recording"
     sip: SipInfo | None = None
     streams: list[RtpStream] = Field(default=[], description="every RTP direction of a captured call")
+    dtmf: list[Dtmf] = Field(default=[], description="RFC 4733 digits, in order")
     timings: Timings = Timings()
     models: dict[str, str] = Field(default={}, description="model name -> version used")
     settings: dict[str, Any] = {}

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from callqa.audio.resample import resample
-from callqa.capture import emodel
+from callqa.capture import dtmf, emodel
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
 from callqa.capture.media import UnsupportedCodec, decode_stream
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
-from callqa.report import CallReport, RtpStats, RtpStream, SipInfo
+from callqa.report import CallReport, Dtmf, RtpStats, RtpStream, SipInfo
 
 
 def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
@@ -145,8 +145,16 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
                 write_wav(wav_dir / f"{_safe(call.id)}-{_safe(role)}.wav", x, rate)
     if not call.streams:
         warnings.append("no RTP found for this call" + ("" if d and d.answered_at else " (it was not answered)"))
-    return analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
-                        streams=rtp_streams, sip=sip)  # fmt: skip
+    t0 = call_start(call)
+    digits = sorted(
+        (Dtmf(leg=role, digit=e.digit, start_s=round(e.start - t0, 3), duration_ms=round(e.duration_ms, 1))
+         for role, sts in call.streams.items() for st in sts
+         for e in dtmf.events(st.packets, call.encodings.get(st.key, {}))),
+        key=lambda d: d.start_s,
+    )  # fmt: skip
+    report = analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
+                          streams=rtp_streams, sip=sip)  # fmt: skip
+    return report.model_copy(update={"dtmf": digits})
 
 
 def _safe(text: str) -> str:

@@ -222,12 +222,15 @@ def _unsignalled(streams: list[Stream], start: float) -> list[CapturedCall]:
 
 
 def plausible_unsignalled(stream: Stream) -> bool:
-    """RTP found by heuristics only: enough packets, with sequence numbers that mostly step by one."""
+    """RTP found by heuristics only: enough packets, with sequence numbers that mostly step forward a little
+    (repeats allowed: RFC 4733 sends an event's last packet three times)."""
     p = stream.packets
     if len(p) < MIN_UNSIGNALLED_PACKETS:
         return False
-    steps = sum(1 for a, b in zip(p, p[1:], strict=False) if 0 < (b.seq - a.seq) % 65536 <= 10)
-    return steps >= 0.8 * (len(p) - 1)
+    steps = [(b.seq - a.seq) % 65536 for a, b in zip(p, p[1:], strict=False)]
+    forward = sum(1 for d in steps if 0 < d <= 10)
+    small = sum(1 for d in steps if d <= 10)
+    return forward >= 0.6 * len(steps) and small >= 0.9 * len(steps)
 
 
 def _score(stream: Stream, sender: list[Media], receiver: list[Media],
