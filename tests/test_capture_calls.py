@@ -43,6 +43,12 @@ def test_declined_call_and_answered_call(testdata: Path) -> None:
     assert answered.encodings[callee.key][96] == ("telephone-event", 8000)
 
 
+def test_sip_over_tcp_call_has_both_directions(testdata: Path) -> None:
+    (call,) = read_capture(testdata / "pcap/sipnab/sip-over-tcp.pcap").calls
+    assert call.dialog.messages == 7 and call.dialog.end_reason == "callee hung up (BYE)"
+    assert set(call.streams) == {"caller", "callee"}
+
+
 def test_reinvite_codec_change_gives_a_stream_per_codec(testdata: Path) -> None:
     (call,) = read_capture(testdata / "pcap/sipnab/register-invite-reinvite-bye.pcap").calls
     for role in ("caller", "callee"):

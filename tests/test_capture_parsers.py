@@ -187,3 +187,24 @@ def test_parsers_on_mutated_messages(data: st.DataObject) -> None:
         SessionDescription.parse(msg.body)
     except ParseError:
         pass
+
+
+def test_tcp_reassembly_segments_retransmissions_and_websocket() -> None:
+    from callqa.capture.tcp import TcpSipReassembler
+
+    flow = ("10.0.0.1", 5060, "10.0.0.2", 5060)
+    r = TcpSipReassembler()
+    two = INVITE + INVITE.replace(b"call-1@", b"call-2@")
+    assert list(r.feed(flow, 1000, two[:50])) == []  # start line and part of the headers
+    assert list(r.feed(flow, 1000, two[:50])) == []  # a retransmission adds nothing
+    out = list(r.feed(flow, 1050, two[50 : len(INVITE) + 10]))
+    assert out == [INVITE]
+    out = list(r.feed(flow, 1000 + len(INVITE) + 10, two[len(INVITE) + 10 :]))
+    assert [SipMessage.parse(m).call_id for m in out] == ["call-2@10.0.0.1"]
+    # RFC 7118: SIP in a masked WebSocket text frame (client to server)
+    key = bytes([1, 2, 3, 4])
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(INVITE))
+    frame = bytes([0x81, 0xFE]) + len(INVITE).to_bytes(2, "big") + key + masked
+    ws = ("10.0.0.3", 40000, "10.0.0.2", 443)
+    assert list(r.feed(ws, 7, frame[:30])) == []
+    assert list(r.feed(ws, 37, frame[30:])) == [INVITE]

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from callqa.capture.media import RtpPacket
-from callqa.capture.packet import PROTO_UDP, Decoder
+from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtp import RtpHeader, StreamStats, looks_like_rtp
 from callqa.capture.sdp import Media, SessionDescription
 from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
+from callqa.capture.tcp import TcpSipReassembler
 from callqa.errors import ParseError
 
 Endpoint = tuple[str, int]
@@ -87,6 +88,7 @@ class Capture:
 def read_capture(path: Path, nat_aliases: dict[str, str] | None = None) -> Capture:
     cf = CaptureFile(Path(path))
     decoder = Decoder()
+    tcp = TcpSipReassembler()
     dialogs: dict[str, Dialog] = {}
     streams: dict[StreamKey, Stream] = {}
     warnings: list[str] = []
@@ -108,7 +110,13 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None) -> Captu
             continue
         if seg is None or not seg.payload:
             continue
-        if looks_like_sip(seg.payload):
+        if seg.proto == PROTO_TCP:
+            for raw in tcp.feed((seg.src, seg.sport, seg.dst, seg.dport), seg.tcp_seq, seg.payload):
+                try:
+                    _on_sip(dialogs, SipMessage.parse(raw), (seg.src, seg.sport), frame.ts, warn)
+                except ParseError as exc:
+                    warn(f"frame {n}: malformed SIP over TCP: {exc}")
+        elif looks_like_sip(seg.payload):
             try:
                 msg = SipMessage.parse(seg.payload)
             except ParseError as exc:
