@@ -12,6 +12,7 @@ from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
 from callqa.capture.media import UnsupportedCodec, decode_stream
+from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
 from callqa.report import CallReport, Dtmf, RtpStats, RtpStream, SipInfo
@@ -24,10 +25,10 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
     pts = [p.pt for p in stream.packets]
     names = []
     for pt in dict.fromkeys(pts):
-        name = (enc.get(pt) or ("", 0))[0] or _static_name(pt)
+        name = encoding_of(pt, enc)[0]
         names.append(name or f"PT{pt}")
     dominant = max(set(pts), key=pts.count)
-    codec, clock = enc.get(dominant) or (_static_name(dominant), _static_clock(dominant))
+    codec, clock = encoding_of(dominant, enc)
     voice = [p for p in stream.packets if p.pt == dominant]
     late = emodel.jitter_buffer_loss([p.arrival for p in voice], [p.timestamp for p in voice], clock,
                                      s.analysis.jitter_buffer_ms)  # fmt: skip
@@ -43,18 +44,6 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
         start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
     )  # fmt: skip
-
-
-def _static_name(pt: int) -> str:
-    from callqa.capture.rtp import STATIC_PT
-
-    return STATIC_PT.get(pt, ("", 0))[0]
-
-
-def _static_clock(pt: int) -> int:
-    from callqa.capture.rtp import STATIC_PT
-
-    return STATIC_PT.get(pt, ("", 0))[1]
 
 
 def call_start(call: CapturedCall) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 from callqa.capture.media import RtpPacket
 from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder
 from callqa.capture.pcap import CaptureFile
-from callqa.capture.rtp import RtpHeader, StreamStats, looks_like_rtp
+from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
 from callqa.capture.sdp import Media, SessionDescription
 from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
 from callqa.capture.tcp import TcpSipReassembler
@@ -281,17 +281,11 @@ def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_
     """Wireshark-compatible statistics; telephone-event and unknown payload types have no clock (no jitter)."""
     stats = StreamStats()
     for p in stream.packets:
-        name, clock = encodings.get(p.pt) or _static(p.pt)
+        name, clock = encoding_of(p.pt, encodings)
         if name.lower() == "telephone-event":
             clock = 0
         stats.add((p.arrival - capture_start) * 1000.0, p.seq, p.timestamp, p.pt, p.marker, clock)
     return stats
-
-
-def _static(pt: int) -> tuple[str, int]:
-    from callqa.capture.rtp import STATIC_PT
-
-    return STATIC_PT.get(pt, ("", 0))
 
 
 def iso(ts: float | None) -> datetime | None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from callqa.audio import g711
-from callqa.capture.rtp import STATIC_PT, unwrap
+from callqa.capture.rtp import encoding_of, unwrap
 from callqa.errors import CallqaError
 
 # encoding name (upper case) -> (FFmpeg decoder, output sample rate)
@@ -47,7 +47,7 @@ class StreamAudio:
 def decode_stream(packets: list[RtpPacket], encodings: dict[int, tuple[str, int]]) -> StreamAudio:
     """Decode the voice packets of one stream (events and comfort noise are skipped) onto its timeline.
     ``encodings`` maps payload types from the SDP; static types fall back to RFC 3551."""
-    encodings = {**{pt: STATIC_PT[pt] for pt in {p.pt for p in packets} if pt in STATIC_PT}, **encodings}
+    encodings = {pt: encoding_of(pt, encodings) for pt in {p.pt for p in packets}}
     voice = [p for p in packets if encodings.get(p.pt, ("", 0))[0].upper() not in SKIP and p.payload]
     if not voice:
         raise UnsupportedCodec("stream carries no voice payload")

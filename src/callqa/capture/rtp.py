@@ -22,6 +22,13 @@ STATIC_PT: dict[int, tuple[str, int]] = {
     17: ("DVI4", 22050), 18: ("G729", 8000), 19: ("CN", 8000), 25: ("CelB", 90000), 26: ("JPEG", 90000),
     28: ("nv", 90000), 31: ("H261", 90000), 32: ("MPV", 90000), 33: ("MP2T", 90000), 34: ("H263", 90000),
 }  # fmt: skip
+
+
+def encoding_of(pt: int, encodings: dict[int, tuple[str, int]]) -> tuple[str, int]:
+    """(name, clock) of a payload type: the SDP's map first, then RFC 3551's static types, else ('', 0)."""
+    return encodings.get(pt) or STATIC_PT.get(pt) or ("", 0)
+
+
 # clock rates of common dynamic encodings, by name (IANA media subtypes)
 DYNAMIC_CLOCK = {"amr": 8000, "amr-wb": 16000, "evs": 16000, "g7221": 16000, "opus": 48000, "ilbc": 8000,
                  "speex": 8000, "telephone-event": 8000, "red": 1000, "t140": 1000, "h264": 90000}  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from callqa.capture.rtp import STATIC_PT
+from callqa.capture.rtp import encoding_of
 from callqa.errors import ParseError
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -24,7 +24,7 @@ class Media:
 
     def encoding(self, pt: int) -> tuple[str, int]:
         """(name, clock) of a payload type: from a=rtpmap, else the RFC 3551 static table, else ('', 0)."""
-        return self.rtpmap.get(pt) or STATIC_PT.get(pt) or ("", 0)
+        return encoding_of(pt, self.rtpmap)
 
 
 @dataclass(frozen=True, slots=True)
