@@ -33,7 +33,8 @@ def sip(lines: list[str], body: str = "") -> bytes:
 
 def sdp(addr: str, port: int) -> str:
     return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n")  # fmt: skip
+            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n")  # fmt: skip
 
 
 def call_packets(i: int, start: float, seconds: float, rng: random.Random):  # type: ignore[no-untyped-def]
