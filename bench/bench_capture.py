@@ -70,8 +70,10 @@ def main() -> None:
         print(f"{'callqa':10} {ours_s:8.2f} {ours_kb / 1024:12.0f}   packets {packets}, lost {lost}")
         print(f"{'tshark':10} {tshark_s:8.2f} {tshark_kb / 1024:12.0f}   "
               f"packets {t_packets}, lost {t_lost} in {len(rows)} streams")  # fmt: skip
-        print(f"speed ratio tshark/callqa {tshark_s / ours_s:.2f} (target >= 1.5); "
-              f"memory ratio callqa/tshark {ours_kb / tshark_kb:.2f} (target <= 0.5)")
+        print(
+            f"speed ratio tshark/callqa {tshark_s / ours_s:.2f} (target >= 1.5); "
+            f"memory ratio callqa/tshark {ours_kb / tshark_kb:.2f} (target <= 0.5)"
+        )
 
 
 if __name__ == "__main__":

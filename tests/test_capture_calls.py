@@ -127,3 +127,11 @@ def test_dtmf_digits_match_reference(testdata: Path, settings: Settings) -> None
     (_, answered), _ = analyze_capture(testdata / "pcap/sipnab/SIP_DTMF2.cap", settings, stats_only=True)
     assert {d.leg for d in answered.dtmf} == {"callee"}  # sent by 192.168.105.172, the called phone
     assert all(40 <= d.duration_ms <= 1000 for d in answered.dtmf)
+
+
+def test_call_without_bye_ends_with_its_media(testdata: Path, settings: Settings) -> None:
+    reports, _ = analyze_capture(testdata / "pcap/sipnab/SIP_DTMF2.cap", settings, stats_only=True)
+    answered = reports[1]
+    assert answered.sip.end_reason == "no BYE: RTP stopped"
+    last = max(s.end_s for s in answered.streams)
+    assert (answered.sip.ended_at - answered.sip.started_at).total_seconds() == pytest.approx(last, abs=0.01)

@@ -111,9 +111,14 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     d = call.dialog
     sip = None
     if d:
+        ended, reason = d.ended_at, d.end_reason
+        if ended is None:  # no BYE: the call ended when its media stopped (or the capture did)
+            last = [s.packets[-1].arrival for sts in call.streams.values() for s in sts]
+            ended = max(last) if last else None
+            reason = "no BYE: RTP stopped" if last else "no BYE and no RTP in the capture"
         sip = SipInfo(call_id=d.call_id, from_=d.from_uri, to=d.to_uri, started_at=iso(d.started_at),
-                      answered_at=iso(d.answered_at), ended_at=iso(d.ended_at),
-                      end_reason=d.end_reason or "no BYE in the capture", matched_by=call.matched_by)  # fmt: skip
+                      answered_at=iso(d.answered_at), ended_at=iso(ended), end_reason=reason,
+                      matched_by=call.matched_by)  # fmt: skip
     warnings: list[str] = []
     legs: list[Leg] = []
     if not stats_only:
