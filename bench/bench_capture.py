@@ -26,7 +26,7 @@ import sys, time
 from pathlib import Path
 from callqa.capture.calls import read_capture, stream_stats
 t = time.perf_counter()
-cap = read_capture(Path(sys.argv[1]))
+cap = read_capture(Path(sys.argv[1]), keep_audio=False)
 packets = lost = 0
 for call in cap.calls:
     for streams in call.streams.values():

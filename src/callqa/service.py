@@ -102,7 +102,7 @@ def analyze_capture(
     from callqa.capture.calls import read_capture
 
     capture_hash = content_hash(path)
-    capture = read_capture(path, nat_aliases)
+    capture = read_capture(path, nat_aliases, keep_audio=not stats_only)
     reports = []
     for call in capture.calls:
         material = {

@@ -85,7 +85,9 @@ class Capture:
     start: float
 
 
-def read_capture(path: Path, nat_aliases: dict[str, str] | None = None) -> Capture:
+def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_audio: bool = True) -> Capture:
+    """One pass over a capture. Without ``keep_audio`` only telephone-event sized payloads are kept (for
+    DTMF), which is all that statistics need."""
     cf = CaptureFile(Path(path))
     decoder = Decoder()
     tcp = TcpSipReassembler()
@@ -132,7 +134,8 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None) -> Captu
             stream = streams.get(key)
             if stream is None:
                 stream = streams[key] = Stream(key)
-            stream.packets.append(RtpPacket(frame.ts, h.seq, h.timestamp, h.payload_type, h.marker, h.payload))
+            payload = h.payload if keep_audio or len(h.payload) == 4 else b""
+            stream.packets.append(RtpPacket(frame.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload))
     warnings[:0] = cf.warnings
     start = start or 0.0
     calls = _associate(dialogs, streams, start, nat_aliases or {})
