@@ -208,3 +208,27 @@ def test_tcp_reassembly_segments_retransmissions_and_websocket() -> None:
     ws = ("10.0.0.3", 40000, "10.0.0.2", 443)
     assert list(r.feed(ws, 7, frame[:30])) == []
     assert list(r.feed(ws, 37, frame[30:])) == [INVITE]
+
+
+def test_rtcp_compound_reports_match_tshark(testdata: Path) -> None:
+    """Values as ``tshark -T fields -e rtcp.ssrc.fraction -e rtcp.ssrc.cum_nr ...`` prints them."""
+    from callqa.capture.rtcp import RR, SR, looks_like_rtcp, parse_compound
+
+    dec = Decoder()
+    datagrams = []
+    for frame in CaptureFile(testdata / "pcap/ndpi/rtcp_multiple_pkts_in_the_same_datagram.pcap").frames():
+        seg = dec.decode(frame.ts, frame.linktype, frame.data)
+        assert seg is not None and looks_like_rtcp(seg.payload)
+        datagrams.append(seg.payload)
+    reports = [parse_compound(d)[0] for d in datagrams]  # each datagram: SR or RR, then SDES (skipped)
+    assert [r.packet_type for r in reports] == [SR, RR, SR, RR, SR]
+    assert [hex(r.sender_ssrc) for r in reports[:2]] == ["0x5d931534", "0x1932db4"]
+    fourth = reports[3].blocks[0]
+    assert (fourth.ssrc, fourth.fraction_lost, fourth.cumulative_lost, fourth.jitter) == (0x5D931534, 0.0, 1, 6)
+    assert (fourth.lsr, fourth.dlsr) == (3245362529, 263452)
+    assert reports[1].blocks[0].fraction_lost == 1 / 256
+    for cut in range(1, len(datagrams[3])):
+        try:
+            parse_compound(datagrams[3][:cut])
+        except ParseError as exc:
+            assert "truncated" in str(exc)

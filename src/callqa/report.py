@@ -92,11 +92,24 @@ class RtpStats(BaseModel):
     end_s: float = 0.0
 
 
+class RtcpSummary(BaseModel):
+    """What the receiver of this stream said about it in RTCP receiver/sender reports (and XR VoIP metrics)."""
+
+    reports: int
+    fraction_lost_max: float
+    cumulative_lost: int = Field(description="from the last report")
+    jitter_max_ms: float | None = None
+    round_trip_ms: float | None = Field(None, description="RFC 3550 A - LSR - DLSR, at the capture point")
+    xr_mos_lq: float | None = None
+    xr_r_factor: int | None = None
+
+
 class RtpStream(RtpStats):
     leg: str = Field(description="caller or callee; for RTP without SIP the source address")
     codec: str = ""
     decoded: bool = False
     note: str = ""
+    rtcp: RtcpSummary | None = None
 
 
 class Dtmf(BaseModel):

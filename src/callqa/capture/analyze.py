@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from callqa.audio.resample import resample
-from callqa.capture import dtmf, emodel
+from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
 from callqa.capture.media import UnsupportedCodec, decode_stream
 from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
-from callqa.report import CallReport, Dtmf, RtpStats, RtpStream, SipInfo
+from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, SipInfo
 
 
 def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
@@ -44,6 +44,36 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
         start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
     )  # fmt: skip
+
+
+NTP_EPOCH_OFFSET = 2208988800
+
+
+def rtcp_summary(call: CapturedCall, stream: Stream) -> RtcpSummary | None:
+    """Report blocks (and XR VoIP metrics) that describe this stream, from whoever received it."""
+    clock = encoding_of(stream.packets[0].pt, call.encodings.get(stream.key, {}))[1]
+    blocks, rtts, xr = [], [], []
+    for d in call.rtcp:
+        ntp = d.arrival + NTP_EPOCH_OFFSET
+        middle = (int(ntp) & 0xFFFF) << 16 | int((ntp % 1) * 65536)
+        for p in d.packets:
+            for b in p.blocks:
+                if b.ssrc == stream.ssrc:
+                    blocks.append(b)
+                    if (rtt := rtcp.round_trip_ms(middle, b)) is not None:
+                        rtts.append(rtt)
+            xr += [m for m in p.voip_metrics if m.ssrc == stream.ssrc]
+    if not blocks and not xr:
+        return None
+    return RtcpSummary(
+        reports=len(blocks) + len(xr),
+        fraction_lost_max=max((b.fraction_lost for b in blocks), default=0.0),
+        cumulative_lost=blocks[-1].cumulative_lost if blocks else 0,
+        jitter_max_ms=round(max(b.jitter for b in blocks) * 1000.0 / clock, 3) if blocks and clock else None,
+        round_trip_ms=round(min(rtts), 3) if rtts else None,
+        xr_mos_lq=xr[-1].mos_lq if xr else None,
+        xr_r_factor=xr[-1].r_factor if xr and xr[-1].r_factor != 127 else None,
+    )
 
 
 def call_start(call: CapturedCall) -> float:
@@ -108,6 +138,8 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
                 stats_only: bool = False, wav_dir: Path | None = None) -> CallReport:  # fmt: skip
     """One captured call through the common pipeline (or network statistics only)."""
     rtp_streams = [measure_stream(call, st, role, settings) for role, sts in call.streams.items() for st in sts]
+    for r, st in zip(rtp_streams, [st for sts in call.streams.values() for st in sts], strict=True):
+        r.rtcp = rtcp_summary(call, st)
     d = call.dialog
     sip = None
     if d:

@@ -14,6 +14,7 @@ from pathlib import Path
 from callqa.capture.media import RtpPacket
 from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder
 from callqa.capture.pcap import CaptureFile
+from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
 from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
 from callqa.capture.sdp import Media, SessionDescription
 from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
@@ -44,6 +45,14 @@ class Stream:
         return self.key[4]
 
 
+@dataclass(frozen=True, slots=True)
+class RtcpDatagram:
+    arrival: float
+    src: Endpoint
+    dst: Endpoint
+    packets: tuple[RtcpPacket, ...]
+
+
 @dataclass
 class Dialog:
     call_id: str
@@ -67,6 +76,7 @@ class CapturedCall:
     encodings: dict[StreamKey, dict[int, tuple[str, int]]]
     capture_start: float
     matched_by: str = "sdp"
+    rtcp: list[RtcpDatagram] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -91,6 +101,7 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_aud
     cf = CaptureFile(Path(path))
     decoder = Decoder()
     tcp = TcpSipReassembler()
+    rtcp: list[RtcpDatagram] = []
     dialogs: dict[str, Dialog] = {}
     streams: dict[StreamKey, Stream] = {}
     warnings: list[str] = []
@@ -125,6 +136,12 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_aud
                 warn(f"frame {n}: malformed SIP: {exc}")
                 continue
             _on_sip(dialogs, msg, (seg.src, seg.sport), frame.ts, warn)
+        elif seg.proto == PROTO_UDP and looks_like_rtcp(seg.payload):
+            try:
+                rtcp.append(RtcpDatagram(frame.ts, (seg.src, seg.sport), (seg.dst, seg.dport),
+                                         tuple(parse_compound(seg.payload))))  # fmt: skip
+            except ParseError as exc:
+                warn(f"frame {n}: malformed RTCP: {exc}")
         elif seg.proto == PROTO_UDP and looks_like_rtp(seg.payload):
             try:
                 h = RtpHeader.parse(seg.payload)
@@ -139,7 +156,22 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_aud
     warnings[:0] = cf.warnings
     start = start or 0.0
     calls = _associate(dialogs, streams, start, nat_aliases or {})
+    _attach_rtcp(calls, rtcp)
     return Capture(Path(path), calls, warnings, n, start)
+
+
+def _attach_rtcp(calls: list[CapturedCall], datagrams: list[RtcpDatagram]) -> None:
+    """RTCP goes with the call whose RTP uses the same hosts, on port + 1 or the same port (rtcp-mux)."""
+    owners: dict[Endpoint, CapturedCall] = {}
+    for call in calls:
+        for streams in call.streams.values():
+            for s in streams:
+                for host, port in (s.src, s.dst):
+                    owners[(host, port + 1)] = owners[(host, port)] = call
+    for d in datagrams:
+        owner = owners.get(d.src) or owners.get(d.dst)
+        if owner is not None:
+            owner.rtcp.append(d)
 
 
 def _on_sip(dialogs: dict[str, Dialog], msg: SipMessage, src: Endpoint, ts: float, warn) -> None:  # type: ignore[no-untyped-def]

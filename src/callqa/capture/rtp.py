@@ -69,8 +69,8 @@ class RtpHeader:
 
 
 def looks_like_rtp(data: bytes) -> bool:
-    """Cheap first test for RTP on a UDP port nobody signalled (version 2, not an RTCP packet type)."""
-    return len(data) >= 12 and data[0] >> 6 == RTP_VERSION and not 72 <= (data[1] & 0x7F) <= 76
+    """Cheap first test for RTP on a UDP port nobody signalled (version 2, not an RTCP packet type 200-207)."""
+    return len(data) >= 12 and data[0] >> 6 == RTP_VERSION and not 72 <= (data[1] & 0x7F) <= 79
 
 
 def unwrap(previous: int | None, value: int, bits: int) -> int:
