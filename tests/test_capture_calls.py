@@ -135,3 +135,29 @@ def test_call_without_bye_ends_with_its_media(testdata: Path, settings: Settings
     assert answered.sip.end_reason == "no BYE: RTP stopped"
     last = max(s.end_s for s in answered.streams)
     assert (answered.sip.ended_at - answered.sip.started_at).total_seconds() == pytest.approx(last, abs=0.01)
+
+
+ALICE = "AES_CM_128_HMAC_SHA1_80:9sOd+W72ilwfNgNt0FzlGYj6YZPMqN1sJJx43UuS"  # rtpproxy's alice_to_bob.args
+BOB = "AES_CM_128_HMAC_SHA1_80:NhqBK/JjtVJgmOgPyDKpvMTEjvFCQ4eiyVQelF6x"
+
+
+def test_srtp_decrypted_with_the_right_key_only(testdata: Path, settings: Settings) -> None:
+    keyed = settings.model_copy(update={"srtp_keys": [BOB, ALICE]})
+    for name in ("alice_srtp.pcap", "bob_srtp.pcap"):
+        (report,), _ = analyze_capture(testdata / "pcap/rtpproxy" / name, keyed)
+        (stream,) = report.streams
+        assert stream.note == "SRTP AES_CM_128_HMAC_SHA1_80, decrypted" and stream.packets > 1500
+        assert report.legs[0].speech_ratio > 0.3  # decrypted G.722 is speech
+    (plain,), _ = analyze_capture(testdata / "pcap/rtpproxy/bob_srtp.pcap", settings)
+    assert plain.streams[0].note == "" and plain.legs[0].speech_ratio < 0.1  # ciphertext decodes to noise
+
+
+def test_srtp_key_parsing() -> None:
+    from callqa.capture.srtp import SrtpContext
+    from callqa.errors import ParseError
+
+    ctx = SrtpContext.from_sdes("1 AES_CM_128_HMAC_SHA1_32 inline:" + ALICE.split(":")[1] + "|2^20|1:32")
+    assert ctx.suite == "AES_CM_128_HMAC_SHA1_32" and len(ctx.master_key) == 16 and len(ctx.master_salt) == 14
+    for bad in ("F8_128_HMAC_SHA1_80:abc", "AES_CM_128_HMAC_SHA1_80:!!!", "AES_CM_128_HMAC_SHA1_80:AAAA"):
+        with pytest.raises(ParseError):
+            SrtpContext.from_sdes(bad)

@@ -184,6 +184,7 @@ def pcap(
     stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
     wav_dir: Annotated[Path | None, typer.Option(help="write each direction of each call as a WAV here")] = None,
     nat_alias: Annotated[list[str] | None, typer.Option(help="PRIVATE=PUBLIC address seen behind NAT")] = None,
+    srtp_key: Annotated[list[str] | None, typer.Option(help="SDES key to try: AES_CM_128_HMAC_SHA1_80:BASE64")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     nisqa_weights: Annotated[Path | None, typer.Option(help="path to NISQA nisqa.tar")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
@@ -195,6 +196,8 @@ def pcap(
     try:
         aliases = dict(_alias(a) for a in nat_alias or [])
         settings = _settings(db, nisqa_weights, no_nisqa, False)
+        if srtp_key:
+            settings = settings.model_copy(update={"srtp_keys": [*settings.srtp_keys, *srtp_key]})
         reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,
                                             use_cache=not no_cache)  # fmt: skip
     except (CallqaError, ValueError) as exc:

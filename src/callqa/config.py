@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=lambda: _default_data_dir() / "models")
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per model; 0 = all cores")
     max_file_bytes: int = Field(2 * 1024**3, gt=0)
+    srtp_keys: list[str] = Field(default=[], description="SDES keys to try on SRTP: SUITE:BASE64 (secrets)")
 
     def resolved_nisqa_weights(self) -> Path | None:
         """The configured NISQA weights, else the fetched copy in ``models_dir``, else None."""

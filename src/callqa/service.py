@@ -102,11 +102,12 @@ def analyze_capture(
     from callqa.capture.calls import read_capture
 
     capture_hash = content_hash(path)
-    capture = read_capture(path, nat_aliases, keep_audio=not stats_only)
+    capture = read_capture(path, nat_aliases, keep_audio=not stats_only, srtp_keys=settings.srtp_keys)
     reports = []
     for call in capture.calls:
         material = {
             "capture": capture_hash, "call": call.id, "stats_only": stats_only, "aliases": nat_aliases or {},
+            "srtp": hashlib.sha256("|".join(settings.srtp_keys).encode()).hexdigest(),
             "analysis": settings.analysis.model_dump(), "models": models.versions(),
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

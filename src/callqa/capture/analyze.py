@@ -107,6 +107,9 @@ def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float) -> tuple
     t0 = call_start(call)
     pieces, notes = [], []
     for st in sorted(streams, key=lambda x: x.packets[0].arrival):
+        if st.encrypted:
+            notes.append(f"stream 0x{st.ssrc:08X}: SRTP without a usable key, measured from headers only")
+            continue
         try:
             pieces.append(decode_stream(st.packets, call.encodings.get(st.key) or {}))
         except UnsupportedCodec as exc:
@@ -140,6 +143,12 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     rtp_streams = [measure_stream(call, st, role, settings) for role, sts in call.streams.items() for st in sts]
     for r, st in zip(rtp_streams, [st for sts in call.streams.values() for st in sts], strict=True):
         r.rtcp = rtcp_summary(call, st)
+        if st.srtp is not None:
+            r.note = f"SRTP {st.srtp.suite}, decrypted" + (
+                f" ({st.srtp_failures} packets failed authentication)" if st.srtp_failures else ""
+            )
+        elif st.encrypted:
+            r.note = "SRTP, no usable key: measured from headers only"
     d = call.dialog
     sip = None
     if d:

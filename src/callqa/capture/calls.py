@@ -18,6 +18,7 @@ from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
 from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
 from callqa.capture.sdp import Media, SessionDescription
 from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
+from callqa.capture.srtp import SrtpContext
 from callqa.capture.tcp import TcpSipReassembler
 from callqa.errors import ParseError
 
@@ -31,6 +32,9 @@ MIN_UNSIGNALLED_PACKETS = 5
 class Stream:
     key: StreamKey
     packets: list[RtpPacket] = field(default_factory=list)
+    srtp: SrtpContext | None = None  # the key whose authentication tags verify on this stream
+    srtp_failures: int = 0  # packets whose tag did not verify with that key
+    encrypted: bool = False  # SDP says SRTP and no key authenticated: measured from headers only
 
     @property
     def src(self) -> Endpoint:
@@ -95,9 +99,13 @@ class Capture:
     start: float
 
 
-def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_audio: bool = True) -> Capture:
+def read_capture(
+    path: Path, nat_aliases: dict[str, str] | None = None, keep_audio: bool = True, srtp_keys: list[str] | None = None
+) -> Capture:
     """One pass over a capture. Without ``keep_audio`` only telephone-event sized payloads are kept (for
-    DTMF), which is all that statistics need."""
+    DTMF), which is all that statistics need. SRTP streams are decrypted with the ``a=crypto`` keys of the
+    dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
+    keys = _contexts(srtp_keys or [], None)
     cf = CaptureFile(Path(path))
     decoder = Decoder()
     tcp = TcpSipReassembler()
@@ -151,6 +159,15 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_aud
             stream = streams.get(key)
             if stream is None:
                 stream = streams[key] = Stream(key)
+                candidates = keys + [k for d in dialogs.values() for ms in d.media.values() for m in ms
+                                     for k in _contexts(m.crypto, warn)]  # fmt: skip
+                stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
+            if stream.srtp is not None:
+                plain = stream.srtp.decrypt(seg.payload)
+                if plain is None:
+                    stream.srtp_failures += 1
+                    continue
+                h = RtpHeader.parse(plain)
             payload = h.payload if keep_audio or len(h.payload) == 4 else b""
             stream.packets.append(RtpPacket(frame.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload))
     warnings[:0] = cf.warnings
@@ -158,6 +175,18 @@ def read_capture(path: Path, nat_aliases: dict[str, str] | None = None, keep_aud
     calls = _associate(dialogs, streams, start, nat_aliases or {})
     _attach_rtcp(calls, rtcp)
     return Capture(Path(path), calls, warnings, n, start)
+
+
+def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]
+    out = []
+    for k in keys:
+        try:
+            out.append(SrtpContext.from_sdes(k))
+        except ParseError as exc:
+            if warn is None:
+                raise
+            warn(f"SRTP key ignored: {exc}")
+    return out
 
 
 def _attach_rtcp(calls: list[CapturedCall], datagrams: list[RtcpDatagram]) -> None:
@@ -234,6 +263,7 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
             loose.append(stream)
             continue
         score, sender, d, media, nat = best
+        stream.encrypted = "SAVP" in media.proto.upper() and stream.srtp is None
         call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
         call.streams.setdefault(sender, []).append(stream)
         call.encodings[key] = _encodings(d, media)
