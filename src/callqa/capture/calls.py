@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from callqa.capture.media import RtpPacket
-from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder
+from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
 from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
@@ -105,76 +105,139 @@ def read_capture(
     """One pass over a capture. Without ``keep_audio`` only telephone-event sized payloads are kept (for
     DTMF), which is all that statistics need. SRTP streams are decrypted with the ``a=crypto`` keys of the
     dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
-    keys = _contexts(srtp_keys or [], None)
     cf = CaptureFile(Path(path))
-    decoder = Decoder()
-    tcp = TcpSipReassembler()
-    rtcp: list[RtcpDatagram] = []
-    dialogs: dict[str, Dialog] = {}
-    streams: dict[StreamKey, Stream] = {}
-    warnings: list[str] = []
-    start: float | None = None
-    n = 0
-
-    def warn(text: str) -> None:
-        if len(warnings) < MAX_WARNINGS:
-            warnings.append(text)
-
+    tracker = Tracker(nat_aliases, keep_audio, srtp_keys)
     for frame in cf.frames():
-        n += 1
-        if start is None:
-            start = frame.ts
+        tracker.feed_frame(frame.ts, frame.linktype, frame.data)
+    calls = tracker.finish()
+    return Capture(Path(path), calls, cf.warnings + tracker.warnings, tracker.frames, tracker.start or 0.0)
+
+
+class Tracker:
+    """Calls under construction, fed frame by frame (from a file, a live interface or HEP).
+
+    ``finish`` assembles everything; ``expire(now)`` hands over only the calls that are over (BYE or CANCEL
+    plus a grace period, or no packet for ``inactivity_s``) and forgets them, so a long run keeps flat memory.
+    """
+
+    def __init__(
+        self,
+        nat_aliases: dict[str, str] | None = None,
+        keep_audio: bool = True,
+        srtp_keys: list[str] | None = None,
+        inactivity_s: float = 30.0,
+        grace_s: float = 2.0,
+    ) -> None:
+        self.aliases = nat_aliases or {}
+        self.keep_audio = keep_audio
+        self.keys = _contexts(srtp_keys or [], None)
+        self.inactivity_s, self.grace_s = inactivity_s, grace_s
+        self.decoder = Decoder()
+        self.tcp = TcpSipReassembler()
+        self.rtcp: list[RtcpDatagram] = []
+        self.dialogs: dict[str, Dialog] = {}
+        self.streams: dict[StreamKey, Stream] = {}
+        self.last_seen: dict[str, float] = {}  # call id -> last SIP message
+        self.warnings: list[str] = []
+        self.start: float | None = None
+        self.frames = 0
+
+    def warn(self, text: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(text)
+
+    def feed_frame(self, ts: float, linktype: int, data: bytes) -> None:
+        self.frames += 1
         try:
-            seg = decoder.decode(frame.ts, frame.linktype, frame.data)
+            seg = self.decoder.decode(ts, linktype, data)
         except ParseError as exc:
-            warn(f"frame {n}: {exc}")
-            continue
-        if seg is None or not seg.payload:
-            continue
+            self.warn(f"frame {self.frames}: {exc}")
+            return
+        if seg is not None:
+            self.feed_segment(seg)
+
+    def feed_segment(self, seg: Segment) -> None:
+        ts = seg.ts
+        if self.start is None:
+            self.start = ts
+        if not seg.payload:
+            return
         if seg.proto == PROTO_TCP:
-            for raw in tcp.feed((seg.src, seg.sport, seg.dst, seg.dport), seg.tcp_seq, seg.payload):
+            for raw in self.tcp.feed((seg.src, seg.sport, seg.dst, seg.dport), seg.tcp_seq, seg.payload):
                 try:
-                    _on_sip(dialogs, SipMessage.parse(raw), (seg.src, seg.sport), frame.ts, warn)
+                    self._sip(SipMessage.parse(raw), (seg.src, seg.sport), ts)
                 except ParseError as exc:
-                    warn(f"frame {n}: malformed SIP over TCP: {exc}")
+                    self.warn(f"frame {self.frames}: malformed SIP over TCP: {exc}")
         elif looks_like_sip(seg.payload):
             try:
                 msg = SipMessage.parse(seg.payload)
             except ParseError as exc:
-                warn(f"frame {n}: malformed SIP: {exc}")
-                continue
-            _on_sip(dialogs, msg, (seg.src, seg.sport), frame.ts, warn)
+                self.warn(f"frame {self.frames}: malformed SIP: {exc}")
+                return
+            self._sip(msg, (seg.src, seg.sport), ts)
         elif seg.proto == PROTO_UDP and looks_like_rtcp(seg.payload):
             try:
-                rtcp.append(RtcpDatagram(frame.ts, (seg.src, seg.sport), (seg.dst, seg.dport),
-                                         tuple(parse_compound(seg.payload))))  # fmt: skip
+                self.rtcp.append(RtcpDatagram(ts, (seg.src, seg.sport), (seg.dst, seg.dport),
+                                              tuple(parse_compound(seg.payload))))  # fmt: skip
             except ParseError as exc:
-                warn(f"frame {n}: malformed RTCP: {exc}")
+                self.warn(f"frame {self.frames}: malformed RTCP: {exc}")
         elif seg.proto == PROTO_UDP and looks_like_rtp(seg.payload):
-            try:
-                h = RtpHeader.parse(seg.payload)
-            except ParseError:
-                continue
-            key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
-            stream = streams.get(key)
-            if stream is None:
-                stream = streams[key] = Stream(key)
-                candidates = keys + [k for d in dialogs.values() for ms in d.media.values() for m in ms
-                                     for k in _contexts(m.crypto, warn)]  # fmt: skip
-                stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
-            if stream.srtp is not None:
-                plain = stream.srtp.decrypt(seg.payload)
-                if plain is None:
-                    stream.srtp_failures += 1
-                    continue
-                h = RtpHeader.parse(plain)
-            payload = h.payload if keep_audio or len(h.payload) == 4 else b""
-            stream.packets.append(RtpPacket(frame.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload))
-    warnings[:0] = cf.warnings
-    start = start or 0.0
-    calls = _associate(dialogs, streams, start, nat_aliases or {})
-    _attach_rtcp(calls, rtcp)
-    return Capture(Path(path), calls, warnings, n, start)
+            self._rtp(seg)
+
+    def _sip(self, msg: SipMessage, src: Endpoint, ts: float) -> None:
+        _on_sip(self.dialogs, msg, src, ts, self.warn)
+        if msg.call_id in self.dialogs:
+            self.last_seen[msg.call_id] = ts
+
+    def _rtp(self, seg: Segment) -> None:
+        try:
+            h = RtpHeader.parse(seg.payload)
+        except ParseError:
+            return
+        key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = Stream(key)
+            candidates = self.keys + [k for d in self.dialogs.values() for ms in d.media.values() for m in ms
+                                      for k in _contexts(m.crypto, self.warn)]  # fmt: skip
+            stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
+        if stream.srtp is not None:
+            plain = stream.srtp.decrypt(seg.payload)
+            if plain is None:
+                stream.srtp_failures += 1
+                return
+            h = RtpHeader.parse(plain)
+        payload = h.payload if self.keep_audio or len(h.payload) == 4 else b""
+        stream.packets.append(RtpPacket(seg.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload))
+
+    def finish(self) -> list[CapturedCall]:
+        """Every call and stream seen so far (the state is left as it is)."""
+        calls = _associate(self.dialogs, self.streams, self.start or 0.0, self.aliases)
+        _attach_rtcp(calls, self.rtcp)
+        return calls
+
+    def expire(self, now: float) -> list[CapturedCall]:
+        """Calls that are over at ``now``; their dialogs, streams and RTCP are forgotten."""
+        calls = self.finish()
+        done = []
+        for call in calls:
+            last = max([s.packets[-1].arrival for sts in call.streams.values() for s in sts]
+                       + ([self.last_seen.get(call.dialog.call_id, 0.0)] if call.dialog else []))  # fmt: skip
+            ended = call.dialog is not None and call.dialog.ended_at is not None
+            if (ended and now - last > self.grace_s) or now - last > self.inactivity_s:
+                done.append(call)
+        for call in done:
+            if call.dialog:
+                self.dialogs.pop(call.dialog.call_id, None)
+                self.last_seen.pop(call.dialog.call_id, None)
+            for sts in call.streams.values():
+                for s in sts:
+                    self.streams.pop(s.key, None)
+            mine = {id(d) for d in call.rtcp}
+            self.rtcp = [d for d in self.rtcp if id(d) not in mine]
+        horizon = now - self.inactivity_s  # RTCP nobody claimed
+        self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
+        return done
 
 
 def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]
