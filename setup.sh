@@ -16,7 +16,7 @@ for arg in "$@"; do
 done
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng"
+packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -223,6 +223,52 @@ def pcap(
         out.print()
 
 
+@app.command()
+def sniff(
+    interface: Annotated[str | None, typer.Option("-i", "--interface", help="interface to capture on")] = None,
+    bpf: Annotated[str | None, typer.Option(help="capture filter, e.g. 'udp' (compiled with tcpdump)")] = None,
+    hep: Annotated[str | None, typer.Option(help="also accept HEP v3 on HOST:PORT, e.g. 0.0.0.0:9060")] = None,
+    inactivity: Annotated[float, typer.Option(help="close a call after this many seconds without packets")] = 30.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
+    stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
+    no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends."""
+    import signal
+
+    from callqa.capture import live
+    from callqa.capture.calls import Tracker
+    from callqa.service import report_captured
+
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    source = f"live:{interface or ''}{'+hep:' + hep if hep else ''}"
+    try:
+        settings = _settings(db, None, no_nisqa, False)
+        store = Store(settings.db)
+        tracker = Tracker(keep_audio=not stats_only, srtp_keys=settings.srtp_keys, inactivity_s=inactivity)
+
+        def on_call(call) -> None:  # type: ignore[no-untyped-def]
+            first = min((s.packets[0].arrival for sts in call.streams.values() for s in sts), default=0.0)
+            report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", stats_only)
+            if as_json:
+                sys.stdout.write(report.model_dump_json() + "\n")
+                sys.stdout.flush()
+            else:
+                print_summary(report)
+
+        frames = live.run(tracker, on_call, interface, bpf, hep, duration, lambda: stop["flag"])
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{frames} frames read")
+    for w in tracker.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+
+
 def _alias(text: str) -> tuple[str, str]:
     private, sep, public = text.partition("=")
     if not sep or not private or not public:

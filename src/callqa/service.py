@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from callqa import models
 from callqa.config import Settings
@@ -15,6 +16,9 @@ from callqa.pipeline import analyze_legs, check_file_count, legs_from_files
 from callqa.quality import nisqa
 from callqa.report import CallReport, Role
 from callqa.store import Store
+
+if TYPE_CHECKING:
+    from callqa.capture.calls import CapturedCall
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".gsm", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".aac", ".au", ".sln", ".wma"}
 _LEG_SUFFIX = re.compile(r"[-_.](in|out|agent|customer|caller|callee)$", re.IGNORECASE)
@@ -88,6 +92,34 @@ def group_calls(directory: Path) -> list[list[Path]]:
     return calls
 
 
+def report_captured(
+    call: CapturedCall,
+    settings: Settings,
+    store: Store | None,
+    source: str,
+    source_hash: str,
+    stats_only: bool = False,
+    wav_dir: Path | None = None,
+    use_cache: bool = True,
+) -> CallReport:
+    """One captured call through the pipeline, cached by capture hash, call and settings."""
+    from callqa.capture.analyze import report_call
+
+    material = {
+        "capture": source_hash, "call": call.id, "stats_only": stats_only,
+        "srtp": hashlib.sha256("|".join(settings.srtp_keys).encode()).hexdigest(),
+        "analysis": settings.analysis.model_dump(), "models": models.versions(),
+    }  # fmt: skip
+    key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    hit = store.cached(key, settings.cache_ttl_s) if store is not None and use_cache and wav_dir is None else None
+    if hit is not None:
+        return hit
+    report = report_call(call, settings, key[:16], key, source, stats_only, wav_dir)
+    if store is not None:
+        store.put(report)
+    return report
+
+
 def analyze_capture(
     path: Path,
     settings: Settings,
@@ -97,26 +129,13 @@ def analyze_capture(
     nat_aliases: dict[str, str] | None = None,
     use_cache: bool = True,
 ) -> tuple[list[CallReport], list[str]]:
-    """Every call in a pcap or pcapng file through the common pipeline: (reports, capture warnings)."""
-    from callqa.capture.analyze import report_call
+    """Every call in a pcap or pcapng file through the common pipeline: (reports, capture warnings)."""  # fmt: skip
     from callqa.capture.calls import read_capture
 
-    capture_hash = content_hash(path)
+    source_hash = hashlib.sha256((content_hash(path) + json.dumps(nat_aliases or {}, sort_keys=True)).encode())
     capture = read_capture(path, nat_aliases, keep_audio=not stats_only, srtp_keys=settings.srtp_keys)
-    reports = []
-    for call in capture.calls:
-        material = {
-            "capture": capture_hash, "call": call.id, "stats_only": stats_only, "aliases": nat_aliases or {},
-            "srtp": hashlib.sha256("|".join(settings.srtp_keys).encode()).hexdigest(),
-            "analysis": settings.analysis.model_dump(), "models": models.versions(),
-        }  # fmt: skip
-        key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-        hit = store.cached(key, settings.cache_ttl_s) if store is not None and use_cache and wav_dir is None else None
-        if hit is not None:
-            reports.append(hit)
-            continue
-        report = report_call(call, settings, key[:16], key, str(path), stats_only, wav_dir)
-        if store is not None:
-            store.put(report)
-        reports.append(report)
+    reports = [
+        report_captured(call, settings, store, str(path), source_hash.hexdigest(), stats_only, wav_dir, use_cache)
+        for call in capture.calls
+    ]
     return reports, capture.warnings

@@ -235,8 +235,10 @@ class Tracker:
                     self.streams.pop(s.key, None)
             mine = {id(d) for d in call.rtcp}
             self.rtcp = [d for d in self.rtcp if id(d) not in mine]
-        horizon = now - self.inactivity_s  # RTCP nobody claimed
+        horizon = now - self.inactivity_s  # RTP and RTCP that no call claimed
         self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
+        for key in [k for k, s in self.streams.items() if s.packets[-1].arrival < horizon]:
+            del self.streams[key]
         return done
 
 

@@ -1,0 +1,112 @@
+"""Live capture: a raw AF_PACKET socket on an interface (optionally with a BPF filter compiled by tcpdump)
+and/or a HEP3 UDP listener, feeding a Tracker; each call is reported when it ends."""
+
+from __future__ import annotations
+
+import ctypes
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+
+from callqa.capture.calls import CapturedCall, Tracker
+from callqa.capture.hep import parse_hep3
+from callqa.capture.packet import LINK_ETHERNET
+from callqa.errors import InputError, ParseError
+
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+SNAPLEN = 65535
+
+
+def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.bind((iface, 0))
+    except PermissionError as exc:
+        raise InputError(f"capturing on {iface} needs root or CAP_NET_RAW") from exc
+    except OSError as exc:
+        raise InputError(f"cannot capture on interface {iface!r}: {exc}") from exc
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024 * 1024)
+    if bpf:
+        attach_bpf(sock, bpf)
+    return sock
+
+
+def attach_bpf(sock: socket.socket, expression: str) -> None:
+    """Compile a tcpdump filter expression (``tcpdump -ddd``) and attach it to the socket."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        raise InputError("--bpf needs tcpdump to compile the filter (apt-get install tcpdump)")
+    proc = subprocess.run([tcpdump, "-ddd", expression], capture_output=True, text=True, timeout=10)
+    if proc.returncode:
+        raise InputError(f"bad BPF filter {expression!r}: {proc.stderr.strip()}")
+    lines = proc.stdout.split("\n")
+    insns = [tuple(int(v) for v in line.split()) for line in lines[1 : 1 + int(lines[0])]]
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
+    # the kernel copies the program during setsockopt, so the buffer may go away afterwards
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(insns), ctypes.addressof(program)))
+
+
+def open_hep(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host or "0.0.0.0", int(port)))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot listen for HEP on {address!r}: {exc}") from exc
+    return sock
+
+
+def run(
+    tracker: Tracker,
+    on_call: Callable[[CapturedCall], None],
+    iface: str | None = None,
+    bpf: str | None = None,
+    hep: str | None = None,
+    duration_s: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Capture until ``duration_s`` passes or ``should_stop()``; report calls as they end and the rest at the
+    end. Returns the number of frames read."""
+    if not iface and not hep:
+        raise InputError("give an interface (-i) or a HEP address (--hep), or both")
+    sockets = []
+    raw = open_interface(iface, bpf) if iface else None
+    if raw:
+        sockets.append(raw)
+    udp = open_hep(hep) if hep else None
+    if udp:
+        sockets.append(udp)
+    loopback = iface == "lo"
+    deadline = time.time() + duration_s if duration_s else None
+    next_expiry = time.time() + 1.0
+    try:
+        while not should_stop() and (deadline is None or time.time() < deadline):
+            ready, _, _ = select.select(sockets, [], [], 0.2)
+            for sock in ready:
+                data, addr = sock.recvfrom(SNAPLEN)
+                now = time.time()
+                if sock is raw:
+                    if loopback and addr[2] == PACKET_OUTGOING:
+                        continue  # loopback delivers every packet twice
+                    tracker.feed_frame(now, LINK_ETHERNET, data)
+                else:
+                    try:
+                        tracker.feed_segment(parse_hep3(data))
+                    except ParseError as exc:
+                        tracker.warn(f"HEP from {addr[0]}: {exc}")
+            if time.time() >= next_expiry:
+                for call in tracker.expire(time.time()):
+                    on_call(call)
+                next_expiry = time.time() + 1.0
+    finally:
+        for sock in sockets:
+            sock.close()
+    for call in tracker.expire(float("inf")):
+        on_call(call)
+    return tracker.frames
