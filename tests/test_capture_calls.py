@@ -161,3 +161,31 @@ def test_srtp_key_parsing() -> None:
     for bad in ("F8_128_HMAC_SHA1_80:abc", "AES_CM_128_HMAC_SHA1_80:!!!", "AES_CM_128_HMAC_SHA1_80:AAAA"):
         with pytest.raises(ParseError):
             SrtpContext.from_sdes(bad)
+
+
+def test_jitter_buffers_trade_delay_for_discards(testdata: Path, settings: Settings) -> None:
+    """rtpproxy's rtcp.o has jitter spikes (up to 58.9 ms per rtpproxy): a 20 ms buffer discards packets that a
+    200 ms or an adaptive buffer keeps; a sequence restart (sess6.a) is not jitter."""
+    from callqa.capture import emodel
+    from callqa.capture.rtp import unwrap
+
+    def series(name: str) -> tuple[list[float], list[int]]:
+        (call,) = read_capture(testdata / "pcap" / name).calls
+        (stream,) = call.streams["caller"]
+        voice = [p for p in stream.packets if p.pt in (8, 18)]
+        arrivals, stamps, last = [p.arrival for p in voice], [], None
+        for p in voice:
+            last = unwrap(last, p.timestamp, 32)
+            stamps.append(last)
+        return arrivals, stamps
+
+    arrivals, stamps = series("rtpproxy/acct_rtcp_hep/rtcp.o.pcap")
+    small = emodel.jitter_buffer_loss(arrivals, stamps, 8000, 20)
+    big = emodel.jitter_buffer_loss(arrivals, stamps, 8000, 200)
+    adaptive, depth = emodel.adaptive_jitter_buffer(arrivals, stamps, 8000)
+    assert small > big == 0 and adaptive < small
+    assert 20 < depth <= 500
+    arrivals, stamps = series("rtpproxy/sess6.a.rtp")
+    assert emodel.jitter_buffer_loss(arrivals, stamps, 8000, 200) < 10  # two restarts, no mass discard
+    (report,), _ = analyze_capture(testdata / "pcap/rtpproxy/sess6.o.rtp", settings, stats_only=True)
+    assert set(report.streams[0].network_mos_jitter_buffers) == {"fixed_50ms", "fixed_200ms", "adaptive_500ms"}

@@ -87,6 +87,9 @@ class RtpStats(BaseModel):
     max_jitter_ms: float
     mean_jitter_ms: float
     network_mos: float | None = Field(None, description="G.107 E-model after a 50 ms fixed jitter buffer")
+    network_mos_jitter_buffers: dict[str, float] = Field(
+        default={}, description="the same MOS behind other buffers: fixed_50ms, fixed_200ms, adaptive_500ms"
+    )
     jitter_buffer_discards: int = 0
     start_s: float = Field(0.0, description="first packet, seconds from the call start")
     end_s: float = 0.0

@@ -12,7 +12,7 @@ from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
 from callqa.capture.media import UnsupportedCodec, decode_stream
-from callqa.capture.rtp import encoding_of
+from callqa.capture.rtp import encoding_of, unwrap
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
 from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, SipInfo
@@ -30,18 +30,31 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
     dominant = max(set(pts), key=pts.count)
     codec, clock = encoding_of(dominant, enc)
     voice = [p for p in stream.packets if p.pt == dominant]
-    late = emodel.jitter_buffer_loss([p.arrival for p in voice], [p.timestamp for p in voice], clock,
-                                     s.analysis.jitter_buffer_ms)  # fmt: skip
+    arrivals, stamps, last = [p.arrival for p in voice], [], None
+    for p in voice:  # extended timestamps: the arithmetic below must not see a 32-bit wrap
+        last = unwrap(last, p.timestamp, 32)
+        stamps.append(last)
+    late = emodel.jitter_buffer_loss(arrivals, stamps, clock, s.analysis.jitter_buffer_ms)
     steps = [(b.timestamp - a.timestamp) % (1 << 32) for a, b in zip(voice, voice[1:], strict=False)]
     ptime = 1000.0 * statistics.median(steps) / clock if steps and clock else 20.0
-    mos = (emodel.network_mos(codec, stats.expected, stats.lost, late, min(ptime, 200.0), s.analysis.jitter_buffer_ms)
+    ptime = min(ptime, 200.0)
+    mos = (emodel.network_mos(codec, stats.expected, stats.lost, late, ptime, s.analysis.jitter_buffer_ms)
            if clock else None)  # fmt: skip
+    buffers: dict[str, float] = {}
+    if clock:
+        for depth in (50.0, 200.0):
+            discards = emodel.jitter_buffer_loss(arrivals, stamps, clock, depth)
+            buffers[f"fixed_{depth:.0f}ms"] = emodel.network_mos(codec, stats.expected, stats.lost, discards, ptime,
+                                                                 depth)  # fmt: skip
+        discards, mean_depth = emodel.adaptive_jitter_buffer(arrivals, stamps, clock)
+        buffers["adaptive_500ms"] = emodel.network_mos(codec, stats.expected, stats.lost, discards, ptime, mean_depth)
     return RtpStream(
         leg=role, codec=codec, ssrc=f"0x{stream.ssrc:08X}", src=f"{stream.src[0]}:{stream.src[1]}",
         dst=f"{stream.dst[0]}:{stream.dst[1]}", payload=", ".join(names), packets=stats.total,
         expected=stats.expected, lost=stats.lost, duplicates=stats.duplicates, out_of_order=stats.out_of_order,
         max_delta_ms=round(stats.max_delta, 3), max_jitter_ms=round(stats.max_jitter, 3),
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
+        network_mos_jitter_buffers=buffers,
         start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
     )  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Network MOS from the ITU-T G.107 E-model, after a jitter-buffer simulation (as VoIPmonitor reports it).
 
 The jitter buffer plays packet i at ``first_arrival + (ts_i - ts_0) / clock + depth``; a packet that arrives
-after its playout time is discarded like a lost one. Effective loss feeds the equipment impairment
+after its playout time is discarded like a lost one; an offset of more than a second is a timestamp
+discontinuity (a restart) and resynchronises the buffer. Effective loss feeds the equipment impairment
 Ie,eff = Ie + (95 - Ie) * Ppl / (Ppl + Bpl) (G.107 7.2, random loss), the delay impairment Id uses the
 simplified form of Cole & Rosenbluth (2001) for the one-way delay, and R = 93.2 - Id - Ie,eff.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 CODEC_IMPAIRMENT = {"PCMU": (0.0, 25.1), "PCMA": (0.0, 25.1), "G722": (0.0, 25.1), "G729": (11.0, 19.0),
                     "G723": (15.0, 16.1), "GSM": (20.0, 10.0), "OPUS": (0.0, 25.1), "ILBC": (11.0, 32.0)}  # fmt: skip
 R0 = 93.2
+RESYNC_S = 1.0  # an offset beyond this is a timestamp discontinuity, not jitter
 
 
 def jitter_buffer_loss(arrivals_s: Sequence[float], timestamps: Sequence[int], clock: int, depth_ms: float) -> int:
@@ -23,10 +25,35 @@ def jitter_buffer_loss(arrivals_s: Sequence[float], timestamps: Sequence[int], c
     t0, ts0 = arrivals_s[0], timestamps[0]
     late = 0
     for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-        playout = t0 + (ts - ts0) / clock + depth_ms / 1000.0
-        if arrival > playout:
+        offset = arrival - (t0 + (ts - ts0) / clock)
+        if abs(offset) > RESYNC_S:  # a timestamp jump (new talk spurt base, sequence restart): resynchronise
+            t0, ts0, offset = arrival, ts, 0.0
+        if offset > depth_ms / 1000.0:
             late += 1
     return late
+
+
+def adaptive_jitter_buffer(
+    arrivals_s: Sequence[float], timestamps: Sequence[int], clock: int, max_ms: float = 500.0, start_ms: float = 50.0
+) -> tuple[int, float]:
+    """An adaptive buffer: a packet later than the depth in force is discarded and the depth grows to what it
+    needed (up to ``max_ms``); otherwise the depth decays slowly (0.2% per packet) towards what packets need.
+    Returns (discarded packets, mean depth in ms) - the mean depth is the delay the buffer adds."""
+    if not arrivals_s or not clock:
+        return 0, start_ms
+    t0, ts0 = arrivals_s[0], timestamps[0]
+    depth, late, total = start_ms, 0, 0.0
+    for arrival, ts in zip(arrivals_s, timestamps, strict=True):
+        needed = 1000.0 * (arrival - (t0 + (ts - ts0) / clock))
+        if abs(needed) > RESYNC_S * 1000.0:
+            t0, ts0, needed = arrival, ts, 0.0
+        if needed > depth:
+            late += 1
+            depth = min(max_ms, needed)
+        else:
+            depth = max(needed, depth * 0.998, 0.0)
+        total += depth
+    return late, total / len(arrivals_s)
 
 
 def r_factor(codec: str, loss_ratio: float, delay_ms: float) -> float:
