@@ -1,0 +1,101 @@
+"""Real SIP peers end to end: two baresip user agents call each other with G.711 inside a network namespace
+the test creates, `callqa sniff` listens on its loopback, and nftables impairs one direction."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("baresip", "nft", "ip", "sox")),
+    reason="needs root, baresip, nftables, iproute2 and sox (installed by .ci/run)",
+)
+CALLER_RTP, CALLEE_RTP = "12000-12009", "12010-12019"
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"callqa-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def agent(tmp: Path, who: str, port: int, rtp: str, speech: Path) -> Path:
+    d = tmp / who
+    d.mkdir()
+    (d / "config").write_text("\n".join([
+        f"sip_listen 127.0.0.1:{port}", "net_interface 127.0.0.1", f"audio_source aufile,{speech}",
+        f"audio_player aufile,{tmp / (who + '-heard.wav')}", f"audio_alert aufile,{tmp / (who + '-alert.wav')}",
+        f"rtp_ports {rtp}", "module_path /usr/lib/baresip/modules", "module stdio.so", "module g711.so",
+        "module aufile.so", "module_app account.so", "module_app menu.so", "",
+    ]))  # fmt: skip
+    (d / "accounts").write_text(f"<sip:{who}@127.0.0.1:{port}>;regint=0;answermode=auto;audio_codecs=PCMU\n")
+    return d
+
+
+def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | None) -> dict:  # type: ignore[type-arg]
+    speech = tmp / "speech.wav"
+    src = testdata / "audio/pjproject/input.8.wav"
+    subprocess.run(["sox", str(src), str(src), str(src), str(speech)], check=True)
+    caller = agent(tmp, "a", 5080, CALLER_RTP, speech)
+    callee = agent(tmp, "b", 5090, CALLEE_RTP, speech)
+    run = ["ip", "netns", "exec", ns]
+    if drop_rule:
+        subprocess.run([*run, "nft", "add", "table", "ip", "imp"], check=True)
+        subprocess.run([*run, "nft", "add", "chain", "ip", "imp", "out",
+                        "{ type filter hook output priority 0; }"], check=True)  # fmt: skip
+        subprocess.run([*run, "nft", "add", "rule", "ip", "imp", "out", *drop_rule.split()], check=True)
+    env = {**os.environ, "CALLQA_DB": str(tmp / "s.db")}
+    sniffer = subprocess.Popen([*run, sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp",
+                                "--duration", "22", "--inactivity", "3", "--json", "--no-nisqa"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+    time.sleep(2.5)
+    b = subprocess.Popen([*run, "baresip", "-f", str(callee), "-t", "16"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1.0)
+    subprocess.run([*run, "baresip", "-f", str(caller), "-e", "/dial sip:b@127.0.0.1:5090", "-t", "10"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=40)  # fmt: skip
+    b.wait(timeout=30)
+    out, err = sniffer.communicate(timeout=60)
+    assert sniffer.returncode == 0, err
+    reports = [json.loads(line) for line in out.splitlines()]
+    (report,) = [r for r in reports if r["sip"]]
+    return report
+
+
+def test_loss_on_one_direction_shows_on_that_direction_only(netns: str, tmp_path: Path, testdata: Path) -> None:
+    # 20% of the packets sent to the caller's RTP ports are dropped: the callee -> caller direction
+    report = call_with_impairment(netns, tmp_path, testdata,
+                                  f"udp dport {CALLER_RTP} numgen random mod 100 < 20 drop")  # fmt: skip
+    streams = {s["leg"]: s for s in report["streams"]}
+    assert streams["caller"]["lost"] == 0 and streams["caller"]["packets"] > 300
+    lossy = streams["callee"]
+    assert 0.1 < lossy["lost"] / lossy["expected"] < 0.3
+    assert lossy["network_mos"] < streams["caller"]["network_mos"] - 1.0
+    codes = {(f["code"], f["leg"]) for f in report["findings"]}
+    assert ("packet_loss", "callee") in codes and ("packet_loss", "caller") not in codes
+    legs = {leg["role"]: leg for leg in report["legs"]}
+    assert legs["caller"]["speech_ratio"] > 0.3 and legs["callee"]["speech_ratio"] > 0.2
+
+
+def test_blocked_direction_is_one_way_audio(netns: str, tmp_path: Path, testdata: Path) -> None:
+    report = call_with_impairment(netns, tmp_path, testdata, f"udp dport {CALLER_RTP} drop")
+    assert {s["leg"] for s in report["streams"]} == {"caller"}
+    one_way = [f for f in report["findings"] if f["code"] == "one_way_audio"]
+    assert one_way and one_way[0]["severity"] == "critical" and one_way[0]["leg"] == "callee"
+    assert report["verdict"] == "failed"
