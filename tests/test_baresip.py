@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.skipif(
@@ -61,9 +60,10 @@ def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | No
                         "{ type filter hook output priority 0; }"], check=True)  # fmt: skip
         subprocess.run([*run, "nft", "add", "rule", "ip", "imp", "out", *drop_rule.split()], check=True)
     env = {**os.environ, "CALLQA_DB": str(tmp / "s.db")}
-    sniffer = subprocess.Popen([*run, sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp",
-                                "--duration", "22", "--inactivity", "3", "--json", "--no-nisqa"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+    sniff = [sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp", "--duration", "22",
+             "--inactivity", "3", "--json", "--no-nisqa"]  # fmt: skip
+    sniffer = subprocess.Popen([*run, *sniff], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=REPO)  # fmt: skip
     time.sleep(2.5)
     b = subprocess.Popen([*run, "baresip", "-f", str(callee), "-t", "16"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
