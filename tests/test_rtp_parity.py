@@ -38,9 +38,10 @@ def references() -> list[tuple[str, Path, dict[tuple[str, int, str, int, int], d
 REFS = references()
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["per-packet", "bulk"])
 @pytest.mark.parametrize(("name", "capture", "expected"), REFS, ids=[r[0] for r in REFS])
-def test_stream_statistics_match_tshark(testdata: Path, name: str, capture: Path, expected: dict) -> None:
-    found = read_capture(capture)
+def test_stream_statistics_match_tshark(testdata: Path, name: str, capture: Path, expected: dict, bulk: bool) -> None:
+    found = read_capture(capture, keep_audio=not bulk)  # statistics only takes the bulk (NumPy) path
     ours = {}
     for call in found.calls:
         for streams in call.streams.values():
@@ -54,6 +55,25 @@ def test_stream_statistics_match_tshark(testdata: Path, name: str, capture: Path
         assert st.max_delta == pytest.approx(ref["max_delta"], abs=0.1)
         assert st.max_jitter == pytest.approx(ref["max_jitter"], abs=0.1)
         assert st.mean_jitter == pytest.approx(ref["mean_jitter"], abs=0.1)
+
+
+def test_bulk_path_equals_per_packet_path_on_every_capture(testdata: Path) -> None:
+    def summary(keep_audio: bool, path: Path) -> list[tuple]:  # type: ignore[type-arg]
+        cap = read_capture(path, keep_audio=keep_audio)
+        out = []
+        for call in cap.calls:
+            for role, streams in call.streams.items():
+                for s in streams:
+                    st = stream_stats(s, call.encodings.get(s.key, {}), cap.start)
+                    out.append((call.id, role, s.key, st.total, st.expected, st.lost, st.duplicates,
+                                st.out_of_order, round(st.max_delta, 9), round(st.max_jitter, 9),
+                                round(st.mean_jitter, 9)))  # fmt: skip
+        return sorted(out)
+
+    captures = [p for p in (testdata / "pcap").rglob("*") if p.suffix in (".pcap", ".rtp", ".cap")]
+    assert len(captures) > 30
+    for path in captures:
+        assert summary(True, path) == summary(False, path), path.name
 
 
 def test_reference_set_is_not_empty(testdata: Path) -> None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
+from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
 from callqa.capture.media import RtpPacket
 from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
@@ -107,8 +110,18 @@ def read_capture(
     dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
     cf = CaptureFile(Path(path))
     tracker = Tracker(nat_aliases, keep_audio, srtp_keys)
-    for frame in cf.frames():
-        tracker.feed_frame(frame.ts, frame.linktype, frame.data)
+    fast = None if keep_audio or srtp_keys else scan_pcap(Path(path), tracker.feed_frame)
+    if fast is not None:  # statistics only, plain RTP: bulk parsing (identical results, much faster)
+        tables, tracker.start, tracker.frames = fast
+        for key, table in tables.items():
+            slow = tracker.streams.get(key)
+            if slow is None:
+                tracker.streams[key] = Stream(key, table)  # type: ignore[arg-type]
+            else:  # a few packets (padding, header extension) took the exact path: merge them in time order
+                slow.packets = sorted([*table, *slow.packets], key=lambda p: p.arrival)
+    else:
+        for frame in cf.frames():
+            tracker.feed_frame(frame.ts, frame.linktype, frame.data)
     calls = tracker.finish()
     return Capture(Path(path), calls, cf.warnings + tracker.warnings, tracker.frames, tracker.start or 0.0)
 
@@ -365,10 +378,11 @@ def plausible_unsignalled(stream: Stream) -> bool:
     p = stream.packets
     if len(p) < MIN_UNSIGNALLED_PACKETS:
         return False
-    steps = [(b.seq - a.seq) % 65536 for a, b in zip(p, p[1:], strict=False)]
-    forward = sum(1 for d in steps if 0 < d <= 10)
-    small = sum(1 for d in steps if d <= 10)
-    return forward >= 0.6 * len(steps) and small >= 0.9 * len(steps)
+    seq = p.seq if isinstance(p, PacketTable) else np.array([x.seq for x in p])
+    steps = np.remainder(np.diff(seq.astype(np.int64)), 65536)
+    forward = int(np.count_nonzero((steps > 0) & (steps <= 10)))
+    small = int(np.count_nonzero(steps <= 10))
+    return forward >= 0.6 * steps.size and small >= 0.9 * steps.size
 
 
 def _score(stream: Stream, sender: list[Media], receiver: list[Media],
@@ -409,12 +423,20 @@ def _encodings(d: Dialog, media: Media) -> dict[int, tuple[str, int]]:
 
 def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_start: float) -> StreamStats:
     """Wireshark-compatible statistics; telephone-event and unknown payload types have no clock (no jitter)."""
+
+    def clock_of(pt: int) -> int:
+        name, clock = encoding_of(pt, encodings)
+        return 0 if name.lower() == "telephone-event" else clock
+
+    if isinstance(stream.packets, PacketTable):
+        table = stream.packets
+        clocks = np.zeros(len(table), np.int64)
+        for pt in np.unique(table.pt).tolist():
+            clocks[table.pt == pt] = clock_of(pt)
+        return table_stats(table, clocks, capture_start)
     stats = StreamStats()
     for p in stream.packets:
-        name, clock = encoding_of(p.pt, encodings)
-        if name.lower() == "telephone-event":
-            clock = 0
-        stats.add((p.arrival - capture_start) * 1000.0, p.seq, p.timestamp, p.pt, p.marker, clock)
+        stats.add((p.arrival - capture_start) * 1000.0, p.seq, p.timestamp, p.pt, p.marker, clock_of(p.pt))
     return stats
 
 
