@@ -19,7 +19,7 @@ from callqa.capture.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
 from callqa.capture.rtp import PT_CN, PT_CN_OLD, StreamStats
 from callqa.errors import InputError
 
-BLOCK = 16 * 1024 * 1024
+BLOCK = 4 * 1024 * 1024
 StreamKey = tuple[str, int, str, int, int]
 
 
@@ -189,17 +189,22 @@ def _block(buf: bytes, offs: np.ndarray, linktype: int, divisor: float, order: i
 def _tables(cols: _Columns) -> dict[StreamKey, PacketTable]:
     rows = np.concatenate(cols.fields)
     arrival = np.concatenate(cols.arrival)
-    keys = rows[["src", "sport", "dst", "dport", "ssrc"]]
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    cols.fields.clear()  # the per-block pieces are no longer needed: keep the peak down
+    cols.arrival.clear()
+    hosts = rows["src"].astype(np.uint64) << np.uint64(32) | rows["dst"].astype(np.uint64)
+    rest = (rows["sport"].astype(np.uint64) << np.uint64(48) | rows["dport"].astype(np.uint64) << np.uint64(32)
+            | rows["ssrc"].astype(np.uint64))  # fmt: skip
+    order = np.lexsort((rest, hosts))  # stable: capture order within a stream
+    h, r_ = hosts[order], rest[order]
+    bounds = np.flatnonzero((np.diff(h) != 0) | (np.diff(r_) != 0)) + 1
     events = dict(cols.events)
     out: dict[StreamKey, PacketTable] = {}
-    for k, part in zip(uniq, np.split(order, bounds), strict=True):
+    for part in np.split(order, bounds):
+        k = rows[part[0]]
         key = (_ip(int(k["src"])), int(k["sport"]), _ip(int(k["dst"])), int(k["dport"]), int(k["ssrc"]))
         r = rows[part]
         ev = {i: events[int(o)] for i, o in enumerate(r["order"]) if int(o) in events} if events else {}
-        out[key] = PacketTable(arrival[part], r["seq"].astype(np.int64), r["ts"].astype(np.int64),
+        out[key] = PacketTable(arrival[part], r["seq"].astype(np.int32), r["ts"].astype(np.int64),
                                r["pt"].astype(np.int16), r["marker"], ev)  # fmt: skip
     return out
 
@@ -228,12 +233,14 @@ def table_stats(t: PacketTable, clocks: np.ndarray, capture_start: float) -> Str
             stats.add(float(arrival_ms[i]), int(t.seq[i]), int(t.ts[i]), int(t.pt[i]), bool(t.marker[i]),
                       int(clocks[i]))  # fmt: skip
         return stats
-    from scipy.signal import lfilter
-
     clock = float(clocks[0])
     delta = np.diff(arrival_ms)
     diff = np.abs(delta - np.diff(ext_ts) / (clock / 1000.0))
-    jitter = lfilter([1 / 16], [1, -15 / 16], diff)  # J = (15 J + |D|) / 16, RFC 3550 A.8
+    values, j = [], 0.0
+    for d in diff.tolist():  # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats
+        j = (15 * j + d) / 16
+        values.append(j)
+    jitter = np.array(values)
     pt = t.pt[1:]
     cn = (pt == PT_CN) | (pt == PT_CN_OLD)
     follows_cn = (t.pt[:-1] == PT_CN) | (t.pt[:-1] == PT_CN_OLD)
