@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import statistics
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,8 @@ import numpy as np
 from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
-from callqa.capture.media import UnsupportedCodec, decode_stream
+from callqa.capture.fastpath import PacketTable
+from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
 from callqa.capture.rtp import encoding_of, unwrap
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
@@ -22,21 +23,25 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
     enc = call.encodings.get(stream.key, {})
     stats = stream_stats(stream, enc, call.capture_start)
     t0 = call_start(call)
-    pts = [p.pt for p in stream.packets]
-    names = []
-    for pt in dict.fromkeys(pts):
-        name = encoding_of(pt, enc)[0]
-        names.append(name or f"PT{pt}")
-    dominant = max(set(pts), key=pts.count)
+    table = stream.packets if isinstance(stream.packets, PacketTable) else None
+    pt_column = table.pt if table is not None else np.array([p.pt for p in stream.packets])
+    kinds, first_rows, counts = np.unique(pt_column, return_index=True, return_counts=True)
+    names = [encoding_of(int(pt), enc)[0] or f"PT{int(pt)}" for pt in kinds[np.argsort(first_rows)]]
+    dominant = int(kinds[np.argmax(counts)])
     codec, clock = encoding_of(dominant, enc)
-    voice = [p for p in stream.packets if p.pt == dominant]
-    arrivals, stamps, last = [p.arrival for p in voice], [], None
-    for p in voice:  # extended timestamps: the arithmetic below must not see a 32-bit wrap
-        last = unwrap(last, p.timestamp, 32)
-        stamps.append(last)
+    voice = pt_column == dominant
+    if table is not None:
+        arrivals = table.arrival[voice].tolist()
+        stamps = PacketTable.unwrap32(table.ts[voice]).tolist()
+    else:
+        chosen = [p for p in stream.packets if p.pt == dominant]
+        arrivals, stamps, last = [p.arrival for p in chosen], [], None
+        for p in chosen:  # extended timestamps: the arithmetic below must not see a 32-bit wrap
+            last = unwrap(last, p.timestamp, 32)
+            stamps.append(last)
     late = emodel.jitter_buffer_loss(arrivals, stamps, clock, s.analysis.jitter_buffer_ms)
-    steps = [(b.timestamp - a.timestamp) % (1 << 32) for a, b in zip(voice, voice[1:], strict=False)]
-    ptime = 1000.0 * statistics.median(steps) / clock if steps and clock else 20.0
+    steps = np.diff(np.asarray(stamps, dtype=np.int64))
+    ptime = 1000.0 * float(np.median(steps)) / clock if steps.size and clock else 20.0
     ptime = min(ptime, 200.0)
     mos = (emodel.network_mos(codec, stats.expected, stats.lost, late, ptime, s.analysis.jitter_buffer_ms)
            if clock else None)  # fmt: skip
@@ -197,12 +202,19 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     digits = sorted(
         (Dtmf(leg=role, digit=e.digit, start_s=round(e.start - t0, 3), duration_ms=round(e.duration_ms, 1))
          for role, sts in call.streams.items() for st in sts
-         for e in dtmf.events(st.packets, call.encodings.get(st.key, {}))),
+         for e in dtmf.events(_event_candidates(st), call.encodings.get(st.key, {}))),
         key=lambda d: d.start_s,
     )  # fmt: skip
     report = analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
                           streams=rtp_streams, sip=sip)  # fmt: skip
     return report.model_copy(update={"dtmf": digits})
+
+
+def _event_candidates(stream: Stream) -> Sequence[RtpPacket]:
+    """Packets that may carry RFC 4733 events: a bulk-read stream only kept their 4-byte payloads."""
+    if isinstance(stream.packets, PacketTable):
+        return [stream.packets[i] for i in sorted(stream.packets.events)]
+    return stream.packets
 
 
 def _safe(text: str) -> str:

@@ -6,6 +6,7 @@ duration; the last ones have the End bit set. One digit per distinct timestamp.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from callqa.capture.media import RtpPacket
@@ -25,7 +26,7 @@ def looks_like_event(payload: bytes) -> bool:
     return len(payload) == 4 and payload[0] <= 16 and payload[1] & 0x40 == 0
 
 
-def event_payload_type(packets: list[RtpPacket], encodings: dict[int, tuple[str, int]]) -> int | None:
+def event_payload_type(packets: Sequence[RtpPacket], encodings: dict[int, tuple[str, int]]) -> int | None:
     """The telephone-event payload type: from the SDP, else a dynamic type whose packets all look like events."""
     for pt, (name, _) in encodings.items():
         if name.lower() == "telephone-event":
@@ -38,7 +39,7 @@ def event_payload_type(packets: list[RtpPacket], encodings: dict[int, tuple[str,
     return None
 
 
-def events(packets: list[RtpPacket], encodings: dict[int, tuple[str, int]], clock: int = 8000) -> list[DtmfEvent]:
+def events(packets: Sequence[RtpPacket], encodings: dict[int, tuple[str, int]], clock: int = 8000) -> list[DtmfEvent]:
     pt = event_payload_type(packets, encodings)
     if pt is None:
         return []

@@ -44,10 +44,16 @@ class PacketTable:
             yield self[i]
 
     def extended_ts(self) -> np.ndarray:
+        return self.unwrap32(self.ts)
+
+    @staticmethod
+    def unwrap32(ts: np.ndarray) -> np.ndarray:
         """32-bit timestamps unwrapped (each step taken as the nearest, like ``rtp.unwrap``)."""
-        steps = np.diff(self.ts.astype(np.int64))
+        if ts.size == 0:
+            return ts.astype(np.int64)
+        steps = np.diff(ts.astype(np.int64))
         steps = np.remainder(steps + (1 << 31), 1 << 32) - (1 << 31)
-        return np.concatenate([[int(self.ts[0])], int(self.ts[0]) + np.cumsum(steps)])
+        return np.concatenate([[int(ts[0])], int(ts[0]) + np.cumsum(steps)])
 
 
 @dataclass
