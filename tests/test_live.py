@@ -116,3 +116,37 @@ def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -
     (report,) = [json.loads(line) for line in out.splitlines()]
     assert report["sip"]["call_id"] == "1907983263271201083544@10.33.6.101"
     assert sorted((s["leg"], s["packets"]) for s in report["streams"]) == [("callee", 47), ("caller", 201)]
+
+
+def test_tracker_keeps_a_quiet_direction_of_a_call_still_in_progress() -> None:
+    """A direction that stopped long before the call ends must stay with the call until the call is over."""
+    from callqa.capture.calls import Tracker
+
+    tracker = Tracker(inactivity_s=2, grace_s=2)
+    t0 = 1000.0
+    a, b = (CALLER, 5060), (CALLEE, 5060)
+
+    def seg(ts: float, src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> Segment:
+        return Segment(ts, PROTO_UDP, src[0], src[1], dst[0], dst[1], payload)
+
+    feed = [seg(t0, a, b, sip(f"INVITE sip:cust@{CALLEE} SIP/2.0", "1 INVITE", sdp(CALLER, 41000))),
+            seg(t0 + 0.1, b, a, sip("SIP/2.0 200 OK", "1 INVITE", sdp(CALLEE, 42000)))]  # fmt: skip
+    for k in range(500):  # caller talks for 10 s; the callee's audio stops after 2 s
+        ts = t0 + 0.2 + 0.02 * k
+        feed.append(
+            seg(ts, (CALLER, 41000), (CALLEE, 42000), struct.pack(">BBHII", 0x80, 0, k, 160 * k, 1) + bytes(160))
+        )
+        if k < 100:
+            feed.append(
+                seg(ts, (CALLEE, 42000), (CALLER, 41000), struct.pack(">BBHII", 0x80, 0, k, 160 * k, 2) + bytes(160))
+            )
+    feed.append(seg(t0 + 10.3, a, b, sip(f"BYE sip:cust@{CALLEE} SIP/2.0", "2 BYE")))
+    done, next_tick = [], t0 + 1
+    for s in feed:
+        tracker.feed_segment(s)
+        if s.ts >= next_tick:  # as the live loop does, once a second
+            done += tracker.expire(s.ts)
+            next_tick = s.ts + 1
+    done += tracker.expire(float("inf"))
+    (call,) = done
+    assert {role: len(sts[0].packets) for role, sts in call.streams.items()} == {"caller": 500, "callee": 100}

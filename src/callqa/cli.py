@@ -264,7 +264,7 @@ def sniff(
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    err.print(f"{frames} frames read")
+    err.print(f"{frames} frames read, {tracker.kernel_drops} dropped by the kernel")
     for w in tracker.warnings:
         err.print(f"[yellow]warning:[/] {w}")
 

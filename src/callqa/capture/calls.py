@@ -154,6 +154,7 @@ class Tracker:
         self.warnings: list[str] = []
         self.start: float | None = None
         self.frames = 0
+        self.kernel_drops = 0  # live capture: packets the kernel dropped because we read too slowly
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -248,9 +249,10 @@ class Tracker:
                     self.streams.pop(s.key, None)
             mine = {id(d) for d in call.rtcp}
             self.rtcp = [d for d in self.rtcp if id(d) not in mine]
-        horizon = now - self.inactivity_s  # RTP and RTCP that no call claimed
+        horizon = now - self.inactivity_s  # RTP and RTCP that no call claims
         self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
-        for key in [k for k, s in self.streams.items() if s.packets[-1].arrival < horizon]:
+        claimed = {s.key for call in calls for sts in call.streams.values() for s in sts}
+        for key in [k for k, s in self.streams.items() if k not in claimed and s.packets[-1].arrival < horizon]:
             del self.streams[key]
         return done
 

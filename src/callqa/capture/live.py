@@ -18,6 +18,8 @@ from callqa.capture.packet import LINK_ETHERNET
 from callqa.errors import InputError, ParseError
 
 ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 SNAPLEN = 65535
@@ -105,6 +107,9 @@ def run(
                     on_call(call)
                 next_expiry = time.time() + 1.0
     finally:
+        if raw is not None:
+            received, dropped = struct.unpack("II", raw.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            tracker.kernel_drops = dropped  # tpacket_stats: what the kernel had to drop since the last read
         for sock in sockets:
             sock.close()
     for call in tracker.expire(float("inf")):
