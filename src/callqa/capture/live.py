@@ -21,6 +21,8 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+RCVBUF = 256 * 1024 * 1024
 PACKET_OUTGOING = 4
 SNAPLEN = 65535
 
@@ -33,7 +35,10 @@ def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
         raise InputError(f"capturing on {iface} needs root or CAP_NET_RAW") from exc
     except OSError as exc:
         raise InputError(f"cannot capture on interface {iface!r}: {exc}") from exc
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024 * 1024)
+    try:  # a large buffer absorbs the pauses while finished calls are analysed (root may exceed rmem_max)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     if bpf:
         attach_bpf(sock, bpf)
     return sock
