@@ -22,6 +22,7 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35  # its control message type is SCM_TIMESTAMPNS, the same number
 RCVBUF = 256 * 1024 * 1024
 PACKET_OUTGOING = 4
 SNAPLEN = 65535
@@ -39,6 +40,7 @@ def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's arrival time, not our reading time
     if bpf:
         attach_bpf(sock, bpf)
     return sock
@@ -57,6 +59,15 @@ def attach_bpf(sock: socket.socket, expression: str) -> None:
     program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
     # the kernel copies the program during setsockopt, so the buffer may go away afterwards
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(insns), ctypes.addressof(program)))
+
+
+def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """Arrival time from the SCM_TIMESTAMPNS control message (a struct timespec), else now."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            sec, nsec = struct.unpack("qq", value[:16])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 def open_hep(address: str) -> socket.socket:
@@ -96,13 +107,13 @@ def run(
         while not should_stop() and (deadline is None or time.time() < deadline):
             ready, _, _ = select.select(sockets, [], [], 0.2)
             for sock in ready:
-                data, addr = sock.recvfrom(SNAPLEN)
-                now = time.time()
                 if sock is raw:
+                    data, ancillary, _, addr = sock.recvmsg(SNAPLEN, 64)
                     if loopback and addr[2] == PACKET_OUTGOING:
                         continue  # loopback delivers every packet twice
-                    tracker.feed_frame(now, LINK_ETHERNET, data)
+                    tracker.feed_frame(_kernel_time(ancillary), LINK_ETHERNET, data)
                 else:
+                    data, addr = sock.recvfrom(SNAPLEN)
                     try:
                         tracker.feed_segment(parse_hep3(data))
                     except ParseError as exc:
