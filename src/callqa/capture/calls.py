@@ -155,6 +155,7 @@ class Tracker:
         self.start: float | None = None
         self.frames = 0
         self.kernel_drops = 0  # live capture: packets the kernel dropped because we read too slowly
+        self.clock: float | None = None  # the newest packet time seen
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -174,6 +175,8 @@ class Tracker:
         ts = seg.ts
         if self.start is None:
             self.start = ts
+        if self.clock is None or ts > self.clock:
+            self.clock = ts
         if not seg.payload:
             return
         if seg.proto == PROTO_TCP:

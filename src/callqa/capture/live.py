@@ -119,7 +119,10 @@ def run(
                     except ParseError as exc:
                         tracker.warn(f"HEP from {addr[0]}: {exc}")
             if time.time() >= next_expiry:
-                for call in tracker.expire(time.time()):
+                # while packets are queued, time is the capture's (the newest packet read): a backlog must not
+                # make calls look inactive; once the sockets are idle, the wall clock moves it on
+                now = time.time() if not ready else min(time.time(), tracker.clock or time.time())
+                for call in tracker.expire(now):
                     on_call(call)
                 next_expiry = time.time() + 1.0
     finally:
