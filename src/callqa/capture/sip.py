@@ -17,9 +17,12 @@ _TAG = re.compile(r";\s*tag=([^;>\s]+)", re.IGNORECASE)
 _URI = re.compile(r"<?(sips?:[^>;\s]+)", re.IGNORECASE)
 
 
+_PREFIXES = (b"SIP/2.0 ", *(m.encode() + b" " for m in METHODS))
+
+
 def looks_like_sip(data: bytes) -> bool:
-    head = data[:16]
-    return head.startswith(b"SIP/2.0 ") or any(head.startswith(m.encode() + b" ") for m in METHODS)
+    """A start line's first word: cheap enough to run on every UDP payload (RTP never starts with a letter)."""
+    return data[:1].isalpha() and data.startswith(_PREFIXES)
 
 
 @dataclass(frozen=True, slots=True)
