@@ -26,6 +26,7 @@ SO_TIMESTAMPNS = 35  # its control message type is SCM_TIMESTAMPNS, the same num
 RCVBUF = 256 * 1024 * 1024
 PACKET_OUTGOING = 4
 SNAPLEN = 65535
+BATCH = 2000
 
 
 def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
@@ -41,6 +42,7 @@ def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's arrival time, not our reading time
+    sock.setblocking(False)
     if bpf:
         attach_bpf(sock, bpf)
     return sock
@@ -108,10 +110,14 @@ def run(
             ready, _, _ = select.select(sockets, [], [], 0.2)
             for sock in ready:
                 if sock is raw:
-                    data, ancillary, _, addr = sock.recvmsg(SNAPLEN, 64)
-                    if loopback and addr[2] == PACKET_OUTGOING:
-                        continue  # loopback delivers every packet twice
-                    tracker.feed_frame(_kernel_time(ancillary), LINK_ETHERNET, data)
+                    for _ in range(BATCH):  # drain what is queued: one select per batch, not per packet
+                        try:
+                            data, ancillary, _, addr = sock.recvmsg(SNAPLEN, 64)
+                        except BlockingIOError:
+                            break
+                        if loopback and addr[2] == PACKET_OUTGOING:
+                            continue  # loopback delivers every packet twice
+                        tracker.feed_frame(_kernel_time(ancillary), LINK_ETHERNET, data)
                 else:
                     data, addr = sock.recvfrom(SNAPLEN)
                     try:
