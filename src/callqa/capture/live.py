@@ -105,19 +105,26 @@ def run(
     loopback = iface == "lo"
     deadline = time.time() + duration_s if duration_s else None
     next_expiry = time.time() + 1.0
+
+    def read_raw(limit: int) -> int:
+        n = 0
+        while n < limit:
+            try:
+                data, ancillary, _, addr = raw.recvmsg(SNAPLEN, 64)  # type: ignore[union-attr]
+            except BlockingIOError:
+                break
+            n += 1
+            if loopback and addr[2] == PACKET_OUTGOING:
+                continue  # loopback delivers every packet twice
+            tracker.feed_frame(_kernel_time(ancillary), LINK_ETHERNET, data)
+        return n
+
     try:
         while not should_stop() and (deadline is None or time.time() < deadline):
             ready, _, _ = select.select(sockets, [], [], 0.2)
             for sock in ready:
                 if sock is raw:
-                    for _ in range(BATCH):  # drain what is queued: one select per batch, not per packet
-                        try:
-                            data, ancillary, _, addr = sock.recvmsg(SNAPLEN, 64)
-                        except BlockingIOError:
-                            break
-                        if loopback and addr[2] == PACKET_OUTGOING:
-                            continue  # loopback delivers every packet twice
-                        tracker.feed_frame(_kernel_time(ancillary), LINK_ETHERNET, data)
+                    read_raw(BATCH)  # drain what is queued: one select per batch, not per packet
                 else:
                     data, addr = sock.recvfrom(SNAPLEN)
                     try:
@@ -131,6 +138,9 @@ def run(
                 for call in tracker.expire(now):
                     on_call(call)
                 next_expiry = time.time() + 1.0
+        if raw is not None:
+            while read_raw(BATCH):  # stopping: what the kernel already queued is still read, not lost
+                pass
     finally:
         if raw is not None:
             received, dropped = struct.unpack("II", raw.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
