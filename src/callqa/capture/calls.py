@@ -7,6 +7,7 @@ SIP dialog describes (reported as calls of their own).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
 from callqa.capture.media import RtpPacket
-from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Decoder, Segment
+from callqa.capture.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
 from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
@@ -28,6 +29,14 @@ from callqa.errors import ParseError
 Endpoint = tuple[str, int]
 StreamKey = tuple[str, int, str, int, int]  # src, sport, dst, dport, ssrc
 MAX_WARNINGS = 50
+_PORTS = struct.Struct(">HH")
+_PORTS_LEN = struct.Struct(">H")
+_RTP = struct.Struct(">BHII")
+
+
+def _addr(data: bytes, pos: int) -> str:
+    return f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}"
+
 MIN_UNSIGNALLED_PACKETS = 5
 
 
@@ -163,6 +172,8 @@ class Tracker:
 
     def feed_frame(self, ts: float, linktype: int, data: bytes) -> None:
         self.frames += 1
+        if linktype == LINK_ETHERNET and self._known_rtp(ts, data):
+            return
         try:
             seg = self.decoder.decode(ts, linktype, data)
         except ParseError as exc:
@@ -170,6 +181,30 @@ class Tracker:
             return
         if seg is not None:
             self.feed_segment(seg)
+
+    def _known_rtp(self, ts: float, data: bytes) -> bool:
+        """Shortcut for the bulk of live traffic: a plain Ethernet/IPv4/UDP packet of a stream already seen
+        (not SRTP, no padding or extension) is appended without building intermediate objects."""
+        if len(data) < 54 or data[12:14] != b"\x08\x00" or data[14] != 0x45 or data[23] != 17:
+            return False
+        if data[20] & 0x3F or data[21]:  # fragment (MF or offset)
+            return False
+        b0 = data[42]
+        if b0 & 0xF0 != 0x80 or 72 <= data[43] & 0x7F <= 79:  # version 2, no padding/extension, CSRC allowed
+            return False
+        sport, dport = _PORTS.unpack_from(data, 34)
+        b1, seq, stamp, ssrc = _RTP.unpack_from(data, 43)
+        key = (_addr(data, 26), sport, _addr(data, 30), dport, ssrc)
+        stream = self.streams.get(key)
+        if stream is None or stream.srtp is not None or not isinstance(stream.packets, list):
+            return False
+        end = 34 + _PORTS_LEN.unpack_from(data, 38)[0]
+        start = 54 + 4 * (b0 & 0x0F)
+        payload = data[start:end] if self.keep_audio or end - start == 4 else b""
+        stream.packets.append(RtpPacket(ts, seq, stamp, b1 & 0x7F, bool(b1 & 0x80), payload))
+        if self.clock is None or ts > self.clock:
+            self.clock = ts
+        return True
 
     def feed_segment(self, seg: Segment) -> None:
         ts = seg.ts
