@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Annotated
 
@@ -251,16 +251,23 @@ def sniff(
         store = Store(settings.db)
         tracker = Tracker(keep_audio=not stats_only, srtp_keys=settings.srtp_keys, inactivity_s=inactivity)
 
-        def on_call(call) -> None:  # type: ignore[no-untyped-def]
-            first = min((s.packets[0].arrival for sts in call.streams.values() for s in sts), default=0.0)
-            report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", stats_only)
+        def analyse(call) -> None:  # type: ignore[no-untyped-def]
+            try:
+                first = min((s.packets[0].arrival for sts in call.streams.values() for s in sts), default=0.0)
+                report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", stats_only)
+            except Exception as exc:  # one call that cannot be analysed must not stop the capture
+                err.print(f"[red]call {call.id} not analysed:[/] {type(exc).__name__}: {exc}")
+                return
             if as_json:
                 sys.stdout.write(report.model_dump_json() + "\n")
                 sys.stdout.flush()
             else:
                 print_summary(report)
 
-        frames = live.run(tracker, on_call, interface, bpf, hep, duration, lambda: stop["flag"])
+        # finished calls are analysed on a worker thread, so the capture loop keeps reading meanwhile
+        with ThreadPoolExecutor(max_workers=1) as analyser:
+            frames = live.run(tracker, lambda call: analyser.submit(analyse, call), interface, bpf, hep, duration,
+                              lambda: stop["flag"])  # fmt: skip
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -84,7 +84,7 @@ def open_hep(address: str) -> socket.socket:
 
 def run(
     tracker: Tracker,
-    on_call: Callable[[CapturedCall], None],
+    on_call: Callable[[CapturedCall], object],
     iface: str | None = None,
     bpf: str | None = None,
     hep: str | None = None,
