@@ -13,7 +13,7 @@ from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
 from callqa.capture.fastpath import PacketTable
 from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
-from callqa.capture.rtp import encoding_of, unwrap
+from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
 from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, SipInfo
@@ -23,22 +23,15 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
     enc = call.encodings.get(stream.key, {})
     stats = stream_stats(stream, enc, call.capture_start)
     t0 = call_start(call)
-    table = stream.packets if isinstance(stream.packets, PacketTable) else None
-    pt_column = table.pt if table is not None else np.array([p.pt for p in stream.packets])
+    table = stream.packets
+    pt_column = table.pt
     kinds, first_rows, counts = np.unique(pt_column, return_index=True, return_counts=True)
     names = [encoding_of(int(pt), enc)[0] or f"PT{int(pt)}" for pt in kinds[np.argsort(first_rows)]]
     dominant = int(kinds[np.argmax(counts)])
     codec, clock = encoding_of(dominant, enc)
     voice = pt_column == dominant
-    if table is not None:
-        arrivals = table.arrival[voice].tolist()
-        stamps = PacketTable.unwrap32(table.ts[voice]).tolist()
-    else:
-        chosen = [p for p in stream.packets if p.pt == dominant]
-        arrivals, stamps, last = [p.arrival for p in chosen], [], None
-        for p in chosen:  # extended timestamps: the arithmetic below must not see a 32-bit wrap
-            last = unwrap(last, p.timestamp, 32)
-            stamps.append(last)
+    arrivals = table.arrival[voice].tolist()
+    stamps = PacketTable.unwrap32(table.ts[voice]).tolist()  # extended: no 32-bit wrap in the arithmetic
     late = emodel.jitter_buffer_loss(arrivals, stamps, clock, s.analysis.jitter_buffer_ms)
     steps = np.diff(np.asarray(stamps, dtype=np.int64))
     ptime = 1000.0 * float(np.median(steps)) / clock if steps.size and clock else 20.0
@@ -211,10 +204,8 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
 
 
 def _event_candidates(stream: Stream) -> Sequence[RtpPacket]:
-    """Packets that may carry RFC 4733 events: a bulk-read stream only kept their 4-byte payloads."""
-    if isinstance(stream.packets, PacketTable):
-        return [stream.packets[i] for i in sorted(stream.packets.events)]
-    return stream.packets
+    """Packets that may carry RFC 4733 events (4-byte payloads, which every table keeps)."""
+    return [stream.packets[i] for i in sorted(stream.packets.events)]
 
 
 def _safe(text: str) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
-from callqa.capture.media import RtpPacket
 from callqa.capture.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
@@ -37,13 +36,14 @@ _RTP = struct.Struct(">BHII")
 def _addr(data: bytes, pos: int) -> str:
     return f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}"
 
+
 MIN_UNSIGNALLED_PACKETS = 5
 
 
 @dataclass
 class Stream:
     key: StreamKey
-    packets: list[RtpPacket] = field(default_factory=list)
+    packets: PacketTable = field(default_factory=PacketTable)
     srtp: SrtpContext | None = None  # the key whose authentication tags verify on this stream
     srtp_failures: int = 0  # packets whose tag did not verify with that key
     encrypted: bool = False  # SDP says SRTP and no key authenticated: measured from headers only
@@ -125,9 +125,9 @@ def read_capture(
         for key, table in tables.items():
             slow = tracker.streams.get(key)
             if slow is None:
-                tracker.streams[key] = Stream(key, table)  # type: ignore[arg-type]
+                tracker.streams[key] = Stream(key, table)
             else:  # a few packets (padding, header extension) took the exact path: merge them in time order
-                slow.packets = sorted([*table, *slow.packets], key=lambda p: p.arrival)
+                slow.packets = table.merged(slow.packets)
     else:
         for frame in cf.frames():
             tracker.feed_frame(frame.ts, frame.linktype, frame.data)
@@ -196,12 +196,12 @@ class Tracker:
         b1, seq, stamp, ssrc = _RTP.unpack_from(data, 43)
         key = (_addr(data, 26), sport, _addr(data, 30), dport, ssrc)
         stream = self.streams.get(key)
-        if stream is None or stream.srtp is not None or not isinstance(stream.packets, list):
+        if stream is None or stream.srtp is not None:
             return False
         end = 34 + _PORTS_LEN.unpack_from(data, 38)[0]
         start = 54 + 4 * (b0 & 0x0F)
         payload = data[start:end] if self.keep_audio or end - start == 4 else b""
-        stream.packets.append(RtpPacket(ts, seq, stamp, b1 & 0x7F, bool(b1 & 0x80), payload))
+        stream.packets.add(ts, seq, stamp, b1 & 0x7F, bool(b1 & 0x80), payload)
         if self.clock is None or ts > self.clock:
             self.clock = ts
         return True
@@ -249,7 +249,7 @@ class Tracker:
         key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = Stream(key)
+            stream = self.streams[key] = Stream(key, PacketTable(keep_payloads=self.keep_audio))
             candidates = self.keys + [k for d in self.dialogs.values() for ms in d.media.values() for m in ms
                                       for k in _contexts(m.crypto, self.warn)]  # fmt: skip
             stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
@@ -260,7 +260,7 @@ class Tracker:
                 return
             h = RtpHeader.parse(plain)
         payload = h.payload if self.keep_audio or len(h.payload) == 4 else b""
-        stream.packets.append(RtpPacket(seg.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload))
+        stream.packets.add(seg.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload)
 
     def finish(self) -> list[CapturedCall]:
         """Every call and stream seen so far (the state is left as it is)."""
@@ -418,8 +418,7 @@ def plausible_unsignalled(stream: Stream) -> bool:
     p = stream.packets
     if len(p) < MIN_UNSIGNALLED_PACKETS:
         return False
-    seq = p.seq if isinstance(p, PacketTable) else np.array([x.seq for x in p])
-    steps = np.remainder(np.diff(seq.astype(np.int64)), 65536)
+    steps = np.remainder(np.diff(p.seq.astype(np.int64)), 65536)
     forward = int(np.count_nonzero((steps > 0) & (steps <= 10)))
     small = int(np.count_nonzero(steps <= 10))
     return forward >= 0.6 * steps.size and small >= 0.9 * steps.size
@@ -468,16 +467,11 @@ def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_
         name, clock = encoding_of(pt, encodings)
         return 0 if name.lower() == "telephone-event" else clock
 
-    if isinstance(stream.packets, PacketTable):
-        table = stream.packets
-        clocks = np.zeros(len(table), np.int64)
-        for pt in np.unique(table.pt).tolist():
-            clocks[table.pt == pt] = clock_of(pt)
-        return table_stats(table, clocks, capture_start)
-    stats = StreamStats()
-    for p in stream.packets:
-        stats.add((p.arrival - capture_start) * 1000.0, p.seq, p.timestamp, p.pt, p.marker, clock_of(p.pt))
-    return stats
+    table = stream.packets
+    clocks = np.zeros(len(table), np.int64)
+    for pt in np.unique(table.pt).tolist():
+        clocks[table.pt == pt] = clock_of(pt)
+    return table_stats(table, clocks, capture_start)
 
 
 def iso(ts: float | None) -> datetime | None:

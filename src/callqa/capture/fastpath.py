@@ -8,6 +8,7 @@ recurrences of ``StreamStats`` otherwise. Results are identical to the per-packe
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,24 +25,96 @@ StreamKey = tuple[str, int, str, int, int]
 
 
 class PacketTable:
-    """A stream's packets as columns; indexing and iteration give RtpPacket objects (for the slow users)."""
+    """A stream's packets as columns (about 16 bytes a packet instead of a Python object each).
 
-    def __init__(self, arrival: np.ndarray, seq: np.ndarray, ts: np.ndarray, pt: np.ndarray, marker: np.ndarray,
-                 events: dict[int, bytes]) -> None:  # fmt: skip
-        self.arrival, self.seq, self.ts, self.pt, self.marker = arrival, seq, ts, pt, marker
-        self.events = events  # row -> payload, for 4-byte payloads (RFC 4733 events)
+    Filled either in bulk from NumPy arrays (``from_arrays``) or one packet at a time (``add``, growable
+    ``array.array`` columns). The columns read as NumPy arrays; indexing and iteration give ``RtpPacket``
+    objects for the code that wants them. Payloads are kept when ``keep_payloads`` (audio decoding), and
+    4-byte payloads (RFC 4733 events) always."""
+
+    def __init__(self, keep_payloads: bool = True) -> None:
+        self._cols: tuple[array, array, array, array, array] | None = (
+            array("d"), array("i"), array("q"), array("h"), array("b"))  # fmt: skip
+        self._np: tuple[np.ndarray, ...] | None = None
+        self.payloads: list[bytes] | None = [] if keep_payloads else None
+        self.events: dict[int, bytes] = {}  # row -> payload, for 4-byte payloads (RFC 4733 events)
+
+    @classmethod
+    def from_arrays(cls, arrival: np.ndarray, seq: np.ndarray, ts: np.ndarray, pt: np.ndarray, marker: np.ndarray,
+                    events: dict[int, bytes]) -> PacketTable:  # fmt: skip
+        table = cls(keep_payloads=False)
+        table._cols, table._np = None, (arrival, seq, ts, pt, marker)
+        table.events = events
+        return table
+
+    def add(self, arrival: float, seq: int, ts: int, pt: int, marker: bool, payload: bytes) -> None:
+        if self._cols is None:
+            raise TypeError("a bulk-built table cannot grow")
+        row = len(self._cols[0])
+        a, s, t, p, m = self._cols
+        a.append(arrival)
+        s.append(seq)
+        t.append(ts)
+        p.append(pt)
+        m.append(marker)
+        if self.payloads is not None:
+            self.payloads.append(payload)
+        if len(payload) == 4:
+            self.events[row] = payload
+
+    def _column(self, i: int) -> np.ndarray:
+        if self._np is not None:
+            return self._np[i]
+        assert self._cols is not None
+        dtype = (np.float64, np.int32, np.int64, np.int16, np.int8)[i]
+        return np.frombuffer(self._cols[i], dtype=dtype) if len(self._cols[i]) else np.empty(0, dtype)
+
+    @property
+    def arrival(self) -> np.ndarray:
+        return self._column(0)
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self._column(1)
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self._column(2)
+
+    @property
+    def pt(self) -> np.ndarray:
+        return self._column(3)
+
+    @property
+    def marker(self) -> np.ndarray:
+        return self._column(4).astype(bool)
 
     def __len__(self) -> int:
-        return int(self.arrival.size)
+        return len(self._cols[0]) if self._cols is not None else int(self._np[0].size)  # type: ignore[index]
 
     def __getitem__(self, i: int) -> RtpPacket:
         i = int(i) % len(self)
+        if self._cols is not None:
+            a, s, t, p, m = self._cols
+            payload = self.payloads[i] if self.payloads is not None else self.events.get(i, b"")
+            return RtpPacket(a[i], s[i], t[i], p[i], bool(m[i]), payload)
         return RtpPacket(float(self.arrival[i]), int(self.seq[i]), int(self.ts[i]), int(self.pt[i]),
-                         bool(self.marker[i]), self.events.get(i, b""))  # fmt: skip
+                         bool(self._np[4][i]), self.events.get(i, b""))  # type: ignore[index]  # fmt: skip
 
     def __iter__(self) -> Iterator[RtpPacket]:
         for i in range(len(self)):
             yield self[i]
+
+    def merged(self, other: PacketTable) -> PacketTable:
+        """Both tables' packets in arrival order (stable), as one bulk table (events kept, payloads dropped)."""
+        order = np.argsort(np.concatenate([self.arrival, other.arrival]), kind="stable")
+        arrival, seq, ts, pt, marker = (np.concatenate([getattr(self, c), getattr(other, c)])[order]
+                                        for c in ("arrival", "seq", "ts", "pt", "marker"))  # fmt: skip
+        where = np.empty(order.size, np.int64)
+        where[order] = np.arange(order.size)
+        events = {int(where[r]): p for r, p in self.events.items()}
+        events |= {int(where[len(self) + r]): p for r, p in other.events.items()}
+        return PacketTable.from_arrays(arrival, seq, ts, pt, marker, events)
 
     def extended_ts(self) -> np.ndarray:
         return self.unwrap32(self.ts)
@@ -210,8 +283,8 @@ def _tables(cols: _Columns) -> dict[StreamKey, PacketTable]:
         key = (_ip(int(k["src"])), int(k["sport"]), _ip(int(k["dst"])), int(k["dport"]), int(k["ssrc"]))
         r = rows[part]
         ev = {i: events[int(o)] for i, o in enumerate(r["order"]) if int(o) in events} if events else {}
-        out[key] = PacketTable(arrival[part], r["seq"].astype(np.int32), r["ts"].astype(np.int64),
-                               r["pt"].astype(np.int16), r["marker"], ev)  # fmt: skip
+        out[key] = PacketTable.from_arrays(arrival[part], r["seq"].astype(np.int32), r["ts"].astype(np.int64),
+                                           r["pt"].astype(np.int16), r["marker"], ev)  # fmt: skip
     return out
 
 

@@ -7,6 +7,7 @@ build has them. ``UnsupportedCodec`` names what could not be decoded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +45,10 @@ class StreamAudio:
     start: float  # arrival time of the first packet, seconds
 
 
-def decode_stream(packets: list[RtpPacket], encodings: dict[int, tuple[str, int]]) -> StreamAudio:
+def decode_stream(packets: Iterable[RtpPacket], encodings: dict[int, tuple[str, int]]) -> StreamAudio:
     """Decode the voice packets of one stream (events and comfort noise are skipped) onto its timeline.
     ``encodings`` maps payload types from the SDP; static types fall back to RFC 3551."""
+    packets = list(packets)
     encodings = {pt: encoding_of(pt, encodings) for pt in {p.pt for p in packets}}
     voice = [p for p in packets if encodings.get(p.pt, ("", 0))[0].upper() not in SKIP and p.payload]
     if not voice:
