@@ -189,3 +189,13 @@ def test_jitter_buffers_trade_delay_for_discards(testdata: Path, settings: Setti
     assert emodel.jitter_buffer_loss(arrivals, stamps, 8000, 200) < 10  # two restarts, no mass discard
     (report,), _ = analyze_capture(testdata / "pcap/rtpproxy/sess6.o.rtp", settings, stats_only=True)
     assert set(report.streams[0].network_mos_jitter_buffers) == {"fixed_50ms", "fixed_200ms", "adaptive_500ms"}
+
+
+def test_loss_bursts(testdata: Path, settings: Settings) -> None:
+    (report,), _ = analyze_capture(testdata / "pcap/rtpproxy/weird.o.rtp", settings, stats_only=True)
+    (stream,) = report.streams
+    assert stream.loss_bursts > 0 and stream.max_loss_burst > 1  # 2106 of 3379 lost, in bursts
+    (clean,), _ = analyze_capture(testdata / "pcap/rtpproxy/lost.o.rtp", settings, stats_only=True)
+    assert (clean.streams[0].loss_bursts, clean.streams[0].max_loss_burst) == (0, 0)
+    (restart,), _ = analyze_capture(testdata / "pcap/rtpproxy/sess6.a.rtp", settings, stats_only=True)
+    assert restart.streams[0].max_loss_burst < 100  # the sequence restart is not a burst of lost packets

@@ -91,6 +91,8 @@ class RtpStats(BaseModel):
         default={}, description="the same MOS behind other buffers: fixed_50ms, fixed_200ms, adaptive_500ms"
     )
     jitter_buffer_discards: int = 0
+    loss_bursts: int = Field(0, description="runs of consecutive missing sequence numbers")
+    max_loss_burst: int = Field(0, description="the longest run of missing packets")
     start_s: float = Field(0.0, description="first packet, seconds from the call start")
     end_s: float = 0.0
 

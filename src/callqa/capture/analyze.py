@@ -11,7 +11,7 @@ import numpy as np
 from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
-from callqa.capture.fastpath import PacketTable
+from callqa.capture.fastpath import PacketTable, loss_bursts
 from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
 from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
@@ -22,6 +22,7 @@ from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, Si
 def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
     enc = call.encodings.get(stream.key, {})
     stats = stream_stats(stream, enc, call.capture_start)
+    bursts, longest = loss_bursts(stream.packets)
     t0 = call_start(call)
     table = stream.packets
     pt_column = table.pt
@@ -52,7 +53,7 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
         expected=stats.expected, lost=stats.lost, duplicates=stats.duplicates, out_of_order=stats.out_of_order,
         max_delta_ms=round(stats.max_delta, 3), max_jitter_ms=round(stats.max_jitter, 3),
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
-        network_mos_jitter_buffers=buffers,
+        network_mos_jitter_buffers=buffers, loss_bursts=bursts, max_loss_burst=longest,
         start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
     )  # fmt: skip
 
@@ -108,6 +109,7 @@ def aggregate(streams: list[RtpStream]) -> RtpStats:
         max_delta_ms=max(s.max_delta_ms for s in streams), max_jitter_ms=max(s.max_jitter_ms for s in streams),
         mean_jitter_ms=round(sum(s.mean_jitter_ms * s.packets for s in streams) / max(total, 1), 3),
         network_mos=min(moss) if moss else None,
+        loss_bursts=sum(s.loss_bursts for s in streams), max_loss_burst=max(s.max_loss_burst for s in streams),
         jitter_buffer_discards=sum(s.jitter_buffer_discards for s in streams),
         start_s=min(s.start_s for s in streams), end_s=max(s.end_s for s in streams),
     )  # fmt: skip

@@ -336,6 +336,16 @@ def table_stats(t: PacketTable, clocks: np.ndarray, capture_start: float) -> Str
     return stats
 
 
+def loss_bursts(t: PacketTable) -> tuple[int, int]:
+    """(number of gaps, longest gap) in the sequence numbers received, restarts and reordering aside."""
+    if len(t) < 2:
+        return 0, 0
+    seen = np.unique(_unwrap16(t.seq))
+    gaps = np.diff(seen) - 1
+    gaps = gaps[(gaps > 0) & (gaps < 3000)]  # a jump of thousands is a restart, not a loss burst
+    return int(gaps.size), int(gaps.max()) if gaps.size else 0
+
+
 def _unwrap16(seq: np.ndarray) -> np.ndarray:
     steps = np.diff(seq.astype(np.int64))
     steps = np.remainder(steps + (1 << 15), 1 << 16) - (1 << 15)
