@@ -232,3 +232,19 @@ def test_rtcp_compound_reports_match_tshark(testdata: Path) -> None:
             parse_compound(datagrams[3][:cut])
         except ParseError as exc:
             assert "truncated" in str(exc)
+
+
+def test_bulk_reader_warns_about_truncation_like_the_per_packet_reader(testdata: Path, tmp_path: Path) -> None:
+    from callqa.capture.calls import read_capture
+
+    data = (testdata / "pcap/sipnab/rtp-protocol.pcap").read_bytes()
+    path = tmp_path / "cut.pcap"
+    for cut in (len(data) - 100, len(data) - 3):
+        path.write_bytes(data[:cut])
+        per_packet = read_capture(path, keep_audio=True).warnings
+        bulk = read_capture(path, keep_audio=False).warnings
+        assert per_packet == bulk and "truncated" in bulk[0]
+    corrupt = bytearray(data)
+    corrupt[24 + 8 : 24 + 12] = (10**8).to_bytes(4, "little")  # first record claims 100 MB
+    path.write_bytes(bytes(corrupt))
+    assert "implausible record length" in read_capture(path, keep_audio=False).warnings[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callqa import __version__
-from callqa.config import AnalysisSettings, Settings, get_settings
+from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError, InputError
 from callqa.report import CallReport, Role, json_schema
 from callqa.service import analyze_files, group_calls
@@ -36,7 +37,7 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
     base = get_settings()
     analysis = base.analysis.model_copy(update={"nisqa": base.analysis.nisqa and not no_nisqa,
                                                 "dnsmos": base.analysis.dnsmos and not no_dnsmos})  # fmt: skip
-    update: dict[str, object] = {"analysis": AnalysisSettings(**analysis.model_dump())}
+    update: dict[str, object] = {"analysis": analysis}
     if db:
         update["db"] = db
     if nisqa_weights:
@@ -116,9 +117,15 @@ def analyze(
         print_summary(report, cached)
 
 
+@lru_cache
+def _store(path: Path) -> Store:
+    """One Store per worker process (opening one runs the schema script)."""
+    return Store(path)
+
+
 def _worker(paths: list[Path], settings: Settings, use_cache: bool) -> str:
     """One call in a worker process (models load once per process; SQLite in WAL mode takes concurrent writers)."""
-    report, _ = analyze_files(paths, settings, store=Store(settings.db), use_cache=use_cache)
+    report, _ = analyze_files(paths, settings, store=_store(settings.db), use_cache=use_cache)
     return report.model_dump_json()
 
 

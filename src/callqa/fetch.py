@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from callqa.digest import sha256_file
 from callqa.errors import ModelError
 from callqa.quality.nisqa import UPSTREAM_SHA256, UPSTREAM_URL
 
@@ -42,6 +43,6 @@ def download_verified(url: str, dest: Path, sha256: str, timeout_s: float = 60.0
 
 def fetch_nisqa(models_dir: Path, url: str | None = None) -> Path:
     dest = models_dir / "nisqa.tar"
-    if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == UPSTREAM_SHA256:
+    if dest.is_file() and sha256_file(dest) == UPSTREAM_SHA256:
         return dest
     return download_verified(url or UPSTREAM_URL, dest, UPSTREAM_SHA256)

@@ -57,9 +57,14 @@ def silero_vad() -> Any:
     return get_vad_model()
 
 
+@lru_cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    return (
+        ("silero_vad", f"v6 (faster-whisper {package_version('faster-whisper')})"),
+        ("dnsmos", f"sig_bak_ovr + model_v8 (speechmos {package_version('speechmos')})"),
+    )
+
+
 def versions() -> dict[str, str]:
-    """Model versions recorded in every report and in the cache key."""
-    return {
-        "silero_vad": f"v6 (faster-whisper {package_version('faster-whisper')})",
-        "dnsmos": f"sig_bak_ovr + model_v8 (speechmos {package_version('speechmos')})",
-    }
+    """Model versions recorded in every report and in the cache key (package metadata is read once)."""
+    return dict(_versions())

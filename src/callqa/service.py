@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from callqa import models
 from callqa.config import Settings
+from callqa.digest import digest, sha256_file
 from callqa.errors import InputError
 from callqa.pipeline import analyze_legs, check_file_count, legs_from_files
 from callqa.quality import nisqa
@@ -24,30 +23,16 @@ AUDIO_SUFFIXES = {".wav", ".mp3", ".gsm", ".ogg", ".oga", ".opus", ".flac", ".m4
 _LEG_SUFFIX = re.compile(r"[-_.](in|out|agent|customer|caller|callee)$", re.IGNORECASE)
 
 
-def content_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except FileNotFoundError as exc:
-        raise InputError(f"file not found: {path}") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-    return h.hexdigest()
+def _analysis_material(settings: Settings) -> dict[str, object]:
+    """What every cache key includes: the analysis settings and the versions of the models that will run."""
+    weights = settings.resolved_nisqa_weights()
+    nisqa_version = nisqa.version(weights) if settings.analysis.nisqa and not nisqa.unavailable_reason(weights) else ""
+    return {"analysis": settings.analysis.model_dump(), "models": {**models.versions(), "nisqa": nisqa_version}}
 
 
 def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None) -> str:
     """Audio content + roles + analysis settings + model versions: any change gives a new key."""
-    weights = settings.resolved_nisqa_weights()
-    nisqa_version = nisqa.version(weights) if settings.analysis.nisqa and not nisqa.unavailable_reason(weights) else ""
-    material = {
-        "audio": [content_hash(p) for p in paths],
-        "roles": roles,
-        "analysis": settings.analysis.model_dump(),
-        "models": {**models.versions(), "nisqa": nisqa_version},
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return digest({"audio": [sha256_file(p) for p in paths], "roles": roles, **_analysis_material(settings)})
 
 
 def analyze_files(
@@ -105,12 +90,10 @@ def report_captured(
     """One captured call through the pipeline, cached by capture hash, call and settings."""
     from callqa.capture.analyze import report_call
 
-    material = {
-        "capture": source_hash, "call": call.id, "stats_only": stats_only,
-        "srtp": hashlib.sha256("|".join(settings.srtp_keys).encode()).hexdigest(),
-        "analysis": settings.analysis.model_dump(), "models": models.versions(),
-    }  # fmt: skip
-    key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    key = digest({
+        "capture": source_hash, "call": call.id, "stats_only": stats_only, "srtp": digest(settings.srtp_keys),
+        **_analysis_material(settings),
+    })  # fmt: skip
     hit = store.cached(key, settings.cache_ttl_s) if store is not None and use_cache and wav_dir is None else None
     if hit is not None:
         return hit
@@ -132,10 +115,10 @@ def analyze_capture(
     """Every call in a pcap or pcapng file through the common pipeline: (reports, capture warnings)."""  # fmt: skip
     from callqa.capture.calls import read_capture
 
-    source_hash = hashlib.sha256((content_hash(path) + json.dumps(nat_aliases or {}, sort_keys=True)).encode())
+    source_hash = digest({"capture": sha256_file(path), "aliases": nat_aliases or {}})
     capture = read_capture(path, nat_aliases, keep_audio=not stats_only, srtp_keys=settings.srtp_keys)
     reports = [
-        report_captured(call, settings, store, str(path), source_hash.hexdigest(), stats_only, wav_dir, use_cache)
+        report_captured(call, settings, store, str(path), source_hash, stats_only, wav_dir, use_cache)
         for call in capture.calls
     ]
     return reports, capture.warnings

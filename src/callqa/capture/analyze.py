@@ -33,20 +33,21 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
     voice = pt_column == dominant
     arrivals = table.arrival[voice].tolist()
     stamps = PacketTable.unwrap32(table.ts[voice]).tolist()  # extended: no 32-bit wrap in the arithmetic
-    late = emodel.jitter_buffer_loss(arrivals, stamps, clock, s.analysis.jitter_buffer_ms)
     steps = np.diff(np.asarray(stamps, dtype=np.int64))
-    ptime = 1000.0 * float(np.median(steps)) / clock if steps.size and clock else 20.0
-    ptime = min(ptime, 200.0)
-    mos = (emodel.network_mos(codec, stats.expected, stats.lost, late, ptime, s.analysis.jitter_buffer_ms)
-           if clock else None)  # fmt: skip
+    ptime = min(1000.0 * float(np.median(steps)) / clock if steps.size and clock else 20.0, 200.0)
+    depths = dict.fromkeys((s.analysis.jitter_buffer_ms, 50.0, 200.0))  # each fixed buffer simulated once
+    discards = {d: emodel.jitter_buffer_loss(arrivals, stamps, clock, d) for d in depths}
+    late = discards[s.analysis.jitter_buffer_ms]
+
+    def mos_behind(lost_late: int, depth: float) -> float:
+        return emodel.network_mos(codec, stats.expected, stats.lost, lost_late, ptime, depth)
+
+    mos = mos_behind(late, s.analysis.jitter_buffer_ms) if clock else None
     buffers: dict[str, float] = {}
     if clock:
-        for depth in (50.0, 200.0):
-            discards = emodel.jitter_buffer_loss(arrivals, stamps, clock, depth)
-            buffers[f"fixed_{depth:.0f}ms"] = emodel.network_mos(codec, stats.expected, stats.lost, discards, ptime,
-                                                                 depth)  # fmt: skip
-        discards, mean_depth = emodel.adaptive_jitter_buffer(arrivals, stamps, clock)
-        buffers["adaptive_500ms"] = emodel.network_mos(codec, stats.expected, stats.lost, discards, ptime, mean_depth)
+        buffers = {f"fixed_{d:.0f}ms": mos_behind(discards[d], d) for d in (50.0, 200.0)}
+        adaptive_late, mean_depth = emodel.adaptive_jitter_buffer(arrivals, stamps, clock)
+        buffers["adaptive_500ms"] = mos_behind(adaptive_late, mean_depth)
     return RtpStream(
         leg=role, codec=codec, ssrc=f"0x{stream.ssrc:08X}", src=f"{stream.src[0]}:{stream.src[1]}",
         dst=f"{stream.dst[0]}:{stream.dst[1]}", payload=", ".join(names), packets=stats.total,

@@ -119,7 +119,7 @@ def read_capture(
     dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
     cf = CaptureFile(Path(path))
     tracker = Tracker(nat_aliases, keep_audio, srtp_keys)
-    fast = None if keep_audio or srtp_keys else scan_pcap(Path(path), tracker.feed_frame)
+    fast = None if keep_audio or srtp_keys else scan_pcap(Path(path), tracker.feed_frame, cf.warnings.append)
     if fast is not None:  # statistics only, plain RTP: bulk parsing (identical results, much faster)
         tables, tracker.start, tracker.frames = fast
         for key, table in tables.items():

@@ -17,6 +17,7 @@ import numpy as np
 
 from callqa.capture.media import RtpPacket
 from callqa.capture.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
+from callqa.capture.pcap import MAX_RECORD
 from callqa.capture.rtp import PT_CN, PT_CN_OLD, StreamStats
 from callqa.errors import InputError
 
@@ -142,8 +143,9 @@ ROW = np.dtype([
 ])  # fmt: skip
 
 
-def scan_pcap(path: Path, on_other) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
-    """Bulk-parse RTP in a classic pcap; ``on_other(ts, linktype, frame)`` gets every other frame, in order.
+def scan_pcap(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
+    """Bulk-parse RTP in a classic pcap; ``on_other(ts, linktype, frame)`` gets every other frame, in order, and
+    ``warn(text)`` what the per-packet reader would warn about (a truncated or corrupt tail).
     Returns (streams, first timestamp, frames), or None when the file is not a classic pcap this path handles."""
     try:
         f = open(path, "rb")  # noqa: SIM115
@@ -162,7 +164,8 @@ def scan_pcap(path: Path, on_other) -> tuple[dict[StreamKey, PacketTable], float
             return None
         cols = _Columns([], [], [])
         first: float | None = None
-        carry, order = b"", 0
+        carry, order, base = b"", 0, 24  # base: file offset of buf[0]
+        unpack = struct.Struct("<IIII").unpack_from
         while True:
             block = f.read(BLOCK)
             buf = carry + block
@@ -170,22 +173,28 @@ def scan_pcap(path: Path, on_other) -> tuple[dict[StreamKey, PacketTable], float
                 break
             offsets, pos = [], 0
             n = len(buf)
-            unpack = struct.Struct("<IIII").unpack_from
+            corrupt = False
             while pos + 16 <= n:
                 sec, frac, incl, _ = unpack(buf, pos)
+                if incl > MAX_RECORD:
+                    warn(f"implausible record length {incl} at byte {base + pos}: stopped reading")
+                    corrupt = True
+                    break
                 if pos + 16 + incl > n:
                     break
                 offsets.append(pos)
                 pos += 16 + incl
-            if not offsets and not block:
-                break  # a truncated last record: the per-packet path would warn; nothing more to read
+            if not block and pos < n and not corrupt:
+                part = "partial record header" if n - pos < 16 else "partial packet"
+                warn(f"capture truncated at byte {base + pos + (0 if n - pos < 16 else 16)} ({part})")
             carry = buf[pos:]
+            base += pos
             if offsets:
                 if first is None:
                     sec, frac = struct.unpack_from("<II", buf, offsets[0])
                     first = sec + frac / divisor
                 order = _block(buf, np.array(offsets, np.int64), linktype, divisor, order, cols, on_other)
-            if not block:
+            if not block or corrupt:
                 break
     if not cols.fields:
         return {}, first, order

@@ -23,6 +23,7 @@ PCAPNG_PB = 2  # obsolete packet block
 PCAPNG_SPB = 3
 PCAPNG_EPB = 6
 OPT_IF_TSRESOL = 9
+MAX_RECORD = 262144 * 4  # a longer pcap record means a corrupt file
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class CaptureFile:
                 return
             sec, frac, incl, _orig = record.unpack_from(data, pos)
             pos += 16
-            if incl > 262144 * 4:
+            if incl > MAX_RECORD:
                 self.warnings.append(f"implausible record length {incl} at byte {pos - 16}: stopped reading")
                 return
             if pos + incl > end:

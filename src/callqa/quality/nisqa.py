@@ -10,7 +10,6 @@ A pass takes at most 1300 segments (~52 s); longer legs are scored on windows ov
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from callqa.digest import sha256_file
 from callqa.errors import ModelError
 from callqa.quality.dnsmos import mel_filterbank
 from callqa.report import Nisqa, NisqaWindow
@@ -59,13 +59,7 @@ def version(weights: Path | None) -> str:
     return f"NISQA_DIM v2 (weights sha256 {digest})"
 
 
-@lru_cache
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = lru_cache(sha256_file)  # weights do not change under a running process
 
 
 def melspec_db(x: np.ndarray, sr: int) -> np.ndarray:
