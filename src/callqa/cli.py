@@ -1,4 +1,5 @@
-"""Command line: ``callqa analyze``, ``schema``, ``show``, ``list``, ``models``.
+"""Command line: ``callqa analyze``, ``pcap``, ``sniff``, ``serve``, ``keys``, ``schema``, ``show``, ``list``,
+``models``.
 
 Exit codes: 0 success; 1 a batch in which every call failed; 2 bad input or usage (a CallqaError).
 """
@@ -20,17 +21,18 @@ from rich.table import Table
 from callqa import __version__
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError, InputError
-from callqa.report import CallReport, Role, json_schema
+from callqa.pipeline import parse_roles
+from callqa.report import CallReport, json_schema
 from callqa.service import analyze_files, group_calls
 from callqa.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Objective quality analysis of VoIP calls.")
 models_app = typer.Typer(no_args_is_help=True, help="Manage optional model files.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys of the HTTP service.")
+app.add_typer(keys_app, name="keys")
 out = Console()
 err = Console(stderr=True)
-
-ROLES = ("caller", "callee", "agent", "customer", "left", "right", "mixed")
 
 
 def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool) -> Settings:
@@ -43,16 +45,6 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
     if nisqa_weights:
         update["nisqa_weights"] = nisqa_weights
     return base.model_copy(update=update)
-
-
-def _parse_roles(text: str | None, n_legs: int | None) -> list[Role] | None:
-    """``agent,customer`` -> roles for two legs (two files or the two channels of a stereo file)."""
-    if not text:
-        return None
-    roles = [r.strip() for r in text.split(",")]
-    if any(r not in ROLES for r in roles) or len(roles) != (n_legs or 2):
-        raise InputError(f"--roles needs two of {', '.join(ROLES)} separated by a comma, got {text!r}")
-    return roles  # type: ignore[return-value]
 
 
 def print_summary(report: CallReport, cached: bool = False) -> None:
@@ -106,7 +98,7 @@ def analyze(
         if not files:
             raise InputError("nothing to analyse: give one or two recordings, or --dir")
         n_legs = 2 if len(files) == 2 else None
-        report, cached = analyze_files(files, settings, _parse_roles(roles, n_legs), Store(settings.db),
+        report, cached = analyze_files(files, settings, parse_roles(roles, n_legs), Store(settings.db),
                                        use_cache=not no_cache)  # fmt: skip
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -371,6 +363,79 @@ def models_status() -> None:
     weights = settings.resolved_nisqa_weights()
     reason = nisqa.unavailable_reason(weights)
     out.print(f"{'nisqa':10} " + (f"unavailable: {reason}" if reason else nisqa.version(weights)))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8084)")] = None,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Run the HTTP service (FastAPI under uvicorn)."""
+    import uvicorn
+
+    from callqa.api.main import create_app
+
+    settings = get_settings()
+    if db:
+        settings = settings.model_copy(update={"db": db})
+    try:
+        application = create_app(settings)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host or settings.api.host, port=port or settings.api.port,
+                log_level="info", timeout_graceful_shutdown=10)  # fmt: skip
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="read (GET endpoints) or write (everything)")] = "read",
+    name: Annotated[str, typer.Option(help="who or what the key is for")] = "",
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Create an API key and print it (only its hash is stored: keep the printed key)."""
+    from callqa.api.keys import KeyStore
+
+    if scope not in ("read", "write"):
+        err.print("[red]error:[/] --scope must be read or write")
+        raise typer.Exit(2)
+    try:
+        token = KeyStore(Store(db or get_settings().db)).create(scope, name)  # type: ignore[arg-type]
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    sys.stdout.write(token + "\n")
+
+
+@keys_app.command("list")
+def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None) -> None:
+    """List API keys (ids, scopes, names; never the keys themselves)."""
+    from datetime import datetime
+
+    from callqa.api.keys import KeyStore
+
+    table = Table(show_edge=False)
+    for col in ("id", "scope", "name", "created", "revoked"):
+        table.add_column(col)
+    for k in KeyStore(Store(db or get_settings().db)).list():
+        when = datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
+        table.add_row(k.id, k.scope, k.name, when, "yes" if k.revoked else "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (the part after cqa_)")],
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Revoke an API key (the service stops accepting it within 30 s)."""
+    from callqa.api.keys import KeyStore
+
+    if not KeyStore(Store(db or get_settings().db)).revoke(key_id):
+        err.print(f"[red]error:[/] no API key {key_id!r}")
+        raise typer.Exit(2)
+    out.print(f"revoked {key_id}")
 
 
 @app.callback(invoke_without_command=True)

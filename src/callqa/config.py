@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +55,63 @@ class AnalysisSettings(BaseModel, frozen=True):
     max_leg_duration_s: float = Field(2 * 3600.0, gt=0, description="longer legs are refused")
 
 
+class SftpServer(BaseModel, frozen=True):
+    """A recording server reachable over SFTP with key authentication and a pinned host key."""
+
+    name: str = Field("", description="what requests call it (default: the host)")
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str
+    key_file: Path = Field(description="private key (must not be readable by others)")
+    known_hosts: Path = Field(description="OpenSSH known_hosts file holding the server's host key")
+    base_dir: str = Field("/", description="requests may only read below this directory")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.host
+
+
+class FetchSettings(BaseModel, frozen=True):
+    """Where recordings may be fetched from, and the limits on each fetch."""
+
+    http_hosts: list[str] = Field(default=[], description="allowed recording hosts: 'host' or 'host:port'")
+    sftp_servers: list[SftpServer] = []
+    max_bytes: int = Field(500 * 1024**2, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="whole-fetch deadline")
+    max_redirects: int = Field(5, ge=0)
+
+
+class ApiSettings(BaseModel, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = Field(8084, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="analysis worker processes (each loads the models once)")
+    queue_max: int = Field(100, ge=1, description="jobs queued or running; more are refused with 429")
+    max_upload_bytes: int = Field(200 * 1024**2, gt=0, description="largest request body")
+    rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")
+    max_wait_s: float = Field(600.0, ge=0, description="longest ?wait= a caller may ask for")
+    min_free_bytes: int = Field(1024**3, ge=0, description="/ready fails below this much free disk")
+
+
+class LlmSettings(BaseModel, frozen=True):
+    """The language model behind summaries, investigations and questions."""
+
+    provider: Literal["auto", "anthropic", "openai", "offline"] = Field(
+        "auto", description="auto: Anthropic when a key is set, else the offline summary"
+    )
+    api_key: SecretStr | None = Field(None, description="else ANTHROPIC_API_KEY / OPENAI_API_KEY, else api_key_file")
+    api_key_file: Path | None = Field(None, description="file holding the key; refused when others can read it")
+    base_url: str | None = Field(None, description="provider address (an OpenAI-compatible server for 'openai')")
+    small_model: str = "claude-haiku-4-5"
+    large_model: str = "claude-sonnet-4-5"
+    small_max_tokens: int = Field(500, ge=16)
+    large_max_tokens: int = Field(2000, ge=16)
+    small_timeout_s: float = Field(10.0, gt=0)
+    large_timeout_s: float = Field(90.0, gt=0)
+    max_retries: int = Field(2, ge=0, description="retries on 429/529/5xx/timeouts, with backoff")
+    max_tool_turns: int = Field(8, ge=1, description="tool calls an answer to /ask may make")
+    mask_pii: bool = Field(True, description="mask card numbers, ids, phone numbers and emails before sending")
+
+
 class Settings(BaseSettings):
     """Process-wide settings, from the environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``,
     ``CALLQA_ANALYSIS__VAD_THRESHOLD`` (nested analysis fields use a double underscore)."""
@@ -68,6 +126,14 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per model; 0 = all cores")
     max_file_bytes: int = Field(2 * 1024**3, gt=0)
     srtp_keys: list[str] = Field(default=[], description="SDES keys to try on SRTP: SUITE:BASE64 (secrets)")
+    api: ApiSettings = ApiSettings()
+    llm: LlmSettings = LlmSettings()
+    fetch: FetchSettings = FetchSettings()
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the service keeps its spool of uploads and other working files: next to the store."""
+        return self.db.parent
 
     def resolved_nisqa_weights(self) -> Path | None:
         """The configured NISQA weights, else the fetched copy in ``models_dir``, else None."""

@@ -5,7 +5,8 @@ Every error a user can act on derives from ``CallqaError`` and carries a plain m
     CallqaError                 root; the CLI maps it to exit code 2, the API to a 4xx/5xx JSON body
     ├── InputError              the input cannot be analysed (missing file, wrong arguments)
     │   ├── DecodeError         the bytes are not audio FFmpeg can decode, or are truncated beyond use
-    │   └── LimitError          the input exceeds a configured limit (duration, size)
+    │   ├── LimitError          the input exceeds a configured limit (duration, size)
+    │   └── FetchError          a remote recording could not be fetched (refused host, HTTP error, timeout)
     ├── ParseError(ValueError)  a protocol or file structure is malformed ("RTCP packet is truncated")
     ├── ModelError              a model is missing or failed to load (names the missing extra or file)
     └── StoreError              the result store cannot be read or written
@@ -28,6 +29,10 @@ class DecodeError(InputError):
 
 class LimitError(InputError):
     """The input exceeds a configured limit."""
+
+
+class FetchError(InputError):
+    """A remote recording could not be fetched."""
 
 
 class ParseError(CallqaError, ValueError):

@@ -70,6 +70,19 @@ def infer_role(path: str | Path, default: Role) -> Role:
     return next((role for role, word in ROLE_KEYWORDS if word in name), default)
 
 
+ROLES: tuple[Role, ...] = ("caller", "callee", "agent", "customer", "left", "right", "mixed")
+
+
+def parse_roles(text: str | None, n_legs: int | None) -> list[Role] | None:
+    """``agent,customer`` -> roles for two legs (two files or the two channels of a stereo file)."""
+    if not text:
+        return None
+    roles = [r.strip() for r in text.split(",")]
+    if any(r not in ROLES for r in roles) or len(roles) != (n_legs or 2):
+        raise InputError(f"roles must be two of {', '.join(ROLES)} separated by a comma, got {text!r}")
+    return roles  # type: ignore[return-value]
+
+
 def check_file_count(paths: list[str | Path] | list[Path]) -> None:
     if not 1 <= len(paths) <= 2:
         raise InputError(f"expected one recording (stereo or mixed) or two legs, got {len(paths)} files")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from callqa import models
+from callqa.audio.wav import write_wav
 from callqa.config import Settings
 from callqa.digest import digest, sha256_file
 from callqa.errors import InputError
@@ -41,8 +43,13 @@ def analyze_files(
     roles: list[Role] | None = None,
     store: Store | None = None,
     use_cache: bool = True,
+    labels: list[str] | None = None,
+    audio_dir: Path | None = None,
 ) -> tuple[CallReport, bool]:
-    """Analyse one call given as one or two recordings; returns (report, served from cache)."""  # fmt: skip
+    """Analyse one call given as one or two recordings; returns (report, served from cache).
+
+    ``labels`` name the sources in the report instead of their paths (uploads, fetched files); with
+    ``audio_dir`` each leg is also kept as a WAV under ``audio_dir/<report id>/`` for listening."""
     check_file_count(paths)
     key = cache_key(paths, settings, roles)
     if store is not None and use_cache:
@@ -51,11 +58,23 @@ def analyze_files(
             return hit, True
     t0 = time.perf_counter()
     legs, warnings = legs_from_files(list(paths), settings, roles)
+    if labels:
+        names = {str(p): label for p, label in zip(paths, labels, strict=True)}
+        legs = [dataclasses.replace(leg, source=names.get(leg.source, leg.source)) for leg in legs]
+        for path, label in names.items():
+            warnings = [w.replace(path, label) for w in warnings]
     decode_s = time.perf_counter() - t0
     report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key, decode_s=decode_s)
+    if audio_dir is not None:
+        for i, leg in enumerate(legs):
+            write_wav(leg_audio_path(audio_dir, report.id, i, leg.role), leg.samples, leg.sample_rate)
     if store is not None:
         store.put(report)
     return report, False
+
+
+def leg_audio_path(audio_dir: Path, report_id: str, index: int, role: str) -> Path:
+    return audio_dir / report_id / f"{index}-{role}.wav"
 
 
 def group_calls(directory: Path) -> list[list[Path]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,14 @@ CREATE INDEX IF NOT EXISTS reports_created ON reports (created_at);
 """
 
 
+# when a call happened: the SIP start for captured calls, else when it was analysed (epoch seconds)
+_WHEN = "COALESCE(CAST(strftime('%s', json_extract(report, '$.sip.started_at')) AS REAL), created_at)"
+_FROM = "COALESCE(json_extract(report, '$.sip.from'), '')"
+_TO = "COALESCE(json_extract(report, '$.sip.to'), '')"
+_CODE = "json_extract(value, '$.code')"
+_CODES = f"(SELECT group_concat({_CODE}) FROM json_each(report, '$.findings'))"
+
+
 @dataclass(frozen=True)
 class StoredCall:
     id: str
@@ -40,6 +48,31 @@ class StoredCall:
     source: str
     verdict: str
     duration_s: float
+
+
+@dataclass(frozen=True)
+class CallQuery:
+    """A typed, parameterised filter over stored calls (what the API and the LLM tools may ask)."""
+
+    verdict: str | None = None
+    finding: str | None = None  # a finding code present in the call
+    since: float | None = None  # epoch seconds, on the call's start (SIP) or analysis time
+    until: float | None = None
+    text: str | None = None  # substring of the source, SIP From or SIP To
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class CallRow:
+    id: str
+    when: float
+    verdict: str
+    duration_s: float
+    source: str
+    sip_from: str
+    sip_to: str
+    findings: tuple[str, ...]
 
 
 class Store:
@@ -52,6 +85,10 @@ class Store:
                 db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the result store {self.path}: {exc}") from exc
+
+    def connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One connection and transaction on the store's database (for the tables other modules keep there)."""
+        return self._connect()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -103,6 +140,46 @@ class Store:
         query += " ORDER BY created_at DESC LIMIT ?"
         with self._connect() as db:
             return [StoredCall(*row) for row in db.execute(query, (*args, limit))]
+
+    def search(self, q: CallQuery) -> list[CallRow]:
+        """Stored calls matching ``q``, newest first. Every value is a bound parameter."""
+        where, args = [], []
+        if q.verdict:
+            where.append("verdict = ?")
+            args.append(q.verdict)
+        if q.finding:
+            where.append(f"EXISTS (SELECT 1 FROM json_each(report, '$.findings') WHERE {_CODE} = ?)")
+            args.append(q.finding)
+        if q.since is not None:
+            where.append(f"{_WHEN} >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            where.append(f"{_WHEN} < ?")
+            args.append(q.until)
+        if q.text:
+            where.append(f"(instr(lower(source), ?) > 0 OR instr(lower({_FROM}), ?) > 0 OR instr(lower({_TO}), ?) > 0)")
+            args += [q.text.lower()] * 3
+        columns = f"id, {_WHEN} AS t, verdict, duration_s, source, {_FROM}, {_TO}, COALESCE({_CODES}, '')"
+        sql = f"SELECT {columns} FROM reports"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY t DESC LIMIT ? OFFSET ?"
+        with self._connect() as db:
+            rows = db.execute(sql, (*args, max(0, q.limit), max(0, q.offset))).fetchall()
+        return [CallRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(c for c in r[7].split(",") if c)) for r in rows]
+
+    def writable(self) -> bool:
+        """True when a write lock can be taken (the file system is writable and no one holds the lock long)."""
+        try:
+            db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            finally:
+                db.close()
+            return True
+        except sqlite3.Error:
+            return False
 
     @staticmethod
     def _load(text: str) -> CallReport | None:

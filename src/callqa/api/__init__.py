@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app (``main``), dependencies (``deps``), one router per resource (``routes``)."""

@@ -1,0 +1,120 @@
+"""The FastAPI application: ``create_app(settings)``; ``callqa serve`` runs it under uvicorn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from callqa import __version__
+from callqa.ai.assistant import Assistant
+from callqa.ai.providers import Provider, make_provider
+from callqa.api.deps import AppState, RateLimiter
+from callqa.api.keys import KeyStore
+from callqa.api.metrics import Metrics
+from callqa.api.routes import ai, analyze, calls, ops
+from callqa.api.runner import Runner
+from callqa.config import Settings, get_settings
+from callqa.errors import CallqaError
+from callqa.jobs import JobStore, error_code
+from callqa.store import Store
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes: at once from Content-Length, else while they stream."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message  # type: ignore[no-any-return]
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None, provider: Provider | None | bool = True) -> FastAPI:
+    """The app. ``provider=True`` builds the configured LLM provider (raising ConfigError on unsafe settings);
+    tests may pass a provider or None (offline)."""
+    settings = settings or get_settings()
+    llm = make_provider(settings.llm) if provider is True else provider or None
+    store = Store(settings.db)
+    metrics = Metrics()
+    assistant = Assistant(settings.llm, store, llm, metrics.observe_llm)
+    jobs = JobStore(store)
+    state = AppState(settings=settings, store=store, keys=KeyStore(store), jobs=jobs, metrics=metrics,
+                     assistant=assistant, runner=Runner(settings, jobs, metrics, assistant),
+                     limiter=RateLimiter(settings.api.rate_per_minute))  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.runner.start()
+        try:
+            yield
+        finally:
+            await state.runner.stop()
+
+    app = FastAPI(title="callqa", version=__version__, lifespan=lifespan,
+                  description="Objective quality analysis of VoIP calls: recordings and captured calls in, "
+                              "CallReports, AI assessments and answers out.")  # fmt: skip
+    app.state.callqa = state
+    for module in (analyze, calls, ai, ops):
+        app.include_router(module.router)
+
+    @app.exception_handler(CallqaError)
+    async def callqa_error(request: Request, exc: CallqaError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=error_code(exc))
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.api.max_upload_bytes)
+    return app

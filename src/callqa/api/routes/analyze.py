@@ -1,0 +1,170 @@
+"""POST /analyze, POST /ai-analyze, GET /jobs/{id}: a recording in, a CallReport out (now or as a job)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import JSONResponse
+
+from callqa.api.deps import ReadKey, State, WriteKey
+from callqa.api.runner import QueueFull
+from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
+from callqa.errors import CallqaError
+from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir
+from callqa.pipeline import parse_roles
+from callqa.report import CallReport
+from callqa.service import cache_key
+from callqa.sources.http import _SAFE_NAME, allowed
+from callqa.sources.sftp import resolve
+
+router = APIRouter(tags=["analysis"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (401, 403, 404, 409, 410, 413, 422, 429, 502, 503)
+}
+Files = Annotated[list[UploadFile] | None, File(description="one recording (stereo or mixed) or two legs")]
+Wait = Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the result before answering 202")]
+SourceForm = Annotated[str | None, Form(max_length=2000)]
+
+
+def _job_out(state: State, job: Job) -> JobOut:
+    report = state.store.get(job.report_id) if job.report_id else None
+    return JobOut(id=job.id, kind=job.kind, status=job.status, created_at=job.created_at, updated_at=job.updated_at,
+                  attempts=job.attempts, source=job.spec.source.describe(), error=job.error,
+                  error_code=job.error_code, report=report,
+                  assessment=Assessment.model_validate(job.assessment) if job.assessment else None)  # fmt: skip
+
+
+async def _spool_uploads(state: State, job_id: str, files: list[UploadFile]) -> tuple[list[str], list[str]]:
+    folder = spool_dir(state.settings, job_id)
+    paths, labels = [], []
+    for i, upload in enumerate(files):
+        name = _SAFE_NAME.sub("_", upload.filename or "").strip("._")[:100] or f"leg{i}"
+        dest = folder / f"{i}-{name}"
+        total = 0
+        with open(dest, "wb") as out:
+            while chunk := await upload.read(1 << 20):
+                total += len(chunk)
+                out.write(chunk)
+        if total == 0:
+            raise HTTPException(422, f"uploaded file {name!r} is empty")
+        paths.append(str(dest))
+        labels.append(f"upload:{name}")
+    return paths, labels
+
+
+def _check_remote(state: State, url: str | None, sftp: str | None) -> None:
+    """Refuse a source that can never be fetched now, instead of a job that fails later."""
+    if url is not None:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            raise HTTPException(422, f"not a valid URL: {url!r}") from None
+        if not allowed(parsed, state.settings.fetch.http_hosts):
+            raise HTTPException(403, f"{parsed.host or url!r} is not an allowed recording host")
+    if sftp is not None:
+        try:
+            resolve(sftp, state.settings.fetch.sftp_servers)
+        except CallqaError as exc:
+            raise HTTPException(403 if "configured" in str(exc) or "outside" in str(exc) else 422, str(exc)) from None
+
+
+async def _assess(state: State, report: CallReport) -> Assessment:
+    answer = await asyncio.to_thread(state.assistant.assess, report)
+    return Assessment.model_validate(answer.__dict__)
+
+
+async def _done(state: State, kind: str, report: CallReport, assessment: Assessment | None = None) -> Any:
+    if kind == "analyze":
+        return report
+    return AiAnalysis(report=report, assessment=assessment or await _assess(state, report))
+
+
+async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze"], files: list[UploadFile] | None,
+                 url: str | None, sftp: str | None, call_id: str | None, roles: str | None,
+                 wait: float) -> Any:  # fmt: skip
+    files = files or []
+    given = [bool(files), url is not None, sftp is not None, call_id is not None]
+    if sum(given) != 1:
+        raise HTTPException(422, "give exactly one of: files (upload), url, sftp, call_id")
+    if len(files) > 2:
+        raise HTTPException(422, f"expected one recording (stereo or mixed) or two legs, got {len(files)} files")
+    try:
+        role_list = parse_roles(roles, len(files) if files else None)
+    except CallqaError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if call_id is not None:
+        report = state.store.get(call_id) if len(call_id) >= 4 else None
+        if report is None:
+            raise HTTPException(404, f"no stored call with id {call_id!r}")
+        state.metrics.observe_report(report, cached=True)
+        return await _done(state, kind, report)
+    _check_remote(state, url, sftp)
+    job_id = new_job_id()
+    source = Source(url=url, sftp=sftp)
+    spool = None
+    if files:
+        paths, labels = await _spool_uploads(state, job_id, files)
+        spool = str(spool_dir(state.settings, job_id))
+        source = Source(files=paths, labels=labels)
+        try:
+            key = await asyncio.to_thread(cache_key, [Path(p) for p in paths], state.settings, role_list)
+            hit = state.store.cached(key, state.settings.cache_ttl_s)
+        except CallqaError:
+            hit = None
+        if hit is not None:
+            shutil.rmtree(spool, ignore_errors=True)
+            state.metrics.observe_report(hit, cached=True)
+            return await _done(state, kind, hit)
+    spec = JobSpec(kind=kind, source=source, roles=role_list, spool=spool)
+    try:
+        job = state.runner.submit(spec, key_id, job_id)
+    except QueueFull as exc:
+        if spool:
+            shutil.rmtree(spool, ignore_errors=True)
+        raise HTTPException(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
+    if wait > 0:
+        waited = await state.runner.wait(job.id, min(wait, state.settings.api.max_wait_s))
+        job = waited or job
+    if job.status == "done" and job.report_id:
+        report = state.store.get(job.report_id)
+        if report is not None:
+            assessment = Assessment.model_validate(job.assessment) if job.assessment else None
+            return await _done(state, kind, report, assessment)
+    if job.status == "failed":
+        raise HTTPException(job.error_code or 500, job.error or "analysis failed")
+    return JSONResponse(_job_out(state, job).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/jobs/{job.id}"})  # fmt: skip
+
+
+@router.post("/analyze", response_model=CallReport, responses={202: {"model": JobOut}, **ERRORS})
+async def analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None, sftp: SourceForm = None,
+                  call_id: SourceForm = None, roles: SourceForm = None, wait: Wait = 0.0) -> Any:  # fmt: skip
+    """Analyse one call: an upload (one stereo/mixed file or two legs), an HTTP(S) URL on an allowed recording
+    host, an SFTP path on a configured server (``name:/path``), or a stored call id. Cache hits answer 200 at
+    once; other work answers 202 with a job (``GET /jobs/{id}``) unless it finishes within ``wait`` seconds."""
+    return await _start(state, key.id, "analyze", files, url, sftp, call_id, roles, wait)
+
+
+@router.post("/ai-analyze", response_model=AiAnalysis, responses={202: {"model": JobOut}, **ERRORS})
+async def ai_analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None,
+                     sftp: SourceForm = None, call_id: SourceForm = None, roles: SourceForm = None,
+                     wait: Wait = 0.0) -> Any:  # fmt: skip
+    """As /analyze, plus a short assessment by the small language model (what is wrong, which side, likely
+    cause, what to check), or the offline summary when no model is configured or it fails."""
+    return await _start(state, key.id, "ai-analyze", files, url, sftp, call_id, roles, wait)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
+async def get_job(state: State, key: ReadKey, job_id: str,
+                  wait: Wait = 0.0) -> JobOut:  # fmt: skip
+    """A job's status; its report (and assessment) once done. ``wait`` blocks until it ends or time runs out."""
+    job = await state.runner.wait(job_id, min(wait, state.settings.api.max_wait_s)) if wait else state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return _job_out(state, job)

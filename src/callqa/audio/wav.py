@@ -1,0 +1,22 @@
+"""Write a leg as 16-bit PCM WAV (what the API serves for listening)."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Mono float samples in [-1, 1] -> 16-bit PCM WAV at ``path`` (written to a temporary name, then renamed)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    tmp.replace(path)
+    return path

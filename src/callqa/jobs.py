@@ -1,0 +1,203 @@
+"""Analysis jobs: what to analyse (a spec), their persisted state, and the function a worker process runs.
+
+Jobs live in the result store's database, so a restarted service finds the ones it had accepted: queued and
+running jobs are resumed when their input still exists (uploads are spooled to disk until the job ends),
+otherwise marked failed with the reason. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from callqa.config import Settings
+from callqa.errors import CallqaError, FetchError, InputError, LimitError, ModelError, StoreError
+from callqa.report import CallReport, Role
+from callqa.store import Store
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+JobKind = Literal["analyze", "ai-analyze"]
+MAX_ATTEMPTS = 2  # a job interrupted by restarts this many times is marked failed, not retried forever
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    spec        TEXT NOT NULL,
+    report_id   TEXT,
+    error       TEXT,
+    error_code  INTEGER,
+    assessment  TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+"""
+
+
+class Source(BaseModel):
+    """Exactly one of: spooled upload files, a URL, an SFTP reference."""
+
+    files: list[str] = []
+    labels: list[str] = []
+    url: str | None = None
+    sftp: str | None = None
+
+    def describe(self) -> str:
+        return self.url or (f"sftp:{self.sftp}" if self.sftp else " + ".join(self.labels) or "upload")
+
+
+class JobSpec(BaseModel):
+    kind: JobKind = "analyze"
+    source: Source
+    roles: list[Role] | None = None
+    spool: str | None = Field(None, description="directory holding uploaded files, removed when the job ends")
+
+
+class Job(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    spec: JobSpec
+    report_id: str | None = None
+    error: str | None = None
+    error_code: int | None = None
+    assessment: dict[str, Any] | None = None
+
+
+def error_code(exc: BaseException) -> int:
+    """The HTTP status an error maps to (also used for failed jobs)."""
+    if isinstance(exc, LimitError):
+        return 413
+    if isinstance(exc, FetchError):
+        return 502
+    if isinstance(exc, InputError):
+        return 422
+    if isinstance(exc, ModelError | StoreError):
+        return 503
+    return 500
+
+
+class JobStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with store.connect() as db:
+            db.executescript(SCHEMA)
+
+    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None) -> Job:
+        now = time.time()
+        job = Job(id=job_id or new_job_id(), kind=spec.kind, status="queued", created_at=now, updated_at=now,
+                  spec=spec)  # fmt: skip
+        with self.store.connect() as db:
+            db.execute(
+                "INSERT INTO jobs (id, key_id, kind, status, created_at, updated_at, spec) VALUES (?,?,?,?,?,?,?)",
+                (job.id, key_id, job.kind, job.status, now, now, spec.model_dump_json()),
+            )
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.store.connect() as db:
+            row = db.execute(
+                "SELECT id, kind, status, created_at, updated_at, attempts, spec, report_id, error, error_code,"
+                " assessment FROM jobs WHERE id = ?", (job_id,)).fetchone()  # fmt: skip
+        if row is None:
+            return None
+        return Job(id=row[0], kind=row[1], status=row[2], created_at=row[3], updated_at=row[4], attempts=row[5],
+                   spec=JobSpec.model_validate_json(row[6]), report_id=row[7], error=row[8], error_code=row[9],
+                   assessment=json.loads(row[10]) if row[10] else None)  # fmt: skip
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"unknown job fields {set(fields) - allowed}")
+        if "assessment" in fields and fields["assessment"] is not None:
+            fields["assessment"] = json.dumps(fields["assessment"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.store.connect() as db:
+            db.execute(f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
+
+    def unfinished(self) -> list[Job]:
+        with self.store.connect() as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")]  # fmt: skip
+        return [j for j in (self.get(i) for i in ids) if j is not None]
+
+    def counts(self) -> dict[str, int]:
+        with self.store.connect() as db:
+            return dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def spool_dir(settings: Settings, job_id: str) -> Path:
+    path = settings.data_dir / "spool" / job_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def audio_dir(settings: Settings) -> Path:
+    return settings.data_dir / "audio"
+
+
+def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
+    """Fetch (when remote), analyse and store one call. Runs in a worker process; raises CallqaError."""
+    from callqa.service import analyze_files
+    from callqa.sources.http import fetch_http
+    from callqa.sources.sftp import fetch_sftp
+
+    store = Store(settings.db)
+    src = spec.source
+    with tempfile.TemporaryDirectory(prefix="callqa-fetch-") as tmp:
+        if src.url:
+            paths, labels = [fetch_http(src.url, settings.fetch, Path(tmp))], [src.url]
+        elif src.sftp:
+            paths, labels = [fetch_sftp(src.sftp, settings.fetch, Path(tmp))], [f"sftp:{src.sftp}"]
+        elif src.files:
+            paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
+        else:
+            raise InputError("the job names no recording")
+        return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings))
+
+
+def remove_spool(spec: JobSpec) -> None:
+    if spec.spool:
+        shutil.rmtree(spec.spool, ignore_errors=True)
+
+
+def safe_run(spec_json: str, settings_json: str) -> dict[str, Any]:
+    """Process-pool entry point: JSON in, JSON out, every error turned into a result (never a pickling issue)."""
+    settings = Settings.model_validate_json(settings_json)
+    spec = JobSpec.model_validate_json(spec_json)
+    try:
+        report, cached = run_job(spec, settings)
+        return {"ok": True, "report": report.model_dump_json(), "cached": cached}
+    except CallqaError as exc:
+        return {"ok": False, "error": str(exc), "code": error_code(exc)}
+    except Exception as exc:  # noqa: BLE001 - a bug must fail the job with its message, not kill the worker
+        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 500}
+
+
+def warm_up(settings_json: str) -> bool:
+    """Load the models once in a worker process, so the first job does not pay for it."""
+    from callqa import models
+
+    settings = Settings.model_validate_json(settings_json)
+    models.silero_vad()
+    if settings.analysis.dnsmos:
+        models.dnsmos_sessions()
+    return True

@@ -1,0 +1,62 @@
+"""Mask personal data in text: payment card numbers (Luhn-checked), national ids, phone numbers and emails.
+
+Used on everything sent to a language model provider. ``mask_value`` walks JSON-like data and masks strings
+only, so numeric fields (SSRCs, packet counts) stay intact. Patterns are deliberately conservative about what
+is *not* personal: ISO dates, times, IP addresses and hexadecimal call ids are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# 13-19 digits, optionally grouped by single spaces or dashes
+CARD = re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])")
+US_SSN = re.compile(r"(?<![\w.-])\d{3}-\d{2}-\d{4}(?![\w.-])")
+UK_NINO = re.compile(r"\b[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+# an optional +, then 7-15 digits grouped by spaces, dashes or parentheses (dots are left to IP addresses)
+PHONE = re.compile(r"(?<![\w.-])\+?\(?\d[\d ()-]{5,}\d(?![\w.]|:\d)")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card(m: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", m.group())
+    return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group()
+
+
+def _phone(m: re.Match[str]) -> str:
+    text = m.group()
+    digits = re.sub(r"\D", "", text)
+    if not 7 <= len(digits) <= 15 or ISO_DATE.match(text.lstrip("+(")):
+        return text
+    return "[PHONE]"
+
+
+def mask_text(text: str) -> str:
+    text = EMAIL.sub("[EMAIL]", text)
+    text = CARD.sub(_card, text)
+    text = US_SSN.sub("[NATIONAL_ID]", text)
+    text = UK_NINO.sub("[NATIONAL_ID]", text)
+    return PHONE.sub(_phone, text)
+
+
+def mask_value(value: Any) -> Any:
+    """Mask every string inside a JSON-like value (dict keys are left as they are)."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v) for v in value]
+    return value

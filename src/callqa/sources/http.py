@@ -1,0 +1,83 @@
+"""Fetch a recording over HTTP(S) from an allowed recording host.
+
+Only hosts in ``fetch.http_hosts`` are contacted ('host' allows the scheme's default port, 'host:port' that
+port), every redirect is checked against the same list, no proxy from the environment is used, and size and
+time limits hold while the body streams to disk.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from callqa.config import FetchSettings
+from callqa.errors import FetchError, InputError, LimitError
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def allowed(url: httpx.URL, hosts: list[str]) -> bool:
+    if url.scheme not in ("http", "https") or not url.host or url.userinfo:
+        return False
+    default = 443 if url.scheme == "https" else 80
+    port = url.port or default
+    host = url.host.lower()
+    # IPv6 literals are compared in brackets, as they are written in the allowlist
+    written = f"[{host}]" if ":" in host else host
+    return any(entry.lower() in (f"{written}:{port}",) or (entry.lower() == written and port == default)
+               for entry in hosts)  # fmt: skip
+
+
+def local_name(url: httpx.URL, default: str = "recording") -> str:
+    """A safe file name from the URL's last path segment (its suffix helps the decoder)."""
+    name = _SAFE_NAME.sub("_", url.path.rsplit("/", 1)[-1]).strip("._")
+    return name[:100] or default
+
+
+def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
+    """Stream ``url`` into ``dest_dir``; returns the file. Raises FetchError, LimitError or InputError."""
+    try:
+        current = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InputError(f"not a valid URL: {url!r}") from exc
+    deadline = time.monotonic() + fetch.timeout_s
+    timeout = httpx.Timeout(min(fetch.timeout_s, 15.0))
+    try:
+        with httpx.Client(follow_redirects=False, timeout=timeout, trust_env=False) as client:
+            for _ in range(fetch.max_redirects + 1):
+                if not allowed(current, fetch.http_hosts):
+                    raise FetchError(f"{current.host or url!r} is not an allowed recording host")
+                with client.stream("GET", current) as resp:
+                    if resp.is_redirect:
+                        current = current.join(resp.headers.get("location", ""))
+                        continue
+                    if resp.status_code != 200:
+                        raise FetchError(f"{current} answered HTTP {resp.status_code}")
+                    return _save(resp, current, fetch, dest_dir, deadline)
+    except httpx.TimeoutException as exc:
+        raise FetchError(f"fetching {url} timed out") from exc
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot fetch {url}: {exc}") from exc
+    raise FetchError(f"{url}: more than {fetch.max_redirects} redirects")
+
+
+def _save(resp: httpx.Response, url: httpx.URL, fetch: FetchSettings, dest_dir: Path, deadline: float) -> Path:
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > fetch.max_bytes:
+        raise LimitError(f"{url} is {int(declared)} bytes, more than the limit of {fetch.max_bytes}")
+    path = dest_dir / local_name(url)
+    total = 0
+    with open(path, "wb") as f:
+        for chunk in resp.iter_bytes(1 << 16):
+            total += len(chunk)
+            if total > fetch.max_bytes:
+                raise LimitError(f"{url} is larger than the limit of {fetch.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise FetchError(f"fetching {url} took longer than {fetch.timeout_s:g} s")
+            f.write(chunk)
+    if total == 0:
+        raise FetchError(f"{url} returned an empty body")
+    return path
