@@ -71,7 +71,7 @@ def _save(resp: httpx.Response, url: httpx.URL, fetch: FetchSettings, dest_dir: 
     path = dest_dir / local_name(url)
     total = 0
     with open(path, "wb") as f:
-        for chunk in resp.iter_bytes(1 << 16):
+        for chunk in resp.iter_bytes():  # as data arrives, so the deadline is checked often
             total += len(chunk)
             if total > fetch.max_bytes:
                 raise LimitError(f"{url} is larger than the limit of {fetch.max_bytes} bytes")

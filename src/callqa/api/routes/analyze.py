@@ -95,7 +95,7 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
     if len(files) > 2:
         raise HTTPException(422, f"expected one recording (stereo or mixed) or two legs, got {len(files)} files")
     try:
-        role_list = parse_roles(roles, len(files) if files else None)
+        role_list = parse_roles(roles, None)  # two roles: two files or a stereo file
     except CallqaError as exc:
         raise HTTPException(422, str(exc)) from None
     if call_id is not None:
