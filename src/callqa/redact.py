@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+EMAIL = re.compile(r"(?<!sip:)(?<!sips:)(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # 13-19 digits, optionally grouped by single spaces or dashes
 CARD = re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])")
-US_SSN = re.compile(r"(?<![\w.-])\d{3}-\d{2}-\d{4}(?![\w.-])")
+US_SSN = re.compile(r"(?<![\w.-])\d{3}-\d{2}-\d{4}(?![\w-])")
 UK_NINO = re.compile(r"\b[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 # an optional +, then 7-15 digits grouped by spaces, dashes or parentheses (dots are left to IP addresses)
 PHONE = re.compile(r"(?<![\w.-])\+?\(?\d[\d ()-]{5,}\d(?![\w.]|:\d)")

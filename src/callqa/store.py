@@ -7,6 +7,7 @@ the same way keeps its id.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -141,9 +142,10 @@ class Store:
         with self._connect() as db:
             return [StoredCall(*row) for row in db.execute(query, (*args, limit))]
 
-    def search(self, q: CallQuery) -> list[CallRow]:
+    def search(self, q: CallQuery) -> builtins.list[CallRow]:
         """Stored calls matching ``q``, newest first. Every value is a bound parameter."""
-        where, args = [], []
+        where: builtins.list[str] = []
+        args: builtins.list[object] = []
         if q.verdict:
             where.append("verdict = ?")
             args.append(q.verdict)

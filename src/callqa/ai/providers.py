@@ -2,30 +2,72 @@
 
 Messages and replies use the Anthropic Messages format (content blocks: text, tool_use, tool_result); the
 OpenAI-compatible provider converts to and from chat completions, so a site can point callqa at a local model
-server. Both retry 429, 529, 5xx, timeouts and connection errors a bounded number of times with backoff and
-then raise :class:`LlmError`; callers fall back to the offline answer.
+server. Both retry 429, 529, 5xx, timeouts and connection errors a bounded number of times with exponential
+backoff (or the server's Retry-After when it asks for at most ``MAX_RETRY_WAIT_S``; a longer wait fails at once)
+and then raise :class:`LlmError`; callers fall back to the offline answer. The retry loop is ours, not the
+SDK's, so a provider can never hold a request for longer than the timeouts and this cap allow.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from callqa.config import LlmSettings
 from callqa.errors import CallqaError
+
+MAX_RETRY_WAIT_S = 5.0
+T = TypeVar("T")
+RETRYABLE = {"rate_limited", "overloaded", "timeout", "connection", "server_error"}
 
 
 class LlmError(CallqaError):
     """The provider did not give a usable answer (after retries)."""
 
-    def __init__(self, message: str, kind: str = "error") -> None:
+    def __init__(self, message: str, kind: str = "error", retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # rate_limited, overloaded, timeout, connection, malformed, status, config
+        self.kind = kind  # rate_limited, overloaded, timeout, connection, server_error, status, malformed
+        self.retry_after = retry_after
+
+
+def status_kind(code: int) -> str:
+    transient = "server_error" if code >= 500 or code in (408, 409) else "status"
+    return {429: "rate_limited", 529: "overloaded"}.get(code, transient)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (numbers only), else None."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        try:
+            return float(value) * scale
+        except (TypeError, ValueError):
+            continue  # absent, or an HTTP date: use our own backoff
+    return None
+
+
+def retrying(call: Callable[[], T], max_retries: int, sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call`` with bounded retries on transient errors; exponential backoff with jitter between attempts."""
+    for attempt in range(max_retries + 1):
+        try:
+            return call()
+        except LlmError as exc:
+            if exc.kind not in RETRYABLE or attempt == max_retries:
+                raise
+            wait = exc.retry_after
+            if wait is None:
+                wait = min(0.5 * 2**attempt, MAX_RETRY_WAIT_S) * (0.75 + 0.25 * random.random())
+            if wait > MAX_RETRY_WAIT_S:
+                raise LlmError(f"{exc} (the provider asked to wait {wait:g} s; not waiting)", exc.kind) from exc
+            sleep(wait)
+    raise AssertionError("unreachable")
 
 
 class ConfigError(CallqaError):
@@ -104,7 +146,8 @@ class Anthropic:
         import anthropic
 
         self._sdk = anthropic
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=max_retries)
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
+        self.max_retries = max_retries
 
     def create(self, *, model: str, max_tokens: int, system: str, messages: list[dict[str, Any]],
                tools: list[dict[str, Any]] | None, timeout: float) -> Reply:  # fmt: skip
@@ -113,17 +156,21 @@ class Anthropic:
                                   "messages": messages, "timeout": timeout}  # fmt: skip
         if tools:
             kwargs["tools"] = tools
-        try:
-            resp = self.client.messages.create(**kwargs)
-        except sdk.APITimeoutError as exc:
-            raise LlmError(f"{model} timed out after {timeout:g} s", "timeout") from exc
-        except sdk.APIConnectionError as exc:
-            raise LlmError(f"cannot reach the Anthropic API: {exc}", "connection") from exc
-        except sdk.APIStatusError as exc:
-            kind = {429: "rate_limited", 529: "overloaded"}.get(exc.status_code, "status")
-            raise LlmError(f"Anthropic API answered HTTP {exc.status_code}: {exc.message}", kind) from exc
-        except (sdk.AnthropicError, ValueError, TypeError, KeyError) as exc:
-            raise LlmError(f"malformed reply from the Anthropic API: {exc}", "malformed") from exc
+
+        def once() -> Any:
+            try:
+                return self.client.messages.create(**kwargs)
+            except sdk.APITimeoutError as exc:
+                raise LlmError(f"{model} timed out after {timeout:g} s", "timeout") from exc
+            except sdk.APIConnectionError as exc:
+                raise LlmError(f"cannot reach the Anthropic API: {exc}", "connection") from exc
+            except sdk.APIStatusError as exc:
+                raise LlmError(f"Anthropic API answered HTTP {exc.status_code}: {exc.message}",
+                               status_kind(exc.status_code), retry_after_s(exc.response.headers)) from exc  # fmt: skip
+            except (sdk.AnthropicError, ValueError, TypeError, KeyError) as exc:
+                raise LlmError(f"malformed reply from the Anthropic API: {exc}", "malformed") from exc
+
+        resp = retrying(once, self.max_retries)
         try:
             content = [b.model_dump(mode="json", exclude_none=True) for b in resp.content]
             usage = resp.usage
@@ -137,7 +184,6 @@ class OpenAICompatible:
     """Chat completions (``POST {base_url}/chat/completions``) with tool calls, converted to content blocks."""
 
     name = "openai"
-    RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
     def __init__(self, base_url: str, api_key: str | None, max_retries: int) -> None:
         import httpx
@@ -158,28 +204,20 @@ class OpenAICompatible:
                 for t in tools
             ]  # fmt: skip
         httpx = self._httpx
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
+
+        def once() -> Reply:
             try:
                 resp = self.client.post("/chat/completions", json=body, timeout=timeout)
             except httpx.TimeoutException as exc:
-                if last:
-                    raise LlmError(f"{model} timed out after {timeout:g} s", "timeout") from exc
+                raise LlmError(f"{model} timed out after {timeout:g} s", "timeout") from exc
             except httpx.HTTPError as exc:
-                if last:
-                    raise LlmError(f"cannot reach the model server: {exc}", "connection") from exc
-            else:
-                if resp.status_code == 200:
-                    return from_openai(resp, model)
-                if resp.status_code not in self.RETRY_STATUS or last:
-                    kind = {429: "rate_limited", 529: "overloaded"}.get(resp.status_code, "status")
-                    raise LlmError(f"model server answered HTTP {resp.status_code}", kind)
-                wait = resp.headers.get("retry-after", "")
-                if wait.replace(".", "", 1).isdigit():
-                    time.sleep(min(float(wait), 10.0))
-                    continue
-            time.sleep(min(0.5 * 2**attempt, 8.0))
-        raise LlmError("no answer from the model server", "status")  # not reached
+                raise LlmError(f"cannot reach the model server: {exc}", "connection") from exc
+            if resp.status_code != 200:
+                raise LlmError(f"model server answered HTTP {resp.status_code}", status_kind(resp.status_code),
+                               retry_after_s(resp.headers))  # fmt: skip
+            return from_openai(resp, model)
+
+        return retrying(once, self.max_retries)
 
 
 def to_openai(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
