@@ -86,7 +86,7 @@ class ApiSettings(BaseModel, frozen=True):
     port: int = Field(8084, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="analysis worker processes (each loads the models once)")
     queue_max: int = Field(100, ge=1, description="jobs queued or running; more are refused with 429")
-    max_upload_bytes: int = Field(200 * 1024**2, gt=0, description="largest request body")
+    max_upload_bytes: int = Field(250 * 1024**2, gt=0, description="largest request body (keep nginx in line)")
     rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")
     max_wait_s: float = Field(600.0, ge=0, description="longest ?wait= a caller may ask for")
     min_free_bytes: int = Field(1024**3, ge=0, description="/ready fails below this much free disk")
