@@ -110,7 +110,8 @@ async def probe(http: httpx.AsyncClient, call_id: str, auth: dict[str, str], sto
         await asyncio.sleep(0.05)
 
 
-async def load(base: str, calls: list[list[Path]], clients: int, auth: dict[str, str], warm_id: str) -> dict[str, object]:
+async def load(base: str, calls: list[list[Path]], clients: int, auth: dict[str, str],
+               warm_id: str) -> dict[str, object]:  # fmt: skip
     limits = httpx.Limits(max_connections=clients + 5)
     async with httpx.AsyncClient(base_url=base, timeout=900, limits=limits) as http:
         results: dict[str, object] = {}
@@ -168,8 +169,10 @@ def main() -> None:
         run = subprocess.run([sys.executable, "-c", DIRECT, json.dumps([[str(p) for p in c] for c in calls])],
                              capture_output=True, text=True, check=True)  # fmt: skip
         direct_s = float(run.stdout.strip().splitlines()[-1])
-        print(f"direct, one process:   {direct_s:7.1f} s  {len(calls) / direct_s:.3f} calls/s  "
-              f"({direct_s / len(calls):.2f} s a call)")
+        print(
+            f"direct, one process:   {direct_s:7.1f} s  {len(calls) / direct_s:.3f} calls/s  "
+            f"({direct_s / len(calls):.2f} s a call)"
+        )
 
         from callqa.api.keys import KeyStore
         from callqa.store import Store
@@ -216,16 +219,22 @@ def main() -> None:
         wall = float(res["wall"])  # type: ignore[arg-type]
         codes: list[int] = res["codes"]  # type: ignore[assignment]
         ok = sum(1 for c in codes if c == 200)
-        print(f"service, {args.clients} clients: {wall:7.1f} s  {len(calls) / wall:.3f} calls/s  "
-              f"answered {len(codes)}/{len(calls)}, 200 OK {ok}, errors {len(codes) - ok}, "
-              f"429 retries {res['retries_429']}")
+        print(
+            f"service, {args.clients} clients: {wall:7.1f} s  {len(calls) / wall:.3f} calls/s  "
+            f"answered {len(codes)}/{len(calls)}, 200 OK {ok}, errors {len(codes) - ok}, "
+            f"429 retries {res['retries_429']}"
+        )
         print(f"throughput ratio service/direct: {direct_s / wall:.1%}  (target >= 90%)")
         under: list[float] = res["under_load"]  # type: ignore[assignment]
         idle: list[float] = res["idle"]  # type: ignore[assignment]
-        print(f"GET /calls/{{id}} under load: n={len(under)} p50 {pct(under, 50):.1f} ms  p99 {pct(under, 99):.1f} ms  "
-              f"max {max(under, default=float('nan')):.1f} ms")
-        print(f"GET /calls/{{id}} idle:       n={len(idle)} p50 {pct(idle, 50):.1f} ms  p99 {pct(idle, 99):.1f} ms  "
-              f"(target p99 < 20 ms)")
+        print(
+            f"GET /calls/{{id}} under load: n={len(under)} p50 {pct(under, 50):.1f} ms  p99 {pct(under, 99):.1f} ms  "
+            f"max {max(under, default=float('nan')):.1f} ms"
+        )
+        print(
+            f"GET /calls/{{id}} idle:       n={len(idle)} p50 {pct(idle, 50):.1f} ms  p99 {pct(idle, 99):.1f} ms  "
+            f"(target p99 < 20 ms)"
+        )
         print(f"service peak RSS (main + workers): {peak[0]:.0f} MB")
         done = [line for line in str(res["metrics"]).splitlines() if line.startswith("callqa_jobs_total")]
         print("jobs: " + ", ".join(done) + f"; median of idle GETs {statistics.median(idle):.1f} ms")

@@ -45,7 +45,8 @@ class FakeLlm:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    fake.requests.append({"path": self.path, "headers": headers, "body": body})
                     reply = fake.script.pop(0) if fake.script else (500, error(500, "api_error"), {}, 0.0)
                 status, payload, headers, delay = reply
                 time.sleep(delay)

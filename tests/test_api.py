@@ -27,8 +27,12 @@ CUSTOMER = REPO / "examples" / "call-customer.wav"
 
 
 def make_settings(tmp: Path, **api: object) -> Settings:
-    return Settings(db=tmp / "store.sqlite3", models_dir=tmp / "models", analysis=AnalysisSettings(nisqa=False),
-                    api=ApiSettings(**{"max_upload_bytes": 4 * 1024**2, **api}))  # type: ignore[arg-type]
+    return Settings(
+        db=tmp / "store.sqlite3",
+        models_dir=tmp / "models",
+        analysis=AnalysisSettings(nisqa=False),
+        api=ApiSettings(**{"max_upload_bytes": 4 * 1024**2, **api}),
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

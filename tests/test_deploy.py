@@ -55,8 +55,8 @@ def test_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
     site = site.replace("/etc/ssl/private/callqa.key", str(tmp_path / "key.pem"))
     (tmp_path / "site.conf").write_text(site)
     main = (f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-            f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n  proxy_temp_path {tmp_path}/proxy;\n"
-            f"  include {tmp_path}/site.conf;\n}}\n")  # fmt: skip
+            f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+            f"  proxy_temp_path {tmp_path}/proxy;\n  include {tmp_path}/site.conf;\n}}\n")  # fmt: skip
     (tmp_path / "nginx.conf").write_text(main)
     run = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                          capture_output=True, text=True, timeout=60)  # fmt: skip

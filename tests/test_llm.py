@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from fake_llm import FakeLlm, error, message
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Anthropic, ConfigError, LlmError, OpenAICompatible, make_provider, retrying

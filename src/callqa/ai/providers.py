@@ -46,10 +46,12 @@ def retry_after_s(headers: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (numbers only), else None."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name) if headers is not None else None
+        if value is None:
+            continue
         try:
             return float(value) * scale
         except (TypeError, ValueError):
-            continue  # absent, or an HTTP date: use our own backoff
+            continue  # an HTTP date: use our own backoff
     return None
 
 
