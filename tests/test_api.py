@@ -117,6 +117,7 @@ def test_bad_requests_get_clear_errors(service, tmp_path: Path) -> None:  # type
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     assert client.post("/analyze", headers=write, files=upload(empty)).status_code == 422
+    assert not any((service[3].data_dir / "spool").iterdir())  # nothing left behind by refused uploads
     big = tmp_path / "big.wav"
     big.write_bytes(b"\x00" * (5 * 1024**2))
     r = client.post("/analyze", headers=write, files=upload(big))

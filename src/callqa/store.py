@@ -125,12 +125,15 @@ class Store:
 
     def get(self, id_prefix: str) -> CallReport | None:
         """A report by id or unambiguous id prefix (expired reports stay readable)."""
+        text = self.get_json(id_prefix)
+        return None if text is None else self._load(text)
+
+    def get_json(self, id_prefix: str) -> str | None:
+        """The stored JSON of a report, as written (what the API serves without re-encoding it)."""
         pattern = id_prefix.replace("\\", "").replace("%", "").replace("_", "") + "%"
         with self._connect() as db:
             rows = db.execute("SELECT report FROM reports WHERE id LIKE ? LIMIT 2", (pattern,)).fetchall()
-        if len(rows) != 1:
-            return None
-        return self._load(rows[0][0])
+        return rows[0][0] if len(rows) == 1 else None
 
     def list(self, limit: int = 50, verdict: str | None = None) -> list[StoredCall]:
         query = "SELECT id, created_at, source, verdict, duration_s FROM reports"

@@ -109,8 +109,12 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
     source = Source(url=url, sftp=sftp)
     spool = None
     if files:
-        paths, labels = await _spool_uploads(state, job_id, files)
         spool = str(spool_dir(state.settings, job_id))
+        try:
+            paths, labels = await _spool_uploads(state, job_id, files)
+        except BaseException:
+            shutil.rmtree(spool, ignore_errors=True)  # an empty or interrupted upload leaves nothing behind
+            raise
         source = Source(files=paths, labels=labels)
         try:
             key = await asyncio.to_thread(cache_key, [Path(p) for p in paths], state.settings, role_list)
