@@ -85,6 +85,7 @@ class ApiSettings(BaseModel, frozen=True):
     host: str = "127.0.0.1"
     port: int = Field(8084, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="analysis worker processes (each loads the models once)")
+    worker_nice: int = Field(5, ge=0, le=19, description="workers yield the CPU to request handling by this much")
     queue_max: int = Field(100, ge=1, description="jobs queued or running; more are refused with 429")
     max_upload_bytes: int = Field(250 * 1024**2, gt=0, description="largest request body (keep nginx in line)")
     rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")

@@ -1,8 +1,9 @@
 """The job runner: a bounded queue in front of a pool of worker processes.
 
-Analyses are CPU-bound, so they run in separate processes (spawned, each loading the models once); the event
-loop only moves JSON. The queue bound counts queued and running jobs; a full queue refuses new work with a
-Retry-After estimate instead of accepting work it cannot do. Job state is persisted (see ``callqa.jobs``).
+Analyses are CPU-bound, so they run in separate processes (spawned, each loading the models once, at a lower
+CPU priority so that answering requests comes first); the event loop only moves JSON. The queue bound counts
+queued and running jobs; a full queue refuses new work with a Retry-After estimate instead of accepting work it
+cannot do. Job state is persisted (see ``callqa.jobs``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class Runner:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.settings.api.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(self.settings.api.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=os.nice, initargs=(self.settings.api.worker_nice,))  # fmt: skip
         self.warm = [pool.submit(warm_up, self.settings_json) for _ in range(self.settings.api.workers)]
         return pool
 
