@@ -7,7 +7,7 @@ faint noise, so no two share a cache key), then:
 1. direct: a fresh process analyses them one after another (models loaded first): calls per second;
 2. service: ``callqa serve`` under uvicorn on 127.0.0.1; N concurrent clients each POST one call to
    /analyze?wait=600 (following 202s and 429 Retry-After if they come); throughput, errors, lost jobs;
-   meanwhile a probe GETs a stored report (/calls/{id}) every 50 ms: latency percentiles under load;
+   meanwhile a probe GETs a stored report (/calls/{id}) every 100 ms: latency percentiles under load;
 3. idle: 1000 sequential cached GET /calls/{id}: latency percentiles.
 Prints the figures and the throughput ratio (target: service >= 90% of direct; cached GET p99 < 20 ms).
 """
@@ -107,7 +107,7 @@ async def probe(http: httpx.AsyncClient, call_id: str, auth: dict[str, str], sto
         r = await http.get(f"/calls/{call_id}", headers=auth)
         if r.status_code == 200:
             latencies.append((time.perf_counter() - t) * 1000)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
 
 
 async def load(base: str, calls: list[list[Path]], clients: int, auth: dict[str, str],

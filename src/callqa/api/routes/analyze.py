@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from callqa.api.deps import ReadKey, State, WriteKey
 from callqa.api.runner import QueueFull
 from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
-from callqa.errors import CallqaError
+from callqa.errors import CallqaError, FetchError
 from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir
 from callqa.pipeline import parse_roles
 from callqa.report import CallReport
@@ -70,8 +70,10 @@ def _check_remote(state: State, url: str | None, sftp: str | None) -> None:
     if sftp is not None:
         try:
             resolve(sftp, state.settings.fetch.sftp_servers)
-        except CallqaError as exc:
-            raise HTTPException(403 if "configured" in str(exc) or "outside" in str(exc) else 422, str(exc)) from None
+        except FetchError as exc:  # not a configured server, or outside its recording directory
+            raise HTTPException(403, str(exc)) from None
+        except CallqaError as exc:  # malformed reference
+            raise HTTPException(422, str(exc)) from None
 
 
 async def _assess(state: State, report: CallReport) -> Assessment:
