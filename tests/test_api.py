@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import shutil
 import time
 import wave
@@ -183,7 +184,9 @@ def test_full_queue_answers_429_and_loses_nothing(tmp_path: Path) -> None:
         assert client.get(f"/jobs/{first.json()['id']}?wait=120", headers=auth).json()["status"] == "done"
         third = client.post("/analyze?wait=120", headers=auth, files=upload(CUSTOMER))  # room again
         assert third.status_code == 200
+        assert multiprocessing.active_children()  # the analysis worker
     assert not any((settings.data_dir / "spool").iterdir())
+    assert multiprocessing.active_children() == []  # stopping the service leaves no worker behind
 
 
 def test_jobs_survive_a_restart(tmp_path: Path) -> None:
@@ -209,3 +212,41 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
         gave_up = client.get(f"/jobs/{crashy.id}", headers=auth).json()
         assert gave_up["status"] == "failed" and "interrupted 2 times" in gave_up["error"]
     assert not spool.exists()
+
+
+def test_killed_service_leaves_no_workers(tmp_path: Path) -> None:
+    """A service killed outright (SIGKILL, OOM) takes its analysis workers with it (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    token = KeyStore(Store(tmp_path / "s.sqlite3")).create("read")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CALLQA_DB": str(tmp_path / "s.sqlite3")}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "callqa"), "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ready", headers={"Authorization": f"Bearer {token}"})
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert children, "the service should have started a worker process"
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    deadline = time.monotonic() + 10
+    while [c for c in children if Path(f"/proc/{c}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if Path(f"/proc/{c}").exists()], "worker processes outlived the service"

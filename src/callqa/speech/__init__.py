@@ -1,0 +1,1 @@
+"""Speech content: transcription per leg, conversation metrics, phrase rules and redaction."""
