@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callqa import __version__
-from callqa.config import Settings, get_settings
+from callqa.config import AnalysisSettings, Settings, get_settings
 from callqa.errors import CallqaError, InputError
 from callqa.pipeline import parse_roles
 from callqa.report import CallReport, json_schema
@@ -35,10 +35,17 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool) -> Settings:
+def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
+              transcribe: bool = False, rules: Path | None = None) -> Settings:  # fmt: skip
     base = get_settings()
-    analysis = base.analysis.model_copy(update={"nisqa": base.analysis.nisqa and not no_nisqa,
-                                                "dnsmos": base.analysis.dnsmos and not no_dnsmos})  # fmt: skip
+    changes: dict[str, object] = {
+        "nisqa": base.analysis.nisqa and not no_nisqa,
+        "dnsmos": base.analysis.dnsmos and not no_dnsmos,
+        "transcribe": base.analysis.transcribe or transcribe or rules is not None,
+    }
+    if rules is not None:
+        changes["rules_file"] = rules.resolve()
+    analysis = AnalysisSettings.model_validate({**base.analysis.model_dump(), **changes})
     update: dict[str, object] = {"analysis": analysis}
     if db:
         update["db"] = db
@@ -68,6 +75,18 @@ def print_summary(report: CallReport, cached: bool = False) -> None:
         out.print(f"  [{style}]{f.severity:8}[/] {f.code:14} {f.message}")
     for w in report.warnings:
         out.print(f"  [yellow]warning[/]  {w}")
+    conv = report.conversation
+    if conv is not None and len(conv.sides) == 2:
+        talk = ", ".join(
+            f"{x.leg} {x.talk_ratio:.0%}" + (f" {x.words_per_minute:.0f} wpm" if x.words_per_minute else "")
+            for x in conv.sides
+        )
+        out.print(f"  talk {talk}; non-talk {conv.non_talk_ratio:.0%} (longest {conv.longest_silence_s:.1f} s); "
+                  f"overtalk {conv.overtalk_count}x {conv.overtalk_s:.1f} s; turns {conv.turns}")  # fmt: skip
+    if report.scorecard is not None:
+        out.print(f"  scorecard {report.scorecard.score:.0f}/100")
+    for u in report.transcript:
+        out.print(f"  [dim]{u.start_s:7.1f}[/] [bold]{u.leg:>8}[/]: {u.text}")
     skipped = {k: v for leg in report.legs for k, v in leg.mos.skipped.items()}
     for name, why in skipped.items():
         out.print(f"  [dim]{name} skipped: {why}[/]")
@@ -84,12 +103,14 @@ def analyze(
     nisqa_weights: Annotated[Path | None, typer.Option(help="path to NISQA nisqa.tar")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     no_dnsmos: Annotated[bool, typer.Option("--no-dnsmos", help="skip DNSMOS")] = False,
+    transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
+    rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (implies --transcribe)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Analyse a call recording (or a folder of them) and print its quality report."""
     try:
-        settings = _settings(db, nisqa_weights, no_nisqa, no_dnsmos)
+        settings = _settings(db, nisqa_weights, no_nisqa, no_dnsmos, transcribe, rules)
         if directory is not None:
             if files:
                 raise InputError("give either files or --dir, not both")
@@ -186,6 +207,8 @@ def pcap(
     srtp_key: Annotated[list[str] | None, typer.Option(help="SDES key to try: AES_CM_128_HMAC_SHA1_80:BASE64")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     nisqa_weights: Annotated[Path | None, typer.Option(help="path to NISQA nisqa.tar")] = None,
+    transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
+    rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (implies --transcribe)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
@@ -194,7 +217,7 @@ def pcap(
 
     try:
         aliases = dict(_alias(a) for a in nat_alias or [])
-        settings = _settings(db, nisqa_weights, no_nisqa, False)
+        settings = _settings(db, nisqa_weights, no_nisqa, False, transcribe, rules)
         if srtp_key:
             settings = settings.model_copy(update={"srtp_keys": [*settings.srtp_keys, *srtp_key]})
         reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,

@@ -53,6 +53,17 @@ class AnalysisSettings(BaseModel, frozen=True):
     jitter_warning_ms: float = Field(30.0, ge=0, description="max RFC 3550 jitter that degrades a direction")
     jitter_buffer_ms: float = Field(50.0, ge=0, description="fixed jitter buffer simulated for network MOS")
     max_leg_duration_s: float = Field(2 * 3600.0, gt=0, description="longer legs are refused")
+    # transcription (faster-whisper over the VAD's speech regions) and conversation analytics
+    transcribe: bool = Field(False, description="add the transcript, conversation metrics and phrase rules")
+    whisper_model: str = Field("", description="'' = bundled tiny.en; a local model directory or a model name")
+    whisper_language: str = "en"
+    whisper_compute_type: str = "int8"
+    whisper_beam_size: int = Field(5, ge=1, le=10)
+    overtalk_min_s: float = Field(0.5, ge=0, description="both sides speaking this long counts as overtalk")
+    loudness_window_s: float = Field(5.0, gt=0, description="window of the loudness-over-time series")
+    redact_transcripts: bool = Field(True, description="mask cards, national ids, phones, emails in transcripts")
+    redact_audio: bool = Field(False, description="also replace those spans in the kept audio by a tone")
+    rules_file: Path | None = Field(None, description="YAML phrase rules (required/forbidden phrases)")
 
 
 class SftpServer(BaseModel, frozen=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,17 +25,22 @@ from callqa.errors import InputError
 from callqa.quality import detectors, dnsmos, nisqa, vad
 from callqa.report import (
     CallReport,
+    Conversation,
     Dnsmos,
     DnsmosWindow,
+    Finding,
     LegReport,
     Levels,
     Mos,
     Role,
     RtpStats,
     RtpStream,
+    Scorecard,
     Segment,
     SipInfo,
     Timings,
+    Utterance,
+    Word,
 )
 
 ROLE_KEYWORDS: tuple[tuple[Role, str], ...] = (
@@ -233,18 +238,27 @@ def analyze_legs(
     leg_reports = [_leg_report(w) for w in work]
     stage_times = [w.timings for w in work]
     findings = detectors.run_detectors(leg_reports, s, streams, sip)
-    verdict, reasons = detectors.verdict(findings)
+    verdict, reasons = detectors.verdict(findings)  # quality only: phrase rules go to the scorecard
+    t_transcribe = time.perf_counter()
+    speech = SpeechResults()
+    if legs:
+        speech = _speech(work, legs, s, settings.threads, max([w.leg.duration_s for w in work], default=0.0))
+        findings += speech.findings
+    t_transcribe = time.perf_counter() - t_transcribe if s.transcribe else 0.0
     timings = Timings(
         decode_s=decode_s,
         levels_s=sum(t.levels_s for t in stage_times),
         vad_s=sum(t.vad_s for t in stage_times),
         dnsmos_s=sum(t.dnsmos_s for t in stage_times),
         nisqa_s=sum(t.nisqa_s for t in stage_times),
+        transcribe_s=t_transcribe,
         total_s=time.perf_counter() - start,
     )
     versions = models.versions()
     if any(r.mos.nisqa for r in leg_reports):
         versions["nisqa"] = nisqa.version(weights)
+    if s.transcribe and legs:
+        versions["whisper"] = models.whisper_version(s.whisper_model)
     return CallReport(
         id=report_id,
         created_at=datetime.now(UTC),
@@ -258,9 +272,66 @@ def analyze_legs(
         findings=findings,
         timings=timings,
         models=versions,
-        settings=s.model_dump(),
+        settings=s.model_dump(mode="json"),
         cache_key=cache_key,
         source="capture" if streams is not None else "recording",
         sip=sip,
         streams=streams or [],
+        transcript=speech.transcript,
+        conversation=speech.conversation,
+        scorecard=speech.scorecard,
     )
+
+
+@dataclass
+class SpeechResults:
+    transcript: list[Utterance] = field(default_factory=list)
+    conversation: Conversation | None = None
+    scorecard: Scorecard | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _speech(work: list[_LegWork], legs: list[Leg], s: AnalysisSettings, threads: int, duration_s: float
+            ) -> SpeechResults:  # fmt: skip
+    """Transcript (when enabled), conversation metrics and phrase rules for the legs of one call."""
+    from callqa.speech import conversation, rules, transcribe
+    from callqa.speech.redaction import redact_utterance
+
+    out = SpeechResults()
+    roles = [leg.role for leg in legs]
+    if s.transcribe:
+        opts = transcribe.TranscribeOptions(model=s.whisper_model, language=s.whisper_language,
+                                            compute_type=s.whisper_compute_type, beam_size=s.whisper_beam_size,
+                                            threads=threads)  # fmt: skip
+        result = transcribe.transcribe([w.x16 for w in work], [w.speech for w in work], opts)
+        out.transcript = [
+            Utterance(leg=roles[u.leg], start_s=u.start_s, end_s=u.end_s, text=u.text, confidence=u.confidence,
+                      words=[Word(word=x.word, start_s=x.start_s, end_s=x.end_s, probability=x.probability)
+                             for x in u.words])
+            for u in result.utterances
+        ]  # fmt: skip
+        if s.redact_transcripts:
+            out.transcript = [redact_utterance(u) for u in out.transcript]
+        for k, w in enumerate(work):
+            speech_s = sum(b - a for a, b in w.speech)
+            dropped = sum(1 for d in result.dropped if d[0] == k)
+            if speech_s >= 2.0 and not any(u.leg == roles[k] for u in out.transcript):
+                out.findings.append(Finding(
+                    code="no_transcript", severity="info", leg=roles[k],
+                    message=f"{speech_s:.1f} s of speech activity on the {roles[k]} side but no words recognised "
+                            "(another language, music, tones or noise?)",
+                    evidence={"speech_s": round(speech_s, 2), "segments_dropped": dropped},
+                ))  # fmt: skip
+        if s.rules_file is not None:
+            found, out.scorecard = rules.apply(rules.load_rules(s.rules_file), out.transcript, roles)
+            out.findings += found
+    out.conversation = conversation.metrics(
+        roles,
+        [w.speech for w in work],
+        [w.x16 for w in work],
+        [vad.VAD_RATE] * len(work),
+        duration_s,
+        out.transcript if s.transcribe else None,
+        conversation.ConversationOptions(s.overtalk_min_s, s.loudness_window_s),
+    )
+    return out

@@ -30,25 +30,44 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card(m: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", m.group())
-    return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group()
-
-
-def _phone(m: re.Match[str]) -> str:
-    text = m.group()
+def _is_card(text: str) -> bool:
     digits = re.sub(r"\D", "", text)
-    if not 7 <= len(digits) <= 15 or ISO_DATE.match(text.lstrip("+(")):
-        return text
-    return "[PHONE]"
+    return 13 <= len(digits) <= 19 and luhn_ok(digits)
+
+
+def _is_phone(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return 7 <= len(digits) <= 15 and not ISO_DATE.match(text.lstrip("+("))
+
+
+# (pattern, label, extra check), in priority order: an earlier kind wins where two overlap
+_KINDS: tuple[tuple[re.Pattern[str], str, Any], ...] = (
+    (EMAIL, "[EMAIL]", None),
+    (CARD, "[CARD]", _is_card),
+    (US_SSN, "[NATIONAL_ID]", None),
+    (UK_NINO, "[NATIONAL_ID]", None),
+    (PHONE, "[PHONE]", _is_phone),
+)
+
+
+def spans(text: str) -> list[tuple[int, int, str]]:
+    """Character spans of personal data in ``text`` with their labels, sorted and not overlapping."""
+    found: list[tuple[int, int, str]] = []
+    for pattern, label, check in _KINDS:
+        for m in pattern.finditer(text):
+            if check is not None and not check(m.group()):
+                continue
+            if all(m.end() <= a or m.start() >= b for a, b, _ in found):
+                found.append((m.start(), m.end(), label))
+    return sorted(found)
 
 
 def mask_text(text: str) -> str:
-    text = EMAIL.sub("[EMAIL]", text)
-    text = CARD.sub(_card, text)
-    text = US_SSN.sub("[NATIONAL_ID]", text)
-    text = UK_NINO.sub("[NATIONAL_ID]", text)
-    return PHONE.sub(_phone, text)
+    out, pos = [], 0
+    for a, b, label in spans(text):
+        out += [text[pos:a], label]
+        pos = b
+    return "".join(out) + text[pos:]
 
 
 def mask_value(value: Any) -> Any:

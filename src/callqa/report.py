@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: sip, streams, dtmf, legs[].rtp from captures
+SCHEMA_VERSION = "1.2.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -163,12 +163,73 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = {}
 
 
+class Word(BaseModel):
+    word: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+class Utterance(BaseModel):
+    """One stretch of recognised speech of one leg (a Whisper segment), on the call's timeline."""
+
+    leg: Role
+    start_s: float
+    end_s: float
+    text: str
+    words: list[Word] = []
+    confidence: float = Field(description="exp(mean token log-probability), 0-1")
+    redacted: list[Segment] = Field(default=[], description="spans whose words were masked (cards, ids, ...)")
+
+
+class LoudnessPoint(BaseModel):
+    start_s: float
+    dbfs: float = Field(description="RMS over this leg's speech within the window, dBFS")
+
+
+class SideMetrics(BaseModel):
+    leg: Role
+    talk_s: float = Field(description="total duration of this leg's speech segments (VAD)")
+    talk_ratio: float = Field(description="talk_s / sum of every side's talk_s")
+    words: int = Field(description="recognised words (0 without a transcript)")
+    words_per_minute: float | None = Field(None, description="words / (talk_s / 60); None without a transcript")
+    turns: int = Field(description="turns this side took (maximal runs of its speech between the other side's)")
+    interruptions: int = Field(description="overtalk periods this side started while the other was speaking")
+    loudness: list[LoudnessPoint] = []
+
+
+class Conversation(BaseModel):
+    """Conversation metrics; the definitions are in the docs (docs/conversation-metrics.md)."""
+
+    duration_s: float
+    sides: list[SideMetrics]
+    non_talk_s: float = Field(description="time in which no side speaks")
+    non_talk_ratio: float
+    longest_silence_s: float
+    longest_silence_start_s: float | None = None
+    overtalk_count: int = Field(description="periods of at least overtalk_min_s in which both sides speak")
+    overtalk_s: float
+    turns: int = Field(description="speaker changes + 1 over the merged speech of both sides")
+
+
+class ScoreItem(BaseModel):
+    rule: str
+    passed: bool
+    weight: float
+
+
+class Scorecard(BaseModel):
+    score: float = Field(description="100 minus the weights of the rules that failed, at least 0")
+    items: list[ScoreItem]
+
+
 class Timings(BaseModel):
     decode_s: float = 0.0
     levels_s: float = 0.0
     vad_s: float = 0.0
     dnsmos_s: float = 0.0
     nisqa_s: float = 0.0
+    transcribe_s: float = 0.0
     total_s: float = 0.0
 
 
@@ -186,6 +247,9 @@ class CallReport(BaseModel):
     sip: SipInfo | None = None
     streams: list[RtpStream] = Field(default=[], description="every RTP direction of a captured call")
     dtmf: list[Dtmf] = Field(default=[], description="RFC 4733 digits, in order")
+    transcript: list[Utterance] = Field(default=[], description="both legs' speech, ordered by time")
+    conversation: Conversation | None = None
+    scorecard: Scorecard | None = Field(None, description="from the phrase rules, when a rules file is set")
     timings: Timings = Timings()
     models: dict[str, str] = Field(default={}, description="model name -> version used")
     settings: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from callqa.errors import InputError
 from callqa.pipeline import analyze_legs, check_file_count, legs_from_files
 from callqa.quality import nisqa
 from callqa.report import CallReport, Role
+from callqa.speech.redaction import tone_over
 from callqa.store import Store
 
 if TYPE_CHECKING:
@@ -27,9 +28,13 @@ _LEG_SUFFIX = re.compile(r"[-_.](in|out|agent|customer|caller|callee)$", re.IGNO
 
 def _analysis_material(settings: Settings) -> dict[str, object]:
     """What every cache key includes: the analysis settings and the versions of the models that will run."""
+    s = settings.analysis
     weights = settings.resolved_nisqa_weights()
-    nisqa_version = nisqa.version(weights) if settings.analysis.nisqa and not nisqa.unavailable_reason(weights) else ""
-    return {"analysis": settings.analysis.model_dump(), "models": {**models.versions(), "nisqa": nisqa_version}}
+    nisqa_version = nisqa.version(weights) if s.nisqa and not nisqa.unavailable_reason(weights) else ""
+    extra = {"whisper": models.whisper_version(s.whisper_model)} if s.transcribe else {}
+    rules = sha256_file(s.rules_file) if s.rules_file is not None else ""
+    return {"analysis": s.model_dump(mode="json"), "rules": rules,
+            "models": {**models.versions(), "nisqa": nisqa_version, **extra}}  # fmt: skip
 
 
 def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None) -> str:
@@ -67,7 +72,11 @@ def analyze_files(
     report = analyze_legs(legs, settings, warnings, report_id=key[:16], cache_key=key, decode_s=decode_s)
     if audio_dir is not None:
         for i, leg in enumerate(legs):
-            write_wav(leg_audio_path(audio_dir, report.id, i, leg.role), leg.samples, leg.sample_rate)
+            samples = leg.samples
+            if settings.analysis.redact_audio:
+                spans = [seg for u in report.transcript if u.leg == leg.role for seg in u.redacted]
+                samples = tone_over(samples, leg.sample_rate, spans)
+            write_wav(leg_audio_path(audio_dir, report.id, i, leg.role), samples, leg.sample_rate)
     if store is not None:
         store.put(report)
     return report, False

@@ -102,7 +102,9 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]
             without_timestamps=True,
         )  # fmt: skip
         for seg in segments:
-            k = max(0, int(np.searchsorted(starts, int(round(seg.start * RATE)), side="right")) - 1)
+            # the clip holding the segment's middle (Whisper's 20 ms time steps can put a start just before its clip)
+            middle = (float(seg.start) + float(seg.end)) / 2 * RATE
+            k = max(0, int(np.searchsorted(starts, middle, side="right")) - 1)
             leg, a, _ = group[k]
             shift = float(a - starts[k] / RATE)  # compact-audio time -> leg time
             why = _hallucination(seg, opts)
