@@ -29,6 +29,7 @@ class TranscribeOptions:
     beam_size: int = 5
     batch_size: int = 8
     max_gap_s: float = 5.0
+    pad_s: float = 0.5  # context around each clip (the VAD cuts close to the speech; Whisper likes some air)
     clips_per_group: int = 32  # bounds memory: features of at most this many 30 s clips at a time
     no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.5
@@ -76,11 +77,26 @@ def clips(speech: list[tuple[float, float]], max_gap_s: float, max_len_s: float 
     return out
 
 
+def padded(spans: list[tuple[float, float]], pad_s: float, duration_s: float) -> list[tuple[float, float]]:
+    """Each clip widened by ``pad_s``, within the leg and never into its neighbours (nor past 30 s)."""
+    out = []
+    for k, (a, b) in enumerate(spans):
+        lo = max(0.0, a - pad_s, spans[k - 1][1] if k else 0.0)
+        hi = min(duration_s, b + pad_s, spans[k + 1][0] if k + 1 < len(spans) else duration_s)
+        room = max(0.0, WHISPER_WINDOW_S - (b - a))
+        out.append((max(lo, a - room / 2), min(hi, b + room / 2)))
+    return out
+
+
 def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]],
                opts: TranscribeOptions) -> TranscriptResult:  # fmt: skip
     """Utterances of every leg (times in the leg's own timeline), ordered by start time."""
-    work = [(i, a, b) for i, segs in enumerate(speech) for a, b in clips(segs, opts.max_gap_s)]
-    result = TranscriptResult(clip_s=sum(b - a for _, a, b in work))
+    work = []  # (leg, padded start, padded end, speech start, speech end)
+    for i, segs in enumerate(speech):
+        tight = clips(segs, opts.max_gap_s)
+        work += [(i, *pad, *clip) for pad, clip in zip(padded(tight, opts.pad_s, legs16k[i].size / RATE), tight,
+                                                       strict=True)]  # fmt: skip
+    result = TranscriptResult(clip_s=sum(w[2] - w[1] for w in work))
     if not work:
         return result
     from faster_whisper import BatchedInferencePipeline
@@ -89,7 +105,7 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]
     for g in range(0, len(work), opts.clips_per_group):
         group = work[g : g + opts.clips_per_group]
         pieces, starts, pos = [], [], 0
-        for leg, a, b in group:
+        for leg, a, b, _, _ in group:
             x = legs16k[leg][int(a * RATE) : int(b * RATE)]
             pieces.append(x)
             starts.append(pos)
@@ -105,7 +121,7 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]
             # the clip holding the segment's middle (Whisper's 20 ms time steps can put a start just before its clip)
             middle = (float(seg.start) + float(seg.end)) / 2 * RATE
             k = max(0, int(np.searchsorted(starts, middle, side="right")) - 1)
-            leg, a, _ = group[k]
+            leg, a, _, speech_a, speech_b = group[k]
             shift = float(a - starts[k] / RATE)  # compact-audio time -> leg time
             why = _hallucination(seg, opts)
             if why:
@@ -116,9 +132,14 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]
             text = seg.text.strip()
             if text:
                 confidence = round(float(np.exp(seg.avg_logprob)), 3)
-                result.utterances.append(
-                    Utterance(leg, _at(seg.start, shift), _at(seg.end, shift), text, words, confidence)
-                )
+                # the words' times are tighter than the segment's (which may include the clip's padding)
+                # and within the speech the VAD found (Whisper stretches a first word over leading silence)
+                start = max(words[0].start_s if words else _at(seg.start, shift), round(speech_a, 3))
+                end = min(words[-1].end_s if words else _at(seg.end, shift), round(speech_b, 3))
+                if words:
+                    words[0].start_s = min(max(words[0].start_s, start), words[0].end_s)
+                    words[-1].end_s = max(min(words[-1].end_s, end), words[-1].start_s)
+                result.utterances.append(Utterance(leg, start, end, text, words, confidence))
     result.utterances.sort(key=lambda u: (u.start_s, u.leg))
     return result
 

@@ -1,0 +1,154 @@
+"""Transcription against the shared reference transcripts, compared with faster-whisper run directly."""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+from callqa import models
+from callqa.audio.decode import decode_file
+from callqa.audio.resample import resample
+from callqa.config import AnalysisSettings, Settings
+from callqa.service import analyze_files
+from callqa.speech.transcribe import clips
+from conftest import TESTDATA, write_wav
+
+REPO = Path(__file__).resolve().parents[1]
+NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])  # fmt: skip
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(reference, hypothesis or "<empty>", reference_transform=NORMALISE,
+                           hypothesis_transform=NORMALISE))  # fmt: skip
+
+
+def rows() -> list[dict[str, str]]:
+    table = TESTDATA / "tables" / "transcripts.tsv"
+    if not table.is_file():
+        return []
+    with open(table, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@lru_cache
+def direct(path: Path, channel: str) -> str:
+    """faster-whisper with the same model, straight on the whole file (or one channel of it)."""
+    audio = decode_file(path, 3600)
+    x = audio.samples[{"left": 0, "right": 1}[channel]] if channel in ("left", "right") else audio.samples.mean(0)
+    segments, _ = models.whisper().transcribe(resample(x, audio.sample_rate, 16000), language="en", beam_size=5)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def settings(tmp: Path, **analysis: object) -> Settings:
+    return Settings(
+        db=tmp / "s.sqlite3", analysis=AnalysisSettings(nisqa=False, dnsmos=False, transcribe=True, **analysis)
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("row", rows(), ids=lambda r: f"{Path(r['local_path']).name}:{r['channel']}")
+def test_wer_no_worse_than_faster_whisper_directly(row: dict[str, str], testdata: Path, tmp_path: Path) -> None:
+    path = testdata / row["local_path"]
+    source = path
+    if row["channel"] == "mono-mix":  # the reference is of both channels mixed: analyse that mix, one leg
+        audio = decode_file(path, 3600)
+        source = write_wav(tmp_path / "mix.wav", audio.samples.mean(0), audio.sample_rate)
+    report, _ = analyze_files([source], settings(tmp_path))
+    leg = {"left": "left", "right": "right"}.get(row["channel"], "mixed")
+    ours = " ".join(u.text for u in report.transcript if u.leg == leg)
+    reference_wer, ours_wer = (
+        wer(row["reference_transcript"], direct(path, row["channel"])),
+        wer(row["reference_transcript"], ours),
+    )
+    print(f"{path.name} {row['channel']}: ours {ours_wer:.3f} direct {reference_wer:.3f} | {ours}")
+    assert ours_wer <= reference_wer + 1e-9, (ours, direct(path, row["channel"]))
+    assert ours_wer <= 0.5  # tiny.en on read speech: sanity bound
+
+
+def test_stereo_channels_are_two_speakers_with_their_words(testdata: Path, tmp_path: Path) -> None:
+    report, _ = analyze_files([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings(tmp_path))
+    by_leg = {leg: " ".join(u.text for u in report.transcript if u.leg == leg) for leg in ("left", "right")}
+    assert wer("He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
+               by_leg["left"]) == 0.0  # fmt: skip
+    assert wer("The horizon seems extremely distant.", by_leg["right"]) == 0.0
+    for u in report.transcript:
+        assert u.words and all(u.start_s - 0.05 <= w.start_s <= w.end_s <= u.end_s + 0.05 for w in u.words)
+
+
+SCRIPT = [(0.5, "agent", "Thank you for calling Acme support, this call may be recorded. How can I help?"),
+          (6.0, "customer", "Hi, my internet has been dropping every evening since Monday."),
+          (11.0, "agent", "I'm sorry to hear that. Let me look up your line, one moment please."),
+          (28.5, "customer", "Are you still there?"),
+          (31.0, "agent", "Yes, thanks for waiting. I can see errors on your line, I will send an engineer."),
+          (37.5, "customer", "Great, thank you very much. Goodbye.")]  # fmt: skip
+
+
+def test_example_call_dialogue_in_order_with_speakers(tmp_path: Path) -> None:
+    """The bundled call (made from the script above): each turn on the right leg at the right time."""
+    ex = REPO / "examples"
+    report, _ = analyze_files([ex / "call-agent.wav", ex / "call-customer.wav"], settings(tmp_path))
+    assert [u.leg for u in report.transcript] == [r for _, r, _ in SCRIPT]
+    for u, (t, _, _) in zip(report.transcript, SCRIPT, strict=True):
+        assert abs(u.start_s - t) < 0.5, (u.start_s, t)
+    for u, (_, _, text) in zip(report.transcript, SCRIPT, strict=True):
+        assert wer(text, u.text) <= 0.35, (text, u.text)  # synthetic speech through G.711 at 8 kHz
+    conv = report.conversation
+    assert conv is not None and conv.turns == 6 and conv.overtalk_count == 0
+    assert conv.longest_silence_s == pytest.approx(13.1, abs=0.3)  # the scripted dead air
+    agent, customer = conv.sides
+    assert agent.talk_ratio > customer.talk_ratio and agent.turns == customer.turns == 3
+    assert agent.words == sum(len(u.words) for u in report.transcript if u.leg == "agent")
+    assert 100 < agent.words_per_minute < 250  # type: ignore[operator]
+    assert report.models["whisper"].startswith("tiny.en") and report.timings.transcribe_s > 0
+
+
+def _tones(rate: int, seconds: float, freqs: list[tuple[float, float]], on: float, off: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    x = np.zeros_like(t)
+    period = on + off
+    for i, (f1, f2) in enumerate(freqs * int(seconds / period + 1)):
+        a, b = int(i * period * rate), int((i * period + on) * rate)
+        if a >= t.size:
+            break
+        x[a:b] = 0.25 * (np.sin(2 * np.pi * f1 * t[a:b]) + np.sin(2 * np.pi * f2 * t[a:b]))
+    return x
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise", "dtmf", "music"])
+def test_no_invented_words(kind: str, tmp_path: Path) -> None:
+    rate, seconds = 8000, 20.0
+    rng = np.random.default_rng(3)
+    n = int(rate * seconds)
+    if kind == "silence":
+        x = np.zeros(n)
+    elif kind == "noise":
+        x = 0.1 * rng.standard_normal(n)
+    elif kind == "dtmf":
+        x = _tones(rate, seconds, [(697, 1209), (770, 1336), (852, 1477), (941, 1633)], 0.2, 0.1)
+    else:  # a melody of chords with harmonics, like hold music
+        t = np.arange(n) / rate
+        notes = [261.6, 329.6, 392.0, 523.3, 392.0, 329.6]
+        f = np.repeat(notes, int(np.ceil(n / len(notes))))[:n]
+        x = sum(0.15 / k * np.sin(2 * np.pi * k * np.cumsum(f) / rate) for k in (1, 2, 3)) * (0.6 + 0.4 * np.sin(t))
+    path = write_wav(tmp_path / f"{kind}.wav", np.stack([x, 0.5 * x[::-1]]), rate)
+    report, _ = analyze_files([path], settings(tmp_path))
+    words = " ".join(u.text for u in report.transcript)
+    speech = sum(leg.speech_s for leg in report.legs)
+    assert words == "", f"{kind}: invented {words!r}"
+    if speech >= 2.0:  # the VAD heard something: the report says nothing was recognised
+        assert any(f.code == "no_transcript" for f in report.findings)
+
+
+def test_clips_follow_speech_and_stay_within_whisper_windows() -> None:
+    speech = [(0.0, 4.0), (5.0, 9.0), (20.0, 25.0), (25.5, 70.0)]
+    out = clips(speech, max_gap_s=5.0)
+    assert out[0] == (0.0, 9.0) and out[1][0] == 20.0
+    assert all(b - a <= 30.0 for a, b in out)
+    covered = sum(b - a for a, b in out)
+    assert covered >= sum(b - a for a, b in speech)  # nothing said is left out
+    assert clips([], 5.0) == []
