@@ -9,6 +9,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
+from conftest import TESTDATA, write_wav
 
 from callqa import models
 from callqa.audio.decode import decode_file
@@ -16,7 +17,6 @@ from callqa.audio.resample import resample
 from callqa.config import AnalysisSettings, Settings
 from callqa.service import analyze_files
 from callqa.speech.transcribe import clips
-from conftest import TESTDATA, write_wav
 
 REPO = Path(__file__).resolve().parents[1]
 NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
