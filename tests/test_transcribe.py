@@ -16,7 +16,7 @@ from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 from callqa.config import AnalysisSettings, Settings
 from callqa.service import analyze_files
-from callqa.speech.transcribe import clips
+from callqa.speech.transcribe import pack, pieces
 
 REPO = Path(__file__).resolve().parents[1]
 NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
@@ -144,11 +144,16 @@ def test_no_invented_words(kind: str, tmp_path: Path) -> None:
         assert any(f.code == "no_transcript" for f in report.findings)
 
 
-def test_clips_follow_speech_and_stay_within_whisper_windows() -> None:
+def test_speech_is_packed_into_whisper_windows() -> None:
     speech = [(0.0, 4.0), (5.0, 9.0), (20.0, 25.0), (25.5, 70.0)]
-    out = clips(speech, max_gap_s=5.0)
-    assert out[0] == (0.0, 9.0) and out[1][0] == 20.0
-    assert all(b - a <= 30.0 for a, b in out)
-    covered = sum(b - a for a, b in out)
-    assert covered >= sum(b - a for a, b in speech)  # nothing said is left out
-    assert clips([], 5.0) == []
+    spans = pieces(speech, pad_s=0.4, duration_s=80.0)
+    assert spans[:3] == [(0.0, 4.4), (4.6, 9.4), (19.6, 49.6)] and spans[-1] == (49.6, 70.4)
+    windows = pack(0, spans, gap_s=0.6)
+    assert all(w.length_s <= 30.0 for w in windows)
+    assert [len(w.pieces) for w in windows] == [2, 1, 1]  # 4.4 + 0.6 + 4.8 s, then the long segment split
+    w = windows[0]
+    assert w.pieces == [(0.0, 0.0, 4.4), (5.0, 4.6, pytest.approx(4.8))]
+    assert w.to_leg(6.0, w.piece_at(6.0)) == 5.6  # window time -> leg time
+    assert w.piece_at(4.6) == 0 and w.piece_at(4.8) == 1  # the gap is shared between its neighbours
+    assert sum(n for w in windows for _, _, n in w.pieces) >= sum(b - a for a, b in speech)
+    assert pack(0, [], 0.6) == []

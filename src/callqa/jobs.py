@@ -63,6 +63,7 @@ class JobSpec(BaseModel):
     kind: JobKind = "analyze"
     source: Source
     roles: list[Role] | None = None
+    transcribe: bool = False
     spool: str | None = Field(None, description="directory holding uploaded files, removed when the job ends")
 
 
@@ -162,6 +163,7 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
     from callqa.sources.http import fetch_http
     from callqa.sources.sftp import fetch_sftp
 
+    settings = with_transcription(settings, spec.transcribe)
     store = Store(settings.db)
     src = spec.source
     with tempfile.TemporaryDirectory(prefix="callqa-fetch-") as tmp:
@@ -174,6 +176,13 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
         else:
             raise InputError("the job names no recording")
         return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings))
+
+
+def with_transcription(settings: Settings, transcribe: bool) -> Settings:
+    """The settings with transcription switched on when a request asks for it (it is never switched off)."""
+    if not transcribe or settings.analysis.transcribe:
+        return settings
+    return settings.model_copy(update={"analysis": settings.analysis.model_copy(update={"transcribe": True})})
 
 
 def remove_spool(spec: JobSpec) -> None:
@@ -215,4 +224,6 @@ def warm_up(settings_json: str) -> bool:
     models.silero_vad()
     if settings.analysis.dnsmos:
         models.dnsmos_sessions()
+    if settings.analysis.transcribe:
+        models.whisper(settings.analysis.whisper_model, settings.analysis.whisper_compute_type, settings.threads)
     return True

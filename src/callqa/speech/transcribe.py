@@ -1,16 +1,19 @@
-"""Transcription per leg over the speech regions the VAD found (faster-whisper, batched).
+"""Transcription per leg over the speech the VAD found (faster-whisper, batched).
 
 Why not run Whisper on each whole leg: most of a call leg is the other side talking or silence, which costs
-time and is where Whisper invents words ("Thank you."). Here each leg's VAD segments are grouped into clips of
-at most 30 s (Whisper's window; gaps longer than ``max_gap_s`` start a new clip), clips of both legs are
-decoded in batches by ``BatchedInferencePipeline`` (no conditioning on previous text, so no runaway
-repetition), and segments that look like hallucinations are dropped (Whisper's own rule: no-speech
-probability above 0.6 with average log-probability below -1; also any segment below ``min_avg_logprob`` or
-with a compression ratio above 2.4). Clips are processed a group at a time, so memory stays bounded on long legs.
+time and is where Whisper invents words ("Thank you."). Here each leg's VAD segments, widened by ``pad_s`` of
+context, are packed into windows of at most 30 s (Whisper's window) with ``gap_s`` of silence between pieces,
+like faster-whisper's own VAD filter does; the windows of both legs are decoded in batches by
+``BatchedInferencePipeline`` (no conditioning on previous text, so no runaway repetition), and every word is
+mapped back to its place on the leg's timeline. Segments that look like hallucinations are dropped (Whisper's
+own rule: no-speech probability above 0.6 with average log-probability below -1; also any segment below
+``min_avg_logprob``, and the text of any piece whose compression ratio is above 2.4: a repetition loop).
+Windows are processed a group at a time, so memory stays bounded on long legs.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,7 @@ from callqa import models
 
 RATE = 16000
 WHISPER_WINDOW_S = 30.0
+Span = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,9 @@ class TranscribeOptions:
     compute_type: str = "int8"
     beam_size: int = 5
     batch_size: int = 8
-    max_gap_s: float = 5.0
-    pad_s: float = 0.5  # context around each clip (the VAD cuts close to the speech; Whisper likes some air)
-    clips_per_group: int = 32  # bounds memory: features of at most this many 30 s clips at a time
+    pad_s: float = 0.4  # context around each speech segment (the VAD cuts close; Whisper likes some air)
+    gap_s: float = 0.6  # silence between two pieces packed into one window
+    windows_per_group: int = 16  # bounds memory: features of at most this many windows at a time
     no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.5
     max_compression_ratio: float = 2.4
@@ -59,103 +63,150 @@ class Utterance:
 class TranscriptResult:
     utterances: list[Utterance] = field(default_factory=list)
     dropped: list[tuple[int, float, float, str]] = field(default_factory=list)  # leg, start, end, why
-    clip_s: float = 0.0  # seconds of audio sent to the model
+    audio_s: float = 0.0  # seconds of speech (with context) sent to the model
 
 
-def clips(speech: list[tuple[float, float]], max_gap_s: float, max_len_s: float = WHISPER_WINDOW_S
-          ) -> list[tuple[float, float]]:  # fmt: skip
-    """Group speech segments into clips of at most ``max_len_s``; a longer segment is split."""
-    out: list[tuple[float, float]] = []
+@dataclass
+class Window:
+    """Pieces of one leg packed into one Whisper window: (start in the window, start on the leg, length)."""
+
+    leg: int
+    pieces: list[tuple[float, float, float]]
+
+    @property
+    def length_s(self) -> float:
+        return self.pieces[-1][0] + self.pieces[-1][2] if self.pieces else 0.0
+
+    def piece_at(self, t: float) -> int:
+        """The piece holding window time ``t`` (a time in a gap belongs to the nearer piece)."""
+        for k, (w0, _, n) in enumerate(self.pieces):
+            nxt = self.pieces[k + 1][0] if k + 1 < len(self.pieces) else float("inf")
+            if t < (w0 + n + nxt) / 2:
+                return k
+        return len(self.pieces) - 1
+
+    def to_leg(self, t: float, k: int) -> float:
+        w0, l0, n = self.pieces[k]
+        return round(l0 + min(max(t - w0, 0.0), n), 3)
+
+
+def pieces(speech: list[Span], pad_s: float, duration_s: float) -> list[Span]:
+    """Speech segments widened by ``pad_s`` (within the leg), merged where they touch, split at 30 s."""
+    out: list[Span] = []
     for a, b in speech:
-        while b - a > max_len_s:  # a single segment longer than the window
-            out.append((a, a + max_len_s))
-            a += max_len_s
-        if out and a - out[-1][1] <= max_gap_s and b - out[-1][0] <= max_len_s:
-            out[-1] = (out[-1][0], b)
+        a, b = max(0.0, a - pad_s), min(duration_s, b + pad_s)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
             out.append((a, b))
+    split: list[Span] = []
+    for a, b in out:
+        while b - a > WHISPER_WINDOW_S:
+            split.append((a, a + WHISPER_WINDOW_S))
+            a += WHISPER_WINDOW_S
+        split.append((a, b))
+    return split
+
+
+def pack(leg: int, spans: list[Span], gap_s: float) -> list[Window]:
+    """Pieces into windows of at most 30 s, in time order, ``gap_s`` of silence between pieces."""
+    windows: list[Window] = []
+    current = Window(leg, [])
+    for a, b in spans:
+        start = current.length_s + gap_s if current.pieces else 0.0
+        if current.pieces and start + (b - a) > WHISPER_WINDOW_S:
+            windows.append(current)
+            current, start = Window(leg, []), 0.0
+        current.pieces.append((start, a, b - a))
+    if current.pieces:
+        windows.append(current)
+    return windows
+
+
+def _window_audio(x: np.ndarray, w: Window) -> np.ndarray:
+    out = np.zeros(int(round(w.length_s * RATE)) + 1, np.float32)
+    for w0, l0, n in w.pieces:
+        piece = x[int(l0 * RATE) : int(l0 * RATE) + int(n * RATE)]
+        out[int(w0 * RATE) : int(w0 * RATE) + piece.size] = piece
     return out
 
 
-def padded(spans: list[tuple[float, float]], pad_s: float, duration_s: float) -> list[tuple[float, float]]:
-    """Each clip widened by ``pad_s``, within the leg and never into its neighbours (nor past 30 s)."""
-    out = []
-    for k, (a, b) in enumerate(spans):
-        lo = max(0.0, a - pad_s, spans[k - 1][1] if k else 0.0)
-        hi = min(duration_s, b + pad_s, spans[k + 1][0] if k + 1 < len(spans) else duration_s)
-        room = max(0.0, WHISPER_WINDOW_S - (b - a))
-        out.append((max(lo, a - room / 2), min(hi, b + room / 2)))
-    return out
-
-
-def transcribe(legs16k: list[np.ndarray], speech: list[list[tuple[float, float]]],
-               opts: TranscribeOptions) -> TranscriptResult:  # fmt: skip
-    """Utterances of every leg (times in the leg's own timeline), ordered by start time."""
-    work = []  # (leg, padded start, padded end, speech start, speech end)
-    for i, segs in enumerate(speech):
-        tight = clips(segs, opts.max_gap_s)
-        work += [(i, *pad, *clip) for pad, clip in zip(padded(tight, opts.pad_s, legs16k[i].size / RATE), tight,
-                                                       strict=True)]  # fmt: skip
-    result = TranscriptResult(clip_s=sum(w[2] - w[1] for w in work))
-    if not work:
+def transcribe(legs16k: list[np.ndarray], speech: list[list[Span]], opts: TranscribeOptions) -> TranscriptResult:
+    """Utterances of every leg (times on the leg's own timeline), ordered by start time."""
+    windows = [w for i, segs in enumerate(speech)
+               for w in pack(i, pieces(segs, opts.pad_s, legs16k[i].size / RATE), opts.gap_s)]  # fmt: skip
+    result = TranscriptResult(audio_s=sum(n for w in windows for _, _, n in w.pieces))
+    if not windows:
         return result
     from faster_whisper import BatchedInferencePipeline
 
     pipeline = BatchedInferencePipeline(models.whisper(opts.model, opts.compute_type, opts.threads))
-    for g in range(0, len(work), opts.clips_per_group):
-        group = work[g : g + opts.clips_per_group]
-        pieces, starts, pos = [], [], 0
-        for leg, a, b, _, _ in group:
-            x = legs16k[leg][int(a * RATE) : int(b * RATE)]
-            pieces.append(x)
-            starts.append(pos)
-            pos += x.size
-        audio = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
-        stamps = [{"start": s / RATE, "end": (s + p.size) / RATE} for s, p in zip(starts, pieces, strict=True)]
+    for g in range(0, len(windows), opts.windows_per_group):
+        group = windows[g : g + opts.windows_per_group]
+        audios = [_window_audio(legs16k[w.leg], w) for w in group]
+        starts = np.cumsum([0] + [a.size for a in audios[:-1]])
+        stamps = [{"start": s / RATE, "end": (s + a.size) / RATE} for s, a in zip(starts, audios, strict=True)]
         segments, _ = pipeline.transcribe(
-            audio, language=opts.language, clip_timestamps=stamps, vad_filter=False, word_timestamps=True,
-            beam_size=opts.beam_size, batch_size=opts.batch_size, condition_on_previous_text=False,
-            without_timestamps=True,
+            np.concatenate(audios), language=opts.language, clip_timestamps=stamps, vad_filter=False,
+            word_timestamps=True, beam_size=opts.beam_size, batch_size=opts.batch_size,
+            condition_on_previous_text=False, without_timestamps=True,
         )  # fmt: skip
         for seg in segments:
-            # the clip holding the segment's middle (Whisper's 20 ms time steps can put a start just before its clip)
             middle = (float(seg.start) + float(seg.end)) / 2 * RATE
             k = max(0, int(np.searchsorted(starts, middle, side="right")) - 1)
-            leg, a, _, speech_a, speech_b = group[k]
-            shift = float(a - starts[k] / RATE)  # compact-audio time -> leg time
+            window, offset = group[k], starts[k] / RATE
             why = _hallucination(seg, opts)
             if why:
-                result.dropped.append((leg, seg.start + shift, seg.end + shift, why))
+                p = window.piece_at(float(seg.start) - offset)
+                at = window.to_leg(float(seg.start) - offset, p)
+                result.dropped.append((window.leg, at, window.to_leg(float(seg.end) - offset, p), why))
                 continue
-            words = [Word(w.word.strip(), _at(w.start, shift), _at(w.end, shift), round(float(w.probability), 3))
-                     for w in seg.words or [] if w.word.strip()]  # fmt: skip
-            text = seg.text.strip()
-            if text:
-                confidence = round(float(np.exp(seg.avg_logprob)), 3)
-                # the words' times are tighter than the segment's (which may include the clip's padding)
-                # and within the speech the VAD found (Whisper stretches a first word over leading silence)
-                start = max(words[0].start_s if words else _at(seg.start, shift), round(speech_a, 3))
-                end = min(words[-1].end_s if words else _at(seg.end, shift), round(speech_b, 3))
-                if words:
-                    words[0].start_s = min(max(words[0].start_s, start), words[0].end_s)
-                    words[-1].end_s = max(min(words[-1].end_s, end), words[-1].start_s)
-                result.utterances.append(Utterance(leg, start, end, text, words, confidence))
+            confidence = round(float(np.exp(seg.avg_logprob)), 3)
+            for u in _split(window, offset, seg, confidence):
+                # a repetition loop shows within one piece of speech (a segment may span several pieces,
+                # whose texts may rightly repeat each other)
+                ratio = compression_ratio(u.text)
+                if ratio > opts.max_compression_ratio:
+                    result.dropped.append((u.leg, u.start_s, u.end_s, f"repetitive output (compression ratio "
+                                                                      f"{ratio:.1f})"))  # fmt: skip
+                else:
+                    result.utterances.append(u)
     result.utterances.sort(key=lambda u: (u.start_s, u.leg))
     return result
 
 
-def _at(t: float, shift: float) -> float:
-    return round(float(t) + shift, 3)
+def _split(window: Window, offset: float, seg: object, confidence: float) -> list[Utterance]:
+    """One Whisper segment as utterances on the leg's timeline: one per packed piece its words fall in (a
+    segment may run across the silence that was cut out between two pieces)."""
+    by_piece: dict[int, list[Word]] = {}
+    for w in getattr(seg, "words", None) or []:
+        text = w.word.strip()
+        if not text:
+            continue
+        t0, t1 = float(w.start) - offset, float(w.end) - offset
+        k = window.piece_at((t0 + t1) / 2)
+        by_piece.setdefault(k, []).append(Word(text, window.to_leg(t0, k), window.to_leg(t1, k),
+                                               round(float(w.probability), 3)))  # fmt: skip
+    if not by_piece:  # no word timestamps: the segment as a whole
+        t0, t1 = float(getattr(seg, "start", 0.0)) - offset, float(getattr(seg, "end", 0.0)) - offset
+        k = window.piece_at(t0)
+        text = str(getattr(seg, "text", "")).strip()
+        return [Utterance(window.leg, window.to_leg(t0, k), window.to_leg(t1, k), text, [], confidence)] if text else []
+    return [Utterance(window.leg, words[0].start_s, words[-1].end_s, " ".join(w.word for w in words), words,
+                      confidence) for _, words in sorted(by_piece.items())]  # fmt: skip
 
 
 def _hallucination(seg: object, opts: TranscribeOptions) -> str:
     no_speech = float(getattr(seg, "no_speech_prob", 0.0))
     logprob = float(getattr(seg, "avg_logprob", 0.0))
-    ratio = float(getattr(seg, "compression_ratio", 0.0))
     if no_speech > opts.no_speech_prob and logprob < -1.0:
         return f"probably not speech (no-speech probability {no_speech:.2f}, log-probability {logprob:.2f})"
     if logprob < opts.min_avg_logprob:
         return f"too uncertain to keep (log-probability {logprob:.2f})"
-    if ratio > opts.max_compression_ratio:
-        return f"repetitive output (compression ratio {ratio:.1f})"
     return ""
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: bytes of text / bytes of its zlib compression."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0

@@ -15,7 +15,7 @@ from callqa.api.deps import ReadKey, State, WriteKey
 from callqa.api.runner import QueueFull
 from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
 from callqa.errors import CallqaError, FetchError
-from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir
+from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
 from callqa.pipeline import parse_roles
 from callqa.report import CallReport
 from callqa.service import cache_key
@@ -30,6 +30,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 Files = Annotated[list[UploadFile] | None, File(description="one recording (stereo or mixed) or two legs")]
 Wait = Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the result before answering 202")]
 SourceForm = Annotated[str | None, Form(max_length=2000)]
+Transcribe = Annotated[bool, Form(description="add the transcript, conversation metrics and phrase rules")]
 
 
 def _job_out(state: State, job: Job) -> JobOut:
@@ -89,7 +90,7 @@ async def _done(state: State, kind: str, report: CallReport, assessment: Assessm
 
 async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze"], files: list[UploadFile] | None,
                  url: str | None, sftp: str | None, call_id: str | None, roles: str | None,
-                 wait: float) -> Any:  # fmt: skip
+                 wait: float, transcribe: bool = False) -> Any:  # fmt: skip
     files = files or []
     given = [bool(files), url is not None, sftp is not None, call_id is not None]
     if sum(given) != 1:
@@ -119,7 +120,8 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
             raise
         source = Source(files=paths, labels=labels)
         try:
-            key = await asyncio.to_thread(cache_key, [Path(p) for p in paths], state.settings, role_list)
+            settings = with_transcription(state.settings, transcribe)
+            key = await asyncio.to_thread(cache_key, [Path(p) for p in paths], settings, role_list)
             hit = state.store.cached(key, state.settings.cache_ttl_s)
         except CallqaError:
             hit = None
@@ -127,7 +129,7 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
             shutil.rmtree(spool, ignore_errors=True)
             state.metrics.observe_report(hit, cached=True)
             return await _done(state, kind, hit)
-    spec = JobSpec(kind=kind, source=source, roles=role_list, spool=spool)
+    spec = JobSpec(kind=kind, source=source, roles=role_list, spool=spool, transcribe=transcribe)
     try:
         job = state.runner.submit(spec, key_id, job_id)
     except QueueFull as exc:
@@ -150,20 +152,21 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
 
 @router.post("/analyze", response_model=CallReport, responses={202: {"model": JobOut}, **ERRORS})
 async def analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None, sftp: SourceForm = None,
-                  call_id: SourceForm = None, roles: SourceForm = None, wait: Wait = 0.0) -> Any:  # fmt: skip
+                  call_id: SourceForm = None, roles: SourceForm = None, transcribe: Transcribe = False,
+                  wait: Wait = 0.0) -> Any:  # fmt: skip
     """Analyse one call: an upload (one stereo/mixed file or two legs), an HTTP(S) URL on an allowed recording
     host, an SFTP path on a configured server (``name:/path``), or a stored call id. Cache hits answer 200 at
     once; other work answers 202 with a job (``GET /jobs/{id}``) unless it finishes within ``wait`` seconds."""
-    return await _start(state, key.id, "analyze", files, url, sftp, call_id, roles, wait)
+    return await _start(state, key.id, "analyze", files, url, sftp, call_id, roles, wait, transcribe)
 
 
 @router.post("/ai-analyze", response_model=AiAnalysis, responses={202: {"model": JobOut}, **ERRORS})
 async def ai_analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None,
                      sftp: SourceForm = None, call_id: SourceForm = None, roles: SourceForm = None,
-                     wait: Wait = 0.0) -> Any:  # fmt: skip
+                     transcribe: Transcribe = False, wait: Wait = 0.0) -> Any:  # fmt: skip
     """As /analyze, plus a short assessment by the small language model (what is wrong, which side, likely
     cause, what to check), or the offline summary when no model is configured or it fails."""
-    return await _start(state, key.id, "ai-analyze", files, url, sftp, call_id, roles, wait)
+    return await _start(state, key.id, "ai-analyze", files, url, sftp, call_id, roles, wait, transcribe)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
