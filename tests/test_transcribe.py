@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,6 +71,12 @@ def test_wer_no_worse_than_faster_whisper_directly(row: dict[str, str], testdata
     assert ours_wer <= 0.5  # tiny.en on read speech: sanity bound
 
 
+def test_speech_buried_in_babble_is_not_transcribed(testdata: Path, tmp_path: Path) -> None:
+    """Speech at 0 dB SNR in babble (the PESQ test file): Whisper's guesses are too uncertain to keep."""
+    report, _ = analyze_files([testdata / "audio/pesq/speech_bab_0dB.wav"], settings(tmp_path))
+    assert report.transcript == [] and any(f.code == "no_transcript" for f in report.findings)
+
+
 def test_stereo_channels_are_two_speakers_with_their_words(testdata: Path, tmp_path: Path) -> None:
     report, _ = analyze_files([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings(tmp_path))
     by_leg = {leg: " ".join(u.text for u in report.transcript if u.leg == leg) for leg in ("left", "right")}
@@ -119,12 +126,32 @@ def _tones(rate: int, seconds: float, freqs: list[tuple[float, float]], on: floa
     return x
 
 
-@pytest.mark.parametrize("kind", ["silence", "noise", "dtmf", "music"])
+@pytest.mark.parametrize("kind", ["silence", "noise", "dtmf", "music", "german"])
 def test_no_invented_words(kind: str, tmp_path: Path) -> None:
     rate, seconds = 8000, 20.0
     rng = np.random.default_rng(3)
     n = int(rate * seconds)
-    if kind == "silence":
+    if kind == "german":  # a language the English-only model does not know: nothing, rather than made-up English
+        said = tmp_path / "said.wav"
+        subprocess.run(
+            [
+                "espeak-ng",
+                "-v",
+                "de",
+                "-s",
+                "150",
+                "-w",
+                str(said),
+                "Guten Tag, ich möchte meine "
+                "Rechnung bezahlen. Können Sie mir bitte helfen? Vielen Dank für Ihre Geduld.",
+            ],
+            check=True,
+        )
+        audio = decode_file(said, 3600)
+        x = np.zeros(n)
+        y = resample(audio.samples[0], audio.sample_rate, rate)[: n - rate]
+        x[rate : rate + y.size] = y
+    elif kind == "silence":
         x = np.zeros(n)
     elif kind == "noise":
         x = 0.1 * rng.standard_normal(n)

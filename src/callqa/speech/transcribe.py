@@ -36,7 +36,7 @@ class TranscribeOptions:
     gap_s: float = 0.6  # silence between two pieces packed into one window
     windows_per_group: int = 16  # bounds memory: features of at most this many windows at a time
     no_speech_prob: float = 0.6
-    min_avg_logprob: float = -1.5
+    min_avg_logprob: float = -0.7  # confidence 0.5: read speech scores 0.7-0.95, other languages ~0.4
     max_compression_ratio: float = 2.4
     threads: int = 0
 
@@ -124,9 +124,10 @@ def pack(leg: int, spans: list[Span], gap_s: float) -> list[Window]:
 
 
 def _window_audio(x: np.ndarray, w: Window) -> np.ndarray:
-    out = np.zeros(int(round(w.length_s * RATE)) + 1, np.float32)
+    out = np.zeros(min(int(np.ceil(w.length_s * RATE)), int(WHISPER_WINDOW_S * RATE)), np.float32)
     for w0, l0, n in w.pieces:
         piece = x[int(l0 * RATE) : int(l0 * RATE) + int(n * RATE)]
+        piece = piece[: max(0, out.size - int(w0 * RATE))]
         out[int(w0 * RATE) : int(w0 * RATE) + piece.size] = piece
     return out
 
