@@ -255,9 +255,18 @@ def sniff(
     as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
     stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
+    transcribe: Annotated[bool, typer.Option("--transcribe", help="transcribe live, and in the reports")] = False,
+    rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (forbidden phrases raise live events)")] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option(
+            help="callqa service to send live events to, e.g. http://127.0.0.1:8084 (key: CALLQA_PUBLISH_KEY)"
+        ),
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
-    """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends."""
+    """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends; with
+    --transcribe, each direction is also transcribed as the call goes on and the segments are published."""
     import signal
 
     from callqa.capture import live
@@ -269,9 +278,26 @@ def sniff(
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
     source = f"live:{interface or ''}{'+hep:' + hep if hep else ''}"
     try:
-        settings = _settings(db, None, no_nisqa, False)
+        settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         store = Store(settings.db)
         tracker = Tracker(keep_audio=not stats_only, srtp_keys=settings.srtp_keys, inactivity_s=inactivity)
+        follower = None
+        if settings.analysis.transcribe and not stats_only:
+            import os
+
+            from callqa.capture.live_audio import LiveAudio
+            from callqa.capture.publish import Publisher
+            from callqa.speech.live import LiveTranscriber
+            from callqa.speech.rules import load_rules
+
+            publisher = Publisher(publish, os.environ.get("CALLQA_PUBLISH_KEY"))
+            ruleset = load_rules(settings.analysis.rules_file) if settings.analysis.rules_file else None
+            follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset))
+
+        def ended(call) -> None:  # type: ignore[no-untyped-def]
+            if follower is not None:
+                follower.ended(call)
+            analyser.submit(analyse, call)
 
         def analyse(call) -> None:  # type: ignore[no-untyped-def]
             try:
@@ -288,8 +314,11 @@ def sniff(
 
         # finished calls are analysed on a worker thread, so the capture loop keeps reading meanwhile
         with ThreadPoolExecutor(max_workers=1) as analyser:
-            frames = live.run(tracker, lambda call: analyser.submit(analyse, call), interface, bpf, hep, duration,
-                              lambda: stop["flag"])  # fmt: skip
+            frames = live.run(tracker, ended, interface, bpf, hep, duration, lambda: stop["flag"],
+                              on_tick=(lambda: follower.poll(tracker)) if follower else None)  # fmt: skip
+        if follower is not None:  # the last utterances are transcribed and sent before we exit
+            follower.sink.close()  # type: ignore[attr-defined]
+            publisher.close()
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callqa.ai.assistant import Assistant
+from callqa.api.hub import Hub
 from callqa.api.keys import ApiKey, KeyStore, Scope
 from callqa.api.metrics import Metrics
 from callqa.api.runner import Runner
@@ -51,6 +52,7 @@ class AppState:
     assistant: Assistant
     runner: Runner
     limiter: RateLimiter
+    hub: Hub = field(default_factory=lambda: Hub())
     verified: dict[str, tuple[ApiKey, float]] = field(default_factory=dict)
 
     def verify(self, token: str) -> ApiKey | None:

@@ -16,7 +16,7 @@ from callqa.ai.providers import Provider, make_provider
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.keys import KeyStore
 from callqa.api.metrics import Metrics
-from callqa.api.routes import ai, analyze, calls, ops
+from callqa.api.routes import ai, analyze, calls, live, ops
 from callqa.api.runner import Runner
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
                   description="Objective quality analysis of VoIP calls: recordings and captured calls in, "
                               "CallReports, AI assessments and answers out.")  # fmt: skip
     app.state.callqa = state
-    for module in (analyze, calls, ai, ops):
+    for module in (analyze, calls, ai, live, ops):
         app.include_router(module.router)
 
     @app.exception_handler(CallqaError)

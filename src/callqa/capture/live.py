@@ -90,6 +90,8 @@ def run(
     hep: str | None = None,
     duration_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_tick: Callable[[], object] | None = None,
+    tick_s: float = 0.25,
 ) -> int:
     """Capture until ``duration_s`` passes or ``should_stop()``; report calls as they end and the rest at the
     end. Returns the number of frames read."""
@@ -105,6 +107,7 @@ def run(
     loopback = iface == "lo"
     deadline = time.time() + duration_s if duration_s else None
     next_expiry = time.time() + 1.0
+    next_tick = time.time() + tick_s
 
     def read_raw(limit: int) -> int:
         n = 0
@@ -121,7 +124,7 @@ def run(
 
     try:
         while not should_stop() and (deadline is None or time.time() < deadline):
-            ready, _, _ = select.select(sockets, [], [], 0.2)
+            ready, _, _ = select.select(sockets, [], [], min(0.2, tick_s))
             for sock in ready:
                 if sock is raw:
                     read_raw(BATCH)  # drain what is queued: one select per batch, not per packet
@@ -131,6 +134,9 @@ def run(
                         tracker.feed_segment(parse_hep3(data))
                     except ParseError as exc:
                         tracker.warn(f"HEP from {addr[0]}: {exc}")
+            if on_tick is not None and time.time() >= next_tick:
+                on_tick()  # e.g. feed the newly arrived audio to the live transcriber
+                next_tick = time.time() + tick_s
             if time.time() >= next_expiry:
                 # while packets are queued, time is the capture's (the newest packet read): a backlog must not
                 # make calls look inactive; once the sockets are idle, the wall clock moves it on

@@ -1,0 +1,281 @@
+"""Live transcription: each direction's audio is fed as it arrives; utterances are cut by a streaming VAD and
+transcribed as soon as they end; partial and final segments and rule events are published as dicts.
+
+Per direction, Silero VAD (the same ONNX model as offline) runs frame by frame (32 ms at 16 kHz) with its LSTM
+state carried across chunks. An utterance ends after ``min_silence_s`` of silence (or at ``max_utterance_s``);
+it is then queued for the transcription worker, which takes every queued utterance at once and decodes them
+as one batch with the offline code (``speech.transcribe``), so the calculations stay in one place. While an
+utterance goes on, a partial transcript of it is made every ``partial_every_s`` when the worker is idle.
+Events:
+
+    {"type": "final" | "partial", "call_id", "leg", "start_s", "end_s", "text", "words": [...], "latency_s"}
+    {"type": "rule", "call_id", "leg", "rule", "words", "start_s", "end_s", "severity"}   (forbidden phrases)
+    {"type": "call_end", "call_id"}
+
+``latency_s`` of a final is the time from the arrival of the utterance's last audio to its publication.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from callqa import models
+from callqa.audio.resample import resample
+from callqa.report import Utterance as ReportUtterance
+from callqa.report import Word as ReportWord
+from callqa.speech import transcribe
+from callqa.speech.redaction import redact_utterance
+from callqa.speech.rules import RuleSet, find
+
+RATE = 16000
+FRAME = 512  # Silero's frame at 16 kHz
+CONTEXT = 64
+
+Publish = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    threshold: float = 0.5
+    min_silence_s: float = 0.5
+    min_speech_s: float = 0.25
+    pad_s: float = 0.2
+    max_utterance_s: float = 25.0
+    context_s: float = 8.0  # the direction's previous utterance is decoded before the new one, as context
+    partial_every_s: float = 1.0  # 0 turns partials off
+    transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions()  # the offline options
+    redact: bool = True
+
+
+class StreamingVad:
+    """Speech probability per 32 ms frame, fed in chunks of any size, state carried between chunks."""
+
+    def __init__(self) -> None:
+        self.session = models.silero_vad().session
+        self.h = np.zeros((1, 1, 128), np.float32)
+        self.c = np.zeros((1, 1, 128), np.float32)
+        self.context = np.zeros(CONTEXT, np.float32)
+        self.pending = np.zeros(0, np.float32)
+
+    def feed(self, x16: np.ndarray) -> np.ndarray:
+        self.pending = np.concatenate([self.pending, x16.astype(np.float32)])
+        n = self.pending.size // FRAME
+        if n == 0:
+            return np.zeros(0, np.float32)
+        frames = self.pending[: n * FRAME].reshape(n, FRAME)
+        self.pending = self.pending[n * FRAME :]
+        contexts = np.vstack([self.context[None], frames[:-1, -CONTEXT:]])
+        self.context = frames[-1, -CONTEXT:].copy()
+        out, self.h, self.c = self.session.run(None, {"input": np.hstack([contexts, frames]), "h": self.h,
+                                                      "c": self.c})  # fmt: skip
+        return np.asarray(out, np.float32).reshape(-1)
+
+
+@dataclass
+class Direction:
+    call_id: str
+    leg: str
+    vad: StreamingVad
+    start_s: float = 0.0  # call time of the first sample fed
+    audio: list[np.ndarray] = field(default_factory=list)  # 16 kHz, from ``kept_from``
+    kept_from: int = 0  # sample index (from start_s) of audio[0]
+    fed: int = 0  # samples fed so far
+    speech_from: int | None = None  # sample where the current utterance began
+    silence: int = 0  # samples of silence since the last speech frame
+    last_partial: int = 0
+    previous: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # last final's audio (context)
+    arrivals: list[tuple[int, float]] = field(default_factory=list)  # (sample index, wall-clock arrival)
+
+    def samples(self, a: int, b: int) -> np.ndarray:
+        x = np.concatenate(self.audio) if len(self.audio) > 1 else (self.audio[0] if self.audio else np.zeros(0))
+        self.audio = [x]
+        return x[max(0, a - self.kept_from) : max(0, b - self.kept_from)]
+
+    def arrival_of(self, sample: int) -> float:
+        return next((t for i, t in self.arrivals if i >= sample), self.arrivals[-1][1] if self.arrivals else 0.0)
+
+
+@dataclass
+class Job:
+    direction: Direction
+    a: int
+    b: int
+    final: bool
+    ended_at: float  # wall clock: arrival of the utterance's last audio
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # taken when queued
+    context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the direction's last utterance
+
+
+class LiveTranscriber:
+    def __init__(self, publish: Publish, options: LiveOptions = LiveOptions(), rules: RuleSet | None = None):
+        self.publish, self.opts, self.rules = publish, options, rules
+        self.directions: dict[tuple[str, str], Direction] = {}
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.worker = threading.Thread(target=self._work, name="live-transcriber", daemon=True)
+        self.worker.start()
+
+    # --- audio in -------------------------------------------------------------------------------------
+
+    def feed(self, call_id: str, leg: str, pcm: np.ndarray, rate: int, call_time_s: float,
+             arrival: float | None = None) -> None:  # fmt: skip
+        """``pcm`` (mono float) of one direction; ``call_time_s`` is the call time of its first sample."""
+        arrival = time.time() if arrival is None else arrival
+        x = resample(np.asarray(pcm, np.float32), rate, RATE) if rate != RATE else np.asarray(pcm, np.float32)
+        with self.lock:
+            d = self.directions.get((call_id, leg))
+            if d is None:
+                d = self.directions[(call_id, leg)] = Direction(call_id, leg, StreamingVad(), call_time_s)
+            d.audio.append(x)
+            d.arrivals.append((d.fed + x.size, arrival))
+            first_frame = (d.fed - d.vad.pending.size) // FRAME
+            d.fed += x.size
+            probs = d.vad.feed(x)
+            for k, p in enumerate(probs):
+                self._frame(d, (first_frame + k) * FRAME, float(p), arrival)
+
+    def _frame(self, d: Direction, at: int, p: float, arrival: float) -> None:
+        o = self.opts
+        if p >= o.threshold:
+            if d.speech_from is None:
+                d.speech_from = max(d.kept_from, at - int(o.pad_s * RATE))
+                d.last_partial = at
+            d.silence = 0
+        elif d.speech_from is not None:
+            d.silence += FRAME
+        if d.speech_from is None:
+            self._trim(d, at)
+            return
+        end = at + FRAME
+        too_long = end - d.speech_from >= o.max_utterance_s * RATE
+        if d.silence >= o.min_silence_s * RATE or too_long:
+            speech_end = end - d.silence + int(o.pad_s * RATE)
+            if speech_end - d.speech_from - int(2 * o.pad_s * RATE) >= o.min_speech_s * RATE:
+                b = min(speech_end, end)
+                ended_at = d.arrival_of(end - d.silence)
+                self._queue(d, Job(d, d.speech_from, b, True, ended_at, d.samples(d.speech_from, b)))
+            d.speech_from = None if not too_long else end
+            d.silence = 0
+            self._trim(d, end)
+        elif o.partial_every_s and end - d.last_partial >= o.partial_every_s * RATE and self.jobs.empty():
+            d.last_partial = end
+            self._queue(d, Job(d, d.speech_from, end, False, arrival, d.samples(d.speech_from, end)))
+
+    def _queue(self, d: Direction, job: Job) -> None:
+        job.context = d.previous
+        if job.final:
+            d.previous = job.audio[-int(self.opts.context_s * RATE) :].copy()
+        self.jobs.put(job)
+
+    def _trim(self, d: Direction, keep_from: int) -> None:
+        """Forget audio before ``keep_from`` less the padding (bounded memory between utterances)."""
+        keep_from -= int(self.opts.pad_s * RATE)
+        if keep_from - d.kept_from > RATE:  # in steps of a second, to keep copying cheap
+            x = d.samples(keep_from, d.fed)
+            d.audio, d.kept_from = [x], keep_from
+            d.arrivals = [(i, t) for i, t in d.arrivals if i >= keep_from] or d.arrivals[-1:]
+
+    def end_call(self, call_id: str) -> None:
+        """The call is over: cut the open utterances, then say so on the feed."""
+        with self.lock:
+            for key in [k for k in self.directions if k[0] == call_id]:
+                d = self.directions.pop(key)
+                if d.speech_from is not None and d.fed - d.speech_from >= self.opts.min_speech_s * RATE:
+                    audio = d.samples(d.speech_from, d.fed)
+                    self._queue(d, Job(d, d.speech_from, d.fed, True, d.arrival_of(d.fed), audio))
+        self.jobs.put(Job(Direction(call_id, "", None), 0, 0, True, 0.0))  # type: ignore[arg-type]
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.jobs.put(None)
+        self.worker.join(timeout_s)
+
+    # --- transcription --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            batch = [job]
+            while len(batch) < 16:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            todo = [j for j in batch if j is not None]
+            # a partial is stale when the same utterance's final is already waiting
+            finals = {(id(j.direction), j.a) for j in todo if j.final}
+            todo = [j for j in todo if j.final or (id(j.direction), j.a) not in finals]
+            try:
+                self._run(todo)
+            except Exception as exc:  # noqa: BLE001 - the capture must go on whatever the model does
+                self.publish({"type": "error", "message": f"live transcription failed: {exc}"})
+            if stop:
+                return
+
+    def _run(self, jobs: list[Job]) -> None:
+        gap = np.zeros(int(self.opts.transcribe.gap_s * RATE), np.float32)
+        audio, speech, boundary = [], [], []
+        for j in jobs:
+            c = j.context.size
+            audio.append(np.concatenate([j.context, gap, j.audio]) if c else j.audio)
+            b = (c + gap.size) / RATE if c else 0.0
+            boundary.append(b)
+            speech.append(([(0.0, c / RATE)] if c else []) + ([(b, b + j.audio.size / RATE)] if j.audio.size else []))
+        result = transcribe.transcribe(audio, speech, self.opts.transcribe) if any(speech) else None
+        for k, j in enumerate(jobs):
+            d = j.direction
+            if d.vad is None:  # the end-of-call marker, after that call's last utterances
+                self.publish({"type": "call_end", "call_id": d.call_id})
+                continue
+            offset = d.start_s + j.a / RATE - boundary[k]  # job audio time -> call time
+            mine = [w for u in (result.utterances if result else []) if u.leg == k for w in u.words
+                    if w.start_s >= boundary[k] - 0.15]  # the context's words were only there to help  # fmt: skip
+            words = [ReportWord(word=w.word, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3),
+                                probability=w.probability) for w in mine]  # fmt: skip
+            text = " ".join(w.word for w in words)
+            if not text and not j.final:
+                continue
+            utt = ReportUtterance(leg=d.leg if d.leg in _ROLES else "mixed", start_s=round(d.start_s + j.a / RATE, 3),
+                                  end_s=round(d.start_s + j.b / RATE, 3), text=text, words=words,
+                                  confidence=1.0)  # type: ignore[arg-type]  # fmt: skip
+            if self.opts.redact:
+                utt = redact_utterance(utt)
+            event = {"type": "final" if j.final else "partial", "call_id": d.call_id, "leg": d.leg,
+                     "start_s": utt.start_s, "end_s": utt.end_s, "text": utt.text,
+                     "words": [w.model_dump() for w in utt.words],
+                     "latency_s": round(time.time() - j.ended_at, 3)}  # fmt: skip
+            if j.final and not text:
+                continue  # nothing recognisable: no empty final
+            self.publish(event)
+            if j.final and self.rules is not None:
+                self._rules(d, utt)
+
+    def _rules(self, d: Direction, utt: ReportUtterance) -> None:
+        assert self.rules is not None
+        for rule in self.rules.rules:
+            if rule.type != "forbidden" or (rule.leg and rule.leg != d.leg):
+                continue
+            for phrase in rule.phrases:
+                for _, start, end, words in find([utt], phrase, [utt.leg]):
+                    self.publish(
+                        {
+                            "type": "rule",
+                            "call_id": d.call_id,
+                            "leg": d.leg,
+                            "rule": rule.name,
+                            "words": words,
+                            "start_s": start,
+                            "end_s": end,
+                            "severity": rule.severity,
+                        }
+                    )
+
+
+_ROLES = {"caller", "callee", "agent", "customer", "left", "right", "mixed"}

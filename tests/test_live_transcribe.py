@@ -1,0 +1,143 @@
+"""Live transcription: streaming VAD parity, utterances as they end, events over WebSocket, RTP followed live."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+from fastapi import WebSocketDisconnect
+from fastapi.testclient import TestClient
+
+from callqa import models
+from callqa.api.keys import KeyStore
+from callqa.api.main import create_app
+from callqa.audio.decode import decode_file
+from callqa.audio.resample import resample
+from callqa.capture.calls import Tracker, read_capture
+from callqa.capture.live_audio import LiveAudio
+from callqa.capture.media import decode_stream
+from callqa.capture.pcap import CaptureFile
+from callqa.config import AnalysisSettings, Settings
+from callqa.speech.live import FRAME, LiveTranscriber, StreamingVad
+from callqa.speech.rules import RuleSet
+from callqa.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = [(0.5, "agent", "Thank you for calling Acme support, this call may be recorded. How can I help?"),
+          (6.0, "customer", "Hi, my internet has been dropping every evening since Monday."),
+          (11.0, "agent", "I'm sorry to hear that. Let me look up your line, one moment please."),
+          (28.5, "customer", "Are you still there?"),
+          (31.0, "agent", "Yes, thanks for waiting. I can see errors on your line, I will send an engineer."),
+          (37.5, "customer", "Great, thank you very much. Goodbye.")]  # fmt: skip
+
+
+def test_streaming_vad_equals_the_batched_model_on_any_chunking() -> None:
+    x = resample(decode_file(REPO / "examples/call-agent.wav", 3600).samples[0], 8000, 16000)
+    x = x[: x.size // FRAME * FRAME]
+    whole = np.asarray(models.silero_vad()(x)).reshape(-1)
+    vad, probs, rng, i = StreamingVad(), [], np.random.default_rng(1), 0
+    while i < x.size:
+        n = int(rng.integers(1, 3000))
+        probs.append(vad.feed(x[i : i + n]))
+        i += n
+    streamed = np.concatenate(probs)
+    assert streamed.size == whole.size
+    assert np.max(np.abs(streamed - whole)) < 1e-4
+
+
+def test_example_call_transcribed_live_with_rule_events() -> None:
+    events: list[dict] = []
+    done = threading.Event()
+
+    def publish(event: dict) -> None:
+        events.append(event)
+        if event["type"] == "call_end":
+            done.set()
+
+    rules = RuleSet.model_validate({"rules": [{"name": "no_promises", "type": "forbidden",
+                                               "phrases": ["an engineer"], "leg": "agent"}]})  # fmt: skip
+    live = LiveTranscriber(publish, rules=rules)
+    legs = {who: decode_file(REPO / f"examples/call-{who}.wav", 3600).samples[0] for who in ("agent", "customer")}
+    chunk = 160  # 20 ms at 8 kHz, as RTP delivers it, both directions interleaved
+    for i in range(0, legs["agent"].size, chunk):
+        for who, x in legs.items():
+            live.feed("call-1", who, x[i : i + chunk], 8000, i / 8000)
+        if i % (chunk * 50) == 0:
+            time.sleep(0.01)  # let the worker run now and then (faster than real time overall)
+    live.end_call("call-1")
+    assert done.wait(120)
+    live.close()
+    finals = [e for e in events if e["type"] == "final"]
+    assert [e["leg"] for e in finals] == [who for _, who, _ in SCRIPT]
+    for e, (t, _, text) in zip(finals, SCRIPT, strict=True):
+        assert abs(e["start_s"] - t) < 0.6, (e["start_s"], t)
+        assert jiwer.wer(text.lower(), e["text"].lower()) < 0.5, e["text"]
+        assert e["words"] and e["latency_s"] >= 0
+    assert any(e["type"] == "partial" for e in events)
+    [rule] = [e for e in events if e["type"] == "rule"]
+    assert rule["rule"] == "no_promises" and rule["leg"] == "agent" and 33 < rule["start_s"] < 37
+    assert events[-1] == {"type": "call_end", "call_id": "call-1"}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.audio: dict[tuple[str, str], list[np.ndarray]] = {}
+        self.starts: dict[tuple[str, str], float] = {}
+        self.ended: list[str] = []
+
+    def feed(self, call_id, leg, pcm, rate, call_time_s, arrival=None) -> None:  # type: ignore[no-untyped-def]
+        self.audio.setdefault((call_id, leg), []).append(pcm)
+        self.starts.setdefault((call_id, leg), call_time_s)
+
+    def end_call(self, call_id: str) -> None:
+        self.ended.append(call_id)
+
+
+def test_rtp_is_followed_live_as_it_arrives(testdata: Path) -> None:
+    """The capture fed frame by frame, polled as it goes: each direction's audio reaches the transcriber in
+    pieces that add up to the whole stream decoded offline."""
+    path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
+    sink, tracker = Recorder(), Tracker()
+    follower = LiveAudio(sink)
+    polls = 0
+    for n, frame in enumerate(CaptureFile(path).frames()):
+        tracker.feed_frame(frame.ts, frame.linktype, frame.data)
+        if n % 40 == 0:
+            follower.poll(tracker)
+            polls += 1
+    for call in tracker.expire(float("inf")):
+        follower.ended(call)
+    offline = read_capture(path)
+    assert len(sink.ended) == len(offline.calls) == 2
+    for call in offline.calls:
+        for leg, streams in call.streams.items():
+            whole = decode_stream(streams[0].packets, call.encodings[streams[0].key]).samples
+            pieces = sink.audio[(call.id, leg)]
+            live = np.concatenate(pieces)
+            assert len(pieces) > 5  # it really came in pieces
+            assert live.size == whole.size and np.array_equal(live, whole)
+
+
+def test_events_reach_websocket_subscribers(tmp_path: Path) -> None:
+    settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
+    keys = KeyStore(Store(settings.db))
+    write, read = keys.create("write"), keys.create("read")
+    with TestClient(create_app(settings, provider=None)) as client:
+        auth = {"Authorization": f"Bearer {read}"}
+        with client.websocket_connect(f"/ws/calls?token={read}") as everything, \
+                client.websocket_connect("/ws/calls/c2", headers=auth) as one:  # fmt: skip
+            events = [{"type": "final", "call_id": "c1", "leg": "agent", "text": "hello"},
+                      {"type": "rule", "call_id": "c2", "leg": "customer", "rule": "x"}]  # fmt: skip
+            r = client.post("/live/events", json={"events": events}, headers={"Authorization": f"Bearer {write}"})
+            assert r.status_code == 202 and r.json() == {"accepted": 2}
+            assert everything.receive_json() == events[0] and everything.receive_json() == events[1]
+            assert one.receive_json() == events[1]  # only its call
+        r = client.post("/live/events", json={"events": events}, headers={"Authorization": f"Bearer {read}"})
+        assert r.status_code == 403
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws/calls?token=x") as ws:
+            ws.receive_json()
+        assert closed.value.code == 1008
