@@ -48,16 +48,21 @@ class LiveOptions:
     min_speech_s: float = 0.25
     pad_s: float = 0.2
     max_utterance_s: float = 25.0
-    context_s: float = 8.0  # the direction's previous utterance is decoded before the new one, as context
-    partial_every_s: float = 1.0  # 0 turns partials off
-    transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions()  # the offline options
+    context_s: float = 8.0  # the direction's previous utterance is decoded before a short one, as context
+    context_below_s: float = 3.0  # utterances shorter than this get that context (longer ones carry their own)
+    vad_step_frames: int = 4  # the VAD runs every 4 frames (128 ms) per direction
+    max_batch: int = 8  # utterances decoded together (larger batches: more throughput, longer waits)
+    partial_every_s: float = 1.5  # 0 turns partials off; partials are made only while the worker is idle
+    # greedy decoding: live favours latency (the report made when the call ends uses the offline beam of 5)
+    transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(beam_size=2, no_repeat_ngram_size=3)
     redact: bool = True
 
 
 class StreamingVad:
     """Speech probability per 32 ms frame, fed in chunks of any size, state carried between chunks."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_frames: int = 1) -> None:
+        self.min_frames = min_frames  # run the model only once this many frames are waiting (fewer, larger runs)
         self.session = models.silero_vad().session
         self.h = np.zeros((1, 1, 128), np.float32)
         self.c = np.zeros((1, 1, 128), np.float32)
@@ -67,7 +72,7 @@ class StreamingVad:
     def feed(self, x16: np.ndarray) -> np.ndarray:
         self.pending = np.concatenate([self.pending, x16.astype(np.float32)])
         n = self.pending.size // FRAME
-        if n == 0:
+        if n < self.min_frames:
             return np.zeros(0, np.float32)
         frames = self.pending[: n * FRAME].reshape(n, FRAME)
         self.pending = self.pending[n * FRAME :]
@@ -132,7 +137,8 @@ class LiveTranscriber:
         with self.lock:
             d = self.directions.get((call_id, leg))
             if d is None:
-                d = self.directions[(call_id, leg)] = Direction(call_id, leg, StreamingVad(), call_time_s)
+                vad = StreamingVad(self.opts.vad_step_frames)
+                d = self.directions[(call_id, leg)] = Direction(call_id, leg, vad, call_time_s)
             d.audio.append(x)
             d.arrivals.append((d.fed + x.size, arrival))
             first_frame = (d.fed - d.vad.pending.size) // FRAME
@@ -169,7 +175,8 @@ class LiveTranscriber:
             self._queue(d, Job(d, d.speech_from, end, False, arrival, d.samples(d.speech_from, end)))
 
     def _queue(self, d: Direction, job: Job) -> None:
-        job.context = d.previous
+        if job.audio.size < self.opts.context_below_s * RATE:
+            job.context = d.previous
         if job.final:
             d.previous = job.audio[-int(self.opts.context_s * RATE) :].copy()
         self.jobs.put(job)
@@ -202,7 +209,7 @@ class LiveTranscriber:
         while True:
             job = self.jobs.get()
             batch = [job]
-            while len(batch) < 16:
+            while len(batch) < self.opts.max_batch:
                 try:
                     batch.append(self.jobs.get_nowait())
                 except queue.Empty:
@@ -220,23 +227,35 @@ class LiveTranscriber:
                 return
 
     def _run(self, jobs: list[Job]) -> None:
+        """Every queued utterance (with its context) laid end to end as one track, so the offline code packs
+        them into as few Whisper windows as it can; each word is then handed back to its utterance by time."""
         gap = np.zeros(int(self.opts.transcribe.gap_s * RATE), np.float32)
-        audio, speech, boundary = [], [], []
+        apart = np.zeros(RATE, np.float32)  # between utterances: longer than twice the padding, kept apart
+        parts: list[np.ndarray] = []
+        spans: list[tuple[float, float]] = []
+        bounds: list[tuple[float, float]] = []
+        pos = 0
         for j in jobs:
-            c = j.context.size
-            audio.append(np.concatenate([j.context, gap, j.audio]) if c else j.audio)
-            b = (c + gap.size) / RATE if c else 0.0
-            boundary.append(b)
-            speech.append(([(0.0, c / RATE)] if c else []) + ([(b, b + j.audio.size / RATE)] if j.audio.size else []))
-        result = transcribe.transcribe(audio, speech, self.opts.transcribe) if any(speech) else None
+            if j.context.size:
+                parts += [j.context, gap]
+                spans.append((pos / RATE, (pos + j.context.size) / RATE))
+                pos += j.context.size + gap.size
+            bounds.append((pos / RATE, (pos + j.audio.size) / RATE))
+            if j.audio.size:
+                spans.append(bounds[-1])
+            parts += [j.audio, apart]
+            pos += j.audio.size + apart.size
+        result = transcribe.transcribe([np.concatenate(parts)], [spans], self.opts.transcribe) if spans else None
+        heard = [w for u in (result.utterances if result else []) for w in u.words]
         for k, j in enumerate(jobs):
             d = j.direction
             if d.vad is None:  # the end-of-call marker, after that call's last utterances
                 self.publish({"type": "call_end", "call_id": d.call_id})
                 continue
-            offset = d.start_s + j.a / RATE - boundary[k]  # job audio time -> call time
-            mine = [w for u in (result.utterances if result else []) if u.leg == k for w in u.words
-                    if w.start_s >= boundary[k] - 0.15]  # the context's words were only there to help  # fmt: skip
+            a0, a1 = bounds[k]
+            offset = d.start_s + j.a / RATE - a0  # track time -> call time
+            # the context's words were only there to help
+            mine = [w for w in heard if a0 - 0.15 <= w.start_s < a1]
             words = [ReportWord(word=w.word, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3),
                                 probability=w.probability) for w in mine]  # fmt: skip
             text = " ".join(w.word for w in words)

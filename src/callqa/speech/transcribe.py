@@ -31,6 +31,7 @@ class TranscribeOptions:
     language: str = "en"
     compute_type: str = "int8"
     beam_size: int = 5
+    no_repeat_ngram_size: int = 0  # >0 forbids repeating n-grams (guards greedy decoding against loops)
     batch_size: int = 8
     pad_s: float = 0.4  # context around each speech segment (the VAD cuts close; Whisper likes some air)
     gap_s: float = 0.6  # silence between two pieces packed into one window
@@ -150,6 +151,7 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[Span]], opts: Transc
         segments, _ = pipeline.transcribe(
             np.concatenate(audios), language=opts.language, clip_timestamps=stamps, vad_filter=False,
             word_timestamps=True, beam_size=opts.beam_size, batch_size=opts.batch_size,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size,
             condition_on_previous_text=False, without_timestamps=True,
         )  # fmt: skip
         for seg in segments:
