@@ -141,3 +141,83 @@ def test_events_reach_websocket_subscribers(tmp_path: Path) -> None:
         with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws/calls?token=x") as ws:
             ws.receive_json()
         assert closed.value.code == 1008
+
+
+def _ulaw_frames(path: Path) -> list[bytes]:
+    """The 20 ms µ-law payloads of a G.711 WAV (the bundled legs are stored µ-law)."""
+    data = path.read_bytes()
+    fmt = data.index(b"fmt ")
+    assert int.from_bytes(data[fmt + 8 : fmt + 10], "little") == 7  # WAVE_FORMAT_MULAW
+    start = data.index(b"data") + 8
+    body = data[start : start + int.from_bytes(data[start - 4 : start], "little")]
+    return [body[i : i + 160] for i in range(0, len(body) - 159, 160)]
+
+
+def test_sniff_transcribes_a_hep_call_live(tmp_path: Path) -> None:
+    """`callqa sniff --hep ... --transcribe`: the example call sent as HEP (SIP + both RTP directions, ten times
+    faster than real time) is transcribed while it runs (live events) and in its report when it ends."""
+    import json
+    import os
+    import socket
+    import struct
+    import subprocess
+    import sys
+
+    from callqa.capture.hep import build_hep3
+    from callqa.capture.packet import PROTO_UDP, Segment
+
+    try:
+        frames = {who: _ulaw_frames(REPO / f"examples/call-{who}.wav") for who in ("agent", "customer")}
+    except AssertionError:
+        pytest.skip("the example legs are not stored as µ-law")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CALLQA_DB": str(tmp_path / "s.db"), "CALLQA_ANALYSIS__DNSMOS": "false",
+           "CALLQA_ANALYSIS__NISQA": "false"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--json", "--transcribe", "--hep",
+                             f"127.0.0.1:{port}", "--duration", "25", "--inactivity", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+    time.sleep(3.0)
+    a, b, pa, pb = "10.9.0.1", "10.9.0.2", 16000, 18000
+
+    def sip(first: str, cseq: str, body: str = "") -> bytes:
+        head = [first, "Via: SIP/2.0/UDP 10.9.0.1:5060;branch=z9hG4bKx", "From: <sip:agent@10.9.0.1>;tag=1",
+                "To: <sip:cust@10.9.0.2>", "Call-ID: live-hep-1", f"CSeq: {cseq}"]  # fmt: skip
+        if body:
+            head.append("Content-Type: application/sdp")
+        return ("\r\n".join([*head, f"Content-Length: {len(body)}", "", ""]) + body).encode()
+
+    def sdp(addr: str, p: int) -> str:
+        return f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0\r\n"
+
+    now = time.time()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+
+        def send(t: float, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
+            out.sendto(build_hep3(Segment(now + t, PROTO_UDP, src, sport, dst, dport, payload)), ("127.0.0.1", port))
+
+        send(0.0, a, 5060, b, 5060, sip("INVITE sip:cust@10.9.0.2 SIP/2.0", "1 INVITE", sdp(a, pa)))
+        send(0.01, b, 5060, a, 5060, sip("SIP/2.0 200 OK", "1 INVITE", sdp(b, pb)))
+        send(0.02, a, 5060, b, 5060, sip("ACK sip:cust@10.9.0.2 SIP/2.0", "1 ACK"))
+        n = min(len(frames["agent"]), len(frames["customer"]))
+        start = time.time()
+        for k in range(n):
+            t = 0.05 + k * 0.02
+            send(t, a, pa, b, pb, struct.pack(">BBHII", 0x80, 0, k, 160 * k, 0xA1) + frames["agent"][k])
+            send(t, b, pb, a, pa, struct.pack(">BBHII", 0x80, 0, k, 160 * k, 0xB2) + frames["customer"][k])
+            lag = start + t / 10 - time.time()
+            if lag > 0:
+                time.sleep(lag)
+        send(0.06 + n * 0.02, a, 5060, b, 5060, sip("BYE sip:cust@10.9.0.2 SIP/2.0", "2 BYE"))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    events = [json.loads(line[5:]) for line in stderr.splitlines() if line.startswith("live {")]
+    finals = [e for e in events if e["type"] == "final"]
+    role = {"agent": "caller", "customer": "callee"}  # a captured call names its directions by SIP role
+    assert [e["leg"] for e in finals] == [role[who] for _, who, _ in SCRIPT], [
+        (e["start_s"], e["text"]) for e in finals
+    ]
+    assert "recorded" in finals[0]["text"] and events[-1] == {"type": "call_end", "call_id": "live-hep-1"}
+    (report,) = [json.loads(line) for line in stdout.splitlines()]
+    assert [u["leg"] for u in report["transcript"]] == [role[who] for _, who, _ in SCRIPT]

@@ -77,6 +77,10 @@ def open_hep(address: str) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((host or "0.0.0.0", int(port)))
+        try:  # a large buffer absorbs the pauses of the analysis and transcription threads
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot listen for HEP on {address!r}: {exc}") from exc
     return sock
