@@ -221,3 +221,22 @@ def test_sniff_transcribes_a_hep_call_live(tmp_path: Path) -> None:
     assert "recorded" in finals[0]["text"] and events[-1] == {"type": "call_end", "call_id": "live-hep-1"}
     (report,) = [json.loads(line) for line in stdout.splitlines()]
     assert [u["leg"] for u in report["transcript"]] == [role[who] for _, who, _ in SCRIPT]
+
+
+def test_live_publishes_nothing_for_a_language_it_does_not_know(tmp_path: Path) -> None:
+    import subprocess
+
+    said = tmp_path / "de.wav"
+    subprocess.run(["espeak-ng", "-v", "de", "-s", "150", "-w", str(said), "Guten Tag, ich möchte meine Rechnung "
+                    "bezahlen. Können Sie mir bitte helfen? Vielen Dank für Ihre Geduld."], check=True)  # fmt: skip
+    audio = decode_file(said, 3600)
+    x = np.concatenate([resample(audio.samples[0], audio.sample_rate, 8000), np.zeros(8000, np.float32)])
+    events: list[dict] = []
+    done = threading.Event()
+    live = LiveTranscriber(lambda e: (events.append(e), e["type"] == "call_end" and done.set()))
+    for i in range(0, x.size, 160):
+        live.feed("de", "customer", x[i : i + 160], 8000, i / 8000)
+    live.end_call("de")
+    assert done.wait(60)
+    live.close()
+    assert [e for e in events if e["type"] == "final"] == []

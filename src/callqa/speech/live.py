@@ -54,7 +54,12 @@ class LiveOptions:
     max_batch: int = 8  # utterances decoded together (larger batches: more throughput, longer waits)
     partial_every_s: float = 1.5  # 0 turns partials off; partials are made only while the worker is idle
     # greedy decoding: live favours latency (the report made when the call ends uses the offline beam of 5)
-    transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(beam_size=2, no_repeat_ngram_size=3)
+    # utterances of different calls share Whisper windows, so a segment's confidence mixes them: the check is
+    # made per utterance, on its words' mean probability, instead (another language scores about 0.4)
+    transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(
+        beam_size=2, no_repeat_ngram_size=3, min_avg_logprob=-10.0
+    )
+    min_word_probability: float = 0.5
     redact: bool = True
 
 
@@ -124,6 +129,7 @@ class LiveTranscriber:
         self.directions: dict[tuple[str, str], Direction] = {}
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.lock = threading.Lock()
+        self.busy = False  # the worker is decoding: a partial now would delay the finals that come meanwhile
         self.worker = threading.Thread(target=self._work, name="live-transcriber", daemon=True)
         self.worker.start()
 
@@ -170,7 +176,8 @@ class LiveTranscriber:
             d.speech_from = None if not too_long else end
             d.silence = 0
             self._trim(d, end)
-        elif o.partial_every_s and end - d.last_partial >= o.partial_every_s * RATE and self.jobs.empty():
+        elif (o.partial_every_s and end - d.last_partial >= o.partial_every_s * RATE and not self.busy
+              and self.jobs.empty()):  # fmt: skip
             d.last_partial = end
             self._queue(d, Job(d, d.speech_from, end, False, arrival, d.samples(d.speech_from, end)))
 
@@ -220,9 +227,12 @@ class LiveTranscriber:
             finals = {(id(j.direction), j.a) for j in todo if j.final}
             todo = [j for j in todo if j.final or (id(j.direction), j.a) not in finals]
             try:
+                self.busy = True
                 self._run(todo)
             except Exception as exc:  # noqa: BLE001 - the capture must go on whatever the model does
                 self.publish({"type": "error", "message": f"live transcription failed: {exc}"})
+            finally:
+                self.busy = False
             if stop:
                 return
 
@@ -256,6 +266,8 @@ class LiveTranscriber:
             offset = d.start_s + j.a / RATE - a0  # track time -> call time
             # the context's words were only there to help
             mine = [w for w in heard if a0 - 0.15 <= w.start_s < a1]
+            if mine and float(np.mean([w.probability for w in mine])) < self.opts.min_word_probability:
+                mine = []  # too uncertain to publish
             words = [ReportWord(word=w.word, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3),
                                 probability=w.probability) for w in mine]  # fmt: skip
             text = " ".join(w.word for w in words)
