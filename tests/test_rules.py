@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from callqa.ai import offline
+from callqa.ai.tools import run_tool
 from callqa.config import AnalysisSettings, Settings
 from callqa.errors import InputError
 from callqa.report import Utterance, Word
 from callqa.service import analyze_files
 from callqa.speech.rules import find, load_rules
+from callqa.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = """
@@ -59,6 +62,12 @@ def test_rules_on_the_example_call(tmp_path: Path) -> None:
         ("recording_disclosure", True), ("closing", False), ("no_promises_of_engineers", False),
         ("late_disclosure", False)]  # fmt: skip
     assert report.verdict == "degraded"  # rules do not change the quality verdict (dead air does)
+    store = Store(settings.db)
+    store.put(report)
+    text, cited = offline.ask(store, "Which calls had a forbidden phrase today?")
+    assert cited == [report.id] and "forbidden_phrase" in text
+    found, ids = run_tool(store, "search_calls", {"finding": "required_phrase_missing"})
+    assert ids == [report.id]
     # a changed rules file is a different analysis: not served from the cache
     rules.write_text(RULES.replace("weight: 25", "weight: 50"))
     again, cached = analyze_files([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"], settings,

@@ -35,6 +35,11 @@ CAUSES: dict[str, tuple[str, str]] = {
                     "QoS marking (DSCP EF) and queue drops"),
     "high_jitter": ("packets arrive unevenly (congestion, Wi-Fi, missing QoS)",
                     "link utilisation, QoS, Wi-Fi, and the endpoint's jitter buffer"),
+    "no_transcript": ("speech activity without recognisable words: another language, music, tones or heavy "
+                      "noise", "listen to the leg; set the transcription language or model if it is speech"),
+    "required_phrase_missing": ("a required phrase (e.g. the recording disclosure) was not said in time",
+                                "the agent's script and coaching; the call's transcript around the start"),
+    "forbidden_phrase": ("a phrase the rules forbid was said", "the transcript at the finding's time"),
 }  # fmt: skip
 
 
@@ -78,7 +83,8 @@ def investigate(reports: list[CallReport], history: dict[str, int]) -> str:
 
 _KEYWORDS = {"one-way": "one_way_audio", "one way": "one_way_audio", "dead air": "dead_air", "loss": "packet_loss",
              "jitter": "high_jitter", "clipp": "clipping", "quiet": "low_level", "no audio": "no_audio",
-             "silent": "no_speech", "mos": "low_mos", "mixed": "mixed_legs"}  # fmt: skip
+             "silent": "no_speech", "mos": "low_mos", "mixed": "mixed_legs", "disclosure": "required_phrase_missing",
+             "required phrase": "required_phrase_missing", "forbidden": "forbidden_phrase"}  # fmt: skip
 
 
 def ask(store: Store, question: str, now: datetime | None = None) -> tuple[str, list[str]]:
