@@ -7,7 +7,6 @@ time limits hold while the body streams to disk.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import httpx
 
 from callqa.config import FetchSettings
 from callqa.errors import FetchError, InputError, LimitError
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+from callqa.sources import copy_limited, safe_name
 
 
 def allowed(url: httpx.URL, hosts: list[str]) -> bool:
@@ -29,12 +27,6 @@ def allowed(url: httpx.URL, hosts: list[str]) -> bool:
     written = f"[{host}]" if ":" in host else host
     return any(entry.lower() in (f"{written}:{port}",) or (entry.lower() == written and port == default)
                for entry in hosts)  # fmt: skip
-
-
-def local_name(url: httpx.URL, default: str = "recording") -> str:
-    """A safe file name from the URL's last path segment (its suffix helps the decoder)."""
-    name = _SAFE_NAME.sub("_", url.path.rsplit("/", 1)[-1]).strip("._")
-    return name[:100] or default
 
 
 def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
@@ -68,16 +60,10 @@ def _save(resp: httpx.Response, url: httpx.URL, fetch: FetchSettings, dest_dir: 
     declared = resp.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > fetch.max_bytes:
         raise LimitError(f"{url} is {int(declared)} bytes, more than the limit of {fetch.max_bytes}")
-    path = dest_dir / local_name(url)
-    total = 0
+    path = dest_dir / safe_name(url.path.rsplit("/", 1)[-1])  # its suffix helps the decoder
     with open(path, "wb") as f:
-        for chunk in resp.iter_bytes():  # as data arrives, so the deadline is checked often
-            total += len(chunk)
-            if total > fetch.max_bytes:
-                raise LimitError(f"{url} is larger than the limit of {fetch.max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise FetchError(f"fetching {url} took longer than {fetch.timeout_s:g} s")
-            f.write(chunk)
+        # iter_bytes() yields as data arrives, so the deadline is checked often
+        total = copy_limited(resp.iter_bytes(), f, str(url), fetch.max_bytes, deadline, fetch.timeout_s)
     if total == 0:
         raise FetchError(f"{url} returned an empty body")
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from callqa.config import FetchSettings, SftpServer
 from callqa.errors import FetchError, InputError, LimitError
-from callqa.sources.http import _SAFE_NAME
+from callqa.sources import copy_limited, safe_name
 
 
 def resolve(ref: str, servers: list[SftpServer]) -> tuple[SftpServer, str]:
@@ -61,17 +61,11 @@ def fetch_sftp(ref: str, fetch: FetchSettings, dest_dir: Path) -> Path:
         size = sftp.stat(path).st_size or 0
         if size > fetch.max_bytes:
             raise LimitError(f"{server.label}:{path} is {size} bytes, more than the limit of {fetch.max_bytes}")
-        dest = dest_dir / (_SAFE_NAME.sub("_", posixpath.basename(path)).strip("._")[:100] or "recording")
-        total = 0
+        dest = dest_dir / safe_name(posixpath.basename(path))
         with sftp.open(path, "rb") as remote, open(dest, "wb") as local:
             remote.prefetch(size)
-            while block := remote.read(1 << 16):
-                total += len(block)
-                if total > fetch.max_bytes:
-                    raise LimitError(f"{server.label}:{path} grew past the limit of {fetch.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError(f"fetching {server.label}:{path} took longer than {fetch.timeout_s:g} s")
-                local.write(block)
+            blocks = iter(lambda: remote.read(1 << 16), b"")
+            copy_limited(blocks, local, f"{server.label}:{path}", fetch.max_bytes, deadline, fetch.timeout_s)
         return dest
     except FileNotFoundError as exc:
         raise FetchError(f"{server.label}:{path} does not exist") from exc

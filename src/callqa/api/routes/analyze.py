@@ -19,7 +19,8 @@ from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transc
 from callqa.pipeline import parse_roles
 from callqa.report import CallReport
 from callqa.service import cache_key
-from callqa.sources.http import _SAFE_NAME, allowed
+from callqa.sources import safe_name
+from callqa.sources.http import allowed
 from callqa.sources.sftp import resolve
 
 router = APIRouter(tags=["analysis"])
@@ -41,11 +42,10 @@ def _job_out(state: State, job: Job) -> JobOut:
                   assessment=Assessment.model_validate(job.assessment) if job.assessment else None)  # fmt: skip
 
 
-async def _spool_uploads(state: State, job_id: str, files: list[UploadFile]) -> tuple[list[str], list[str]]:
-    folder = spool_dir(state.settings, job_id)
+async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[str], list[str]]:
     paths, labels = [], []
     for i, upload in enumerate(files):
-        name = _SAFE_NAME.sub("_", upload.filename or "").strip("._")[:100] or f"leg{i}"
+        name = safe_name(upload.filename or "", f"leg{i}")
         dest = folder / f"{i}-{name}"
         total = 0
         with open(dest, "wb") as out:
@@ -114,7 +114,7 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
     if files:
         spool = str(spool_dir(state.settings, job_id))
         try:
-            paths, labels = await _spool_uploads(state, job_id, files)
+            paths, labels = await _spool_uploads(Path(spool), files)
         except BaseException:
             shutil.rmtree(spool, ignore_errors=True)  # an empty or interrupted upload leaves nothing behind
             raise
