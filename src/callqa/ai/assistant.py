@@ -78,20 +78,26 @@ class Assistant:
                       error=None if error is None else f"language model unavailable: {error}",
                       cited_calls=cited or [])  # fmt: skip
 
+    def _single(self, large: bool, system: str, payload: Any, fallback: str, cited: list[str]) -> Answer:
+        """One request without tools (small or large model); the offline ``fallback`` when it cannot be had."""
+        if self.provider is None:
+            return self._fallback(fallback, None, cited)
+        model = self.llm.large_model if large else self.llm.small_model
+        max_tokens = self.llm.large_max_tokens if large else self.llm.small_max_tokens
+        timeout = self.llm.large_timeout_s if large else self.llm.small_timeout_s
+        text = json.dumps(self._mask(payload), separators=(",", ":"))
+        try:
+            r = self._create(model, max_tokens, timeout, system, [{"role": "user", "content": text}])
+        except LlmError as exc:
+            return self._fallback(fallback, exc, cited)
+        if not r.text:
+            return self._fallback(fallback, LlmError("the model returned no text", "malformed"), cited)
+        return Answer(r.text, self.provider.name, r.model, False, cited_calls=cited, input_tokens=r.input_tokens,
+                      output_tokens=r.output_tokens)  # fmt: skip
+
     def assess(self, report: CallReport) -> Answer:
         """A short assessment of one call by the small model."""
-        if self.provider is None:
-            return self._fallback(offline.assess(report), None)
-        payload = json.dumps(self._mask(compact(report)), separators=(",", ":"))
-        try:
-            r = self._create(self.llm.small_model, self.llm.small_max_tokens, self.llm.small_timeout_s,
-                             prompts.ASSESS, [{"role": "user", "content": payload}])  # fmt: skip
-        except LlmError as exc:
-            return self._fallback(offline.assess(report), exc)
-        if not r.text:
-            return self._fallback(offline.assess(report), LlmError("the model returned no text", "malformed"))
-        return Answer(r.text, self.provider.name, r.model, False, cited_calls=[report.id],
-                      input_tokens=r.input_tokens, output_tokens=r.output_tokens)  # fmt: skip
+        return self._single(False, prompts.ASSESS, compact(report), offline.assess(report), [report.id])
 
     def history(self, reports: list[CallReport], days: float = 7.0) -> dict[str, int]:
         """Calls with the same finding codes in the days before the earliest of ``reports``."""
@@ -107,18 +113,10 @@ class Assistant:
 
     def investigate(self, reports: list[CallReport], question: str = "") -> Answer:
         history = self.history(reports)
-        if self.provider is None:
-            return self._fallback(offline.investigate(reports, history), None, [r.id for r in reports])
         payload = {"question": question or "What went wrong with these calls, and why?",
                    "calls": [compact(r) for r in reports], "history_same_findings_7_days": history}  # fmt: skip
-        text = json.dumps(self._mask(payload), separators=(",", ":"))
-        try:
-            r = self._create(self.llm.large_model, self.llm.large_max_tokens, self.llm.large_timeout_s,
-                             prompts.INVESTIGATE, [{"role": "user", "content": text}])  # fmt: skip
-        except LlmError as exc:
-            return self._fallback(offline.investigate(reports, history), exc, [r.id for r in reports])
-        return Answer(r.text, self.provider.name, r.model, False, cited_calls=[x.id for x in reports],
-                      input_tokens=r.input_tokens, output_tokens=r.output_tokens)  # fmt: skip
+        return self._single(True, prompts.INVESTIGATE, payload, offline.investigate(reports, history),
+                            [r.id for r in reports])
 
     # --- questions with tools, in conversations ---------------------------------------------------------
 

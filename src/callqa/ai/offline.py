@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from callqa.ai.tools import FINDING_CODES, run_tool
+from callqa.ai.tools import FINDING_CODES, host_of, run_tool
 from callqa.report import CallReport
 from callqa.store import Store
 
@@ -68,7 +68,7 @@ def investigate(reports: list[CallReport], history: dict[str, int]) -> str:
         for c, n in codes.most_common()) + ".")  # fmt: skip
     if legs:
         lines.append("Sides: " + ", ".join(f"{k} ({n})" for k, n in legs.most_common()) + ".")
-    hosts = Counter(r.sip.to.split("@")[-1].split(";")[0].strip(">") for r in reports if r.sip and "@" in r.sip.to)
+    hosts = Counter(host_of(r.sip.to) for r in reports if r.sip and host_of(r.sip.to))
     if hosts:
         lines.append("SIP destinations: " + ", ".join(f"{h} ({n})" for h, n in hosts.most_common(5)) + ".")
     top = codes.most_common(1)[0][0]
