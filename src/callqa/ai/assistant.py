@@ -115,8 +115,9 @@ class Assistant:
         history = self.history(reports)
         payload = {"question": question or "What went wrong with these calls, and why?",
                    "calls": [compact(r) for r in reports], "history_same_findings_7_days": history}  # fmt: skip
-        return self._single(True, prompts.INVESTIGATE, payload, offline.investigate(reports, history),
-                            [r.id for r in reports])
+        return self._single(
+            True, prompts.INVESTIGATE, payload, offline.investigate(reports, history), [r.id for r in reports]
+        )
 
     # --- questions with tools, in conversations ---------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from callqa.capture.calls import CapturedCall, Tracker
+from callqa.capture.calls import CapturedCall, Stream, StreamKey, Tracker
 from callqa.capture.media import UnsupportedCodec, decode_stream
 
 MAX_GAP_S = 2.0  # a longer pause in a direction's RTP (silence suppression, hold) is not filled with zeros
@@ -23,17 +23,16 @@ class Sink(Protocol):
 class LiveAudio:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
-        self.done: dict[tuple[object, ...], int] = {}  # stream key -> packets already fed
+        self.done: dict[StreamKey, int] = {}  # stream key -> packets already fed
         self.fed_until: dict[tuple[str, str], float] = {}  # (call, leg) -> call time the audio reached
-        self.unsupported: set[tuple[object, ...]] = set()
+        self.unsupported: set[StreamKey] = set()
 
     def poll(self, tracker: Tracker) -> None:
         for call in tracker.finish():
             self.poll_call(call)
 
-    def _stream(self, call: CapturedCall, leg: str, s: object, call_start: float) -> None:
-        key = s.key  # type: ignore[attr-defined]
-        packets = s.packets  # type: ignore[attr-defined]
+    def _stream(self, call: CapturedCall, leg: str, s: Stream, call_start: float) -> None:
+        key, packets = s.key, s.packets
         first, n = self.done.get(key, 0), len(packets)
         if n <= first or key in self.unsupported:
             return

@@ -22,17 +22,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from callqa import models
 from callqa.audio.resample import resample
+from callqa.report import Role
 from callqa.report import Utterance as ReportUtterance
 from callqa.report import Word as ReportWord
+from callqa.speech import rules as phrase_rules
 from callqa.speech import transcribe
 from callqa.speech.redaction import redact_utterance
-from callqa.speech.rules import RuleSet, find
+from callqa.speech.rules import RuleSet
 
 RATE = 16000
 FRAME = 512  # Silero's frame at 16 kHz
@@ -125,7 +127,10 @@ class Job:
 
 class LiveTranscriber:
     def __init__(self, publish: Publish, options: LiveOptions = LiveOptions(), rules: RuleSet | None = None):
-        self.publish, self.opts, self.rules = publish, options, rules
+        self.publish, self.opts = publish, options
+        # only forbidden phrases can be judged while the call goes on (required ones need the whole call)
+        forbidden = [r for r in rules.rules if r.type == "forbidden"] if rules is not None else []
+        self.forbidden = RuleSet(rules=forbidden) if forbidden else None
         self.directions: dict[tuple[str, str], Direction] = {}
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.lock = threading.Lock()
@@ -285,28 +290,17 @@ class LiveTranscriber:
             if j.final and not text:
                 continue  # nothing recognisable: no empty final
             self.publish(event)
-            if j.final and self.rules is not None:
+            if j.final and self.forbidden is not None:
                 self._rules(d, utt)
 
     def _rules(self, d: Direction, utt: ReportUtterance) -> None:
-        assert self.rules is not None
-        for rule in self.rules.rules:
-            if rule.type != "forbidden" or (rule.leg and rule.leg != d.leg):
-                continue
-            for phrase in rule.phrases:
-                for _, start, end, words in find([utt], phrase, [utt.leg]):
-                    self.publish(
-                        {
-                            "type": "rule",
-                            "call_id": d.call_id,
-                            "leg": d.leg,
-                            "rule": rule.name,
-                            "words": words,
-                            "start_s": start,
-                            "end_s": end,
-                            "severity": rule.severity,
-                        }
-                    )
+        """Forbidden phrases in a final segment, found by the same rule code as the report's findings."""
+        assert self.forbidden is not None
+        findings, _ = phrase_rules.apply(self.forbidden, [utt], [utt.leg])
+        for f in findings:
+            self.publish({"type": "rule", "call_id": d.call_id, "leg": d.leg, "rule": f.evidence["rule"],
+                          "words": f.evidence["words"], "start_s": f.start_s, "end_s": f.end_s,
+                          "severity": f.severity})  # fmt: skip
 
 
-_ROLES = {"caller", "callee", "agent", "customer", "left", "right", "mixed"}
+_ROLES = set(get_args(Role))
