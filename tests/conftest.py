@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import wave
 from pathlib import Path
@@ -16,6 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CALLQA_SHARED", REPO.parent / "shared"))
 TESTDATA = SHARED / "testdata"
 NISQA_WEIGHTS = SHARED / "models" / "nisqa" / "nisqa.tar"
+
+
+def _example_turns() -> list[tuple[float, str, str]]:
+    """(start second, speaker, text) of the bundled example call, from the script that made it."""
+    spec = importlib.util.spec_from_file_location("make_example", REPO / "examples" / "make_example.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [(start, who, text) for start, who, _voice, text in module.TURNS]
+
+
+EXAMPLE_TURNS = _example_turns()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
+from conftest import EXAMPLE_TURNS
 from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
@@ -27,12 +28,7 @@ from callqa.speech.rules import RuleSet
 from callqa.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = [(0.5, "agent", "Thank you for calling Acme support, this call may be recorded. How can I help?"),
-          (6.0, "customer", "Hi, my internet has been dropping every evening since Monday."),
-          (11.0, "agent", "I'm sorry to hear that. Let me look up your line, one moment please."),
-          (28.5, "customer", "Are you still there?"),
-          (31.0, "agent", "Yes, thanks for waiting. I can see errors on your line, I will send an engineer."),
-          (37.5, "customer", "Great, thank you very much. Goodbye.")]  # fmt: skip
+SCRIPT = EXAMPLE_TURNS  # (start second, speaker, text) of the bundled example call
 
 
 def test_streaming_vad_equals_the_batched_model_on_any_chunking() -> None:

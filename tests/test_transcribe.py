@@ -10,7 +10,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
-from conftest import TESTDATA, write_wav
+from conftest import EXAMPLE_TURNS, TESTDATA, write_wav
 
 from callqa import models
 from callqa.audio.decode import decode_file
@@ -87,12 +87,7 @@ def test_stereo_channels_are_two_speakers_with_their_words(testdata: Path, tmp_p
         assert u.words and all(u.start_s - 0.05 <= w.start_s <= w.end_s <= u.end_s + 0.05 for w in u.words)
 
 
-SCRIPT = [(0.5, "agent", "Thank you for calling Acme support, this call may be recorded. How can I help?"),
-          (6.0, "customer", "Hi, my internet has been dropping every evening since Monday."),
-          (11.0, "agent", "I'm sorry to hear that. Let me look up your line, one moment please."),
-          (28.5, "customer", "Are you still there?"),
-          (31.0, "agent", "Yes, thanks for waiting. I can see errors on your line, I will send an engineer."),
-          (37.5, "customer", "Great, thank you very much. Goodbye.")]  # fmt: skip
+SCRIPT = EXAMPLE_TURNS  # (start second, speaker, text) of the bundled example call
 
 
 def test_example_call_dialogue_in_order_with_speakers(tmp_path: Path) -> None:
