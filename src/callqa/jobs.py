@@ -52,6 +52,7 @@ class Source(BaseModel):
 
     files: list[str] = []
     labels: list[str] = []
+    hashes: list[str] | None = Field(None, description="SHA-256 of the files, taken while they were uploaded")
     url: str | None = None
     sftp: str | None = None
 
@@ -175,7 +176,9 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
             paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
         else:
             raise InputError("the job names no recording")
-        return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings))
+        hashes = src.hashes if src.files else None
+        return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings),
+                             hashes=hashes)  # fmt: skip
 
 
 def with_transcription(settings: Settings, transcribe: bool) -> Settings:

@@ -37,9 +37,11 @@ def _analysis_material(settings: Settings) -> dict[str, object]:
             "models": {**models.versions(), "nisqa": nisqa_version, **extra}}  # fmt: skip
 
 
-def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None) -> str:
-    """Audio content + roles + analysis settings + model versions: any change gives a new key."""
-    return digest({"audio": [sha256_file(p) for p in paths], "roles": roles, **_analysis_material(settings)})
+def cache_key(paths: list[Path], settings: Settings, roles: list[Role] | None, hashes: list[str] | None = None) -> str:
+    """Audio content + roles + analysis settings + model versions: any change gives a new key. ``hashes`` are the
+    files' SHA-256 when the caller already has them (computed while an upload streamed in)."""
+    audio = hashes if hashes is not None else [sha256_file(p) for p in paths]
+    return digest({"audio": audio, "roles": roles, **_analysis_material(settings)})
 
 
 def analyze_files(
@@ -50,13 +52,14 @@ def analyze_files(
     use_cache: bool = True,
     labels: list[str] | None = None,
     audio_dir: Path | None = None,
+    hashes: list[str] | None = None,
 ) -> tuple[CallReport, bool]:
     """Analyse one call given as one or two recordings; returns (report, served from cache).
 
     ``labels`` name the sources in the report instead of their paths (uploads, fetched files); with
     ``audio_dir`` each leg is also kept as a WAV under ``audio_dir/<report id>/`` for listening."""
     check_file_count(paths)
-    key = cache_key(paths, settings, roles)
+    key = cache_key(paths, settings, roles, hashes)
     if store is not None and use_cache:
         hit = store.cached(key, settings.cache_ttl_s)
         if hit is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,21 +43,24 @@ def _job_out(state: State, job: Job) -> JobOut:
                   assessment=Assessment.model_validate(job.assessment) if job.assessment else None)  # fmt: skip
 
 
-async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[str], list[str]]:
-    paths, labels = [], []
+async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[str], list[str], list[str]]:
+    """Uploads written to the job's spool folder: (paths, labels, SHA-256 of each, taken as it streams in)."""
+    paths, labels, hashes = [], [], []
     for i, upload in enumerate(files):
         name = safe_name(upload.filename or "", f"leg{i}")
         dest = folder / f"{i}-{name}"
-        total = 0
+        total, h = 0, hashlib.sha256()
         with open(dest, "wb") as out:
             while chunk := await upload.read(1 << 20):
                 total += len(chunk)
+                h.update(chunk)
                 out.write(chunk)
         if total == 0:
             raise HTTPException(422, f"uploaded file {name!r} is empty")
         paths.append(str(dest))
         labels.append(f"upload:{name}")
-    return paths, labels
+        hashes.append(h.hexdigest())
+    return paths, labels, hashes
 
 
 def _check_remote(state: State, url: str | None, sftp: str | None) -> None:
@@ -114,14 +118,14 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
     if files:
         spool = str(spool_dir(state.settings, job_id))
         try:
-            paths, labels = await _spool_uploads(Path(spool), files)
+            paths, labels, hashes = await _spool_uploads(Path(spool), files)
         except BaseException:
             shutil.rmtree(spool, ignore_errors=True)  # an empty or interrupted upload leaves nothing behind
             raise
-        source = Source(files=paths, labels=labels)
+        source = Source(files=paths, labels=labels, hashes=hashes)
         try:
             settings = with_transcription(state.settings, transcribe)
-            key = await asyncio.to_thread(cache_key, [Path(p) for p in paths], settings, role_list)
+            key = cache_key([Path(p) for p in paths], settings, role_list, hashes)
             hit = state.store.cached(key, state.settings.cache_ttl_s)
         except CallqaError:
             hit = None
