@@ -280,7 +280,12 @@ def sniff(
     try:
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         store = Store(settings.db)
-        tracker = Tracker(keep_audio=not stats_only, srtp_keys=settings.srtp_keys, inactivity_s=inactivity)
+        tracker = Tracker(
+            keep_audio=not stats_only,
+            srtp_keys=settings.srtp_keys,
+            inactivity_s=inactivity,
+            jitter_buffer_ms=settings.analysis.jitter_buffer_ms,
+        )
         follower = None
         if settings.analysis.transcribe and not stats_only:
             import os
@@ -301,7 +306,7 @@ def sniff(
 
         def analyse(call) -> None:  # type: ignore[no-untyped-def]
             try:
-                first = min((s.packets[0].arrival for sts in call.streams.values() for s in sts), default=0.0)
+                first = min((s.first.arrival for sts in call.streams.values() for s in sts), default=0.0)
                 report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", stats_only)
             except Exception as exc:  # one call that cannot be analysed must not stop the capture
                 err.print(f"[red]call {call.id} not analysed:[/] {type(exc).__name__}: {exc}")

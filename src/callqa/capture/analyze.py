@@ -10,9 +10,9 @@ import numpy as np
 
 from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
-from callqa.capture.calls import CapturedCall, Stream, iso, stream_stats
-from callqa.capture.fastpath import PacketTable, loss_bursts
+from callqa.capture.calls import CapturedCall, Stream, iso
 from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
+from callqa.capture.meter import FIXED_DEPTHS_MS
 from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
@@ -21,41 +21,31 @@ from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, Si
 
 def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
     enc = call.encodings.get(stream.key, {})
-    stats = stream_stats(stream, enc, call.capture_start)
-    bursts, longest = loss_bursts(stream.packets)
-    t0 = call_start(call)
-    table = stream.packets
-    pt_column = table.pt
-    kinds, first_rows, counts = np.unique(pt_column, return_index=True, return_counts=True)
-    names = [encoding_of(int(pt), enc)[0] or f"PT{int(pt)}" for pt in kinds[np.argsort(first_rows)]]
-    dominant = int(kinds[np.argmax(counts)])
-    codec, clock = encoding_of(dominant, enc)
-    voice = pt_column == dominant
-    arrivals = table.arrival[voice].tolist()
-    stamps = PacketTable.unwrap32(table.ts[voice]).tolist()  # extended: no 32-bit wrap in the arithmetic
-    steps = np.diff(np.asarray(stamps, dtype=np.int64))
-    ptime = min(1000.0 * float(np.median(steps)) / clock if steps.size and clock else 20.0, 200.0)
-    depths = dict.fromkeys((s.analysis.jitter_buffer_ms, 50.0, 200.0))  # each fixed buffer simulated once
-    discards = {d: emodel.jitter_buffer_loss(arrivals, stamps, clock, d) for d in depths}
-    late = discards[s.analysis.jitter_buffer_ms]
+    depth = s.analysis.jitter_buffer_ms
+    m = stream.measured(enc, call.capture_start, depth)
+    stats, t0 = m.stats, call_start(call)
+    names = [encoding_of(pt, enc)[0] or f"PT{pt}" for pt in m.types]
+    voice = m.types[m.dominant]
+    codec, clock = encoding_of(m.dominant, enc)
+    ptime = voice.ptime_ms()
 
     def mos_behind(lost_late: int, depth: float) -> float:
         return emodel.network_mos(codec, stats.expected, stats.lost, lost_late, ptime, depth)
 
-    mos = mos_behind(late, s.analysis.jitter_buffer_ms) if clock else None
+    late = voice.buffers[depth].late
+    mos = mos_behind(late, depth) if clock else None
     buffers: dict[str, float] = {}
     if clock:
-        buffers = {f"fixed_{d:.0f}ms": mos_behind(discards[d], d) for d in (50.0, 200.0)}
-        adaptive_late, mean_depth = emodel.adaptive_jitter_buffer(arrivals, stamps, clock)
-        buffers["adaptive_500ms"] = mos_behind(adaptive_late, mean_depth)
+        buffers = {f"fixed_{d:.0f}ms": mos_behind(voice.buffers[d].late, d) for d in FIXED_DEPTHS_MS}
+        buffers["adaptive_500ms"] = mos_behind(voice.adaptive.late, voice.adaptive.mean_depth_ms)
     return RtpStream(
         leg=role, codec=codec, ssrc=f"0x{stream.ssrc:08X}", src=f"{stream.src[0]}:{stream.src[1]}",
         dst=f"{stream.dst[0]}:{stream.dst[1]}", payload=", ".join(names), packets=stats.total,
         expected=stats.expected, lost=stats.lost, duplicates=stats.duplicates, out_of_order=stats.out_of_order,
         max_delta_ms=round(stats.max_delta, 3), max_jitter_ms=round(stats.max_jitter, 3),
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
-        network_mos_jitter_buffers=buffers, loss_bursts=bursts, max_loss_burst=longest,
-        start_s=round(stream.packets[0].arrival - t0, 6), end_s=round(stream.packets[-1].arrival - t0, 6),
+        network_mos_jitter_buffers=buffers, loss_bursts=m.bursts, max_loss_burst=m.longest_burst,
+        start_s=round(stream.first.arrival - t0, 6), end_s=round(stream.last_arrival - t0, 6),
     )  # fmt: skip
 
 
@@ -64,7 +54,7 @@ NTP_EPOCH_OFFSET = 2208988800
 
 def rtcp_summary(call: CapturedCall, stream: Stream) -> RtcpSummary | None:
     """Report blocks (and XR VoIP metrics) that describe this stream, from whoever received it."""
-    clock = encoding_of(stream.packets[0].pt, call.encodings.get(stream.key, {}))[1]
+    clock = encoding_of(stream.first.pt, call.encodings.get(stream.key, {}))[1]
     blocks, rtts, xr = [], [], []
     for d in call.rtcp:
         ntp = d.arrival + NTP_EPOCH_OFFSET
@@ -90,7 +80,7 @@ def rtcp_summary(call: CapturedCall, stream: Stream) -> RtcpSummary | None:
 
 
 def call_start(call: CapturedCall) -> float:
-    firsts = [s.packets[0].arrival for streams in call.streams.values() for s in streams]
+    firsts = [s.first.arrival for streams in call.streams.values() for s in streams]
     if call.dialog:
         return min([call.dialog.started_at, *firsts])
     return min(firsts, default=call.capture_start)
@@ -120,7 +110,7 @@ def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float) -> tuple
     """A direction's audio on the call's timeline (silence before the first packet and in gaps)."""
     t0 = call_start(call)
     pieces, notes = [], []
-    for st in sorted(streams, key=lambda x: x.packets[0].arrival):
+    for st in sorted(streams, key=lambda x: x.first.arrival):
         if st.encrypted:
             notes.append(f"stream 0x{st.ssrc:08X}: SRTP without a usable key, measured from headers only")
             continue
@@ -168,7 +158,7 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     if d:
         ended, reason = d.ended_at, d.end_reason
         if ended is None:  # no BYE: the call ended when its media stopped (or the capture did)
-            last = [s.packets[-1].arrival for sts in call.streams.values() for s in sts]
+            last = [s.last_arrival for sts in call.streams.values() for s in sts]
             ended = max(last) if last else None
             reason = "no BYE: RTP stopped" if last else "no BYE and no RTP in the capture"
         sip = SipInfo(call_id=d.call_id, from_=d.from_uri, to=d.to_uri, started_at=iso(d.started_at),
@@ -207,8 +197,8 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
 
 
 def _event_candidates(stream: Stream) -> Sequence[RtpPacket]:
-    """Packets that may carry RFC 4733 events (4-byte payloads, which every table keeps)."""
-    return [stream.packets[i] for i in sorted(stream.packets.events)]
+    """Packets that may carry RFC 4733 events (4-byte payloads, which every table and meter keeps)."""
+    return (stream.meter.events if stream.meter else []) + [stream.packets[i] for i in sorted(stream.packets.events)]
 
 
 def _safe(text: str) -> str:

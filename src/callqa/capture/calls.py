@@ -7,6 +7,7 @@ SIP dialog describes (reported as calls of their own).
 
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
+from callqa.capture.fastpath import PacketTable, scan_pcap
+from callqa.capture.media import RtpPacket
+from callqa.capture.meter import StreamMeter
 from callqa.capture.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
-from callqa.capture.rtp import RtpHeader, StreamStats, encoding_of, looks_like_rtp
+from callqa.capture.rtp import RtpHeader, StreamStats, looks_like_rtp
 from callqa.capture.sdp import Media, SessionDescription
 from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
 from callqa.capture.srtp import SrtpContext
@@ -38,6 +41,8 @@ def _addr(data: bytes, pos: int) -> str:
 
 
 MIN_UNSIGNALLED_PACKETS = 5
+FOLD_AT = 3000  # live statistics: a stream's packets are measured and dropped once this many are held ...
+FOLD_KEEP = 50  # ... except the newest few (arrival times and sequence numbers the association looks at)
 
 
 @dataclass
@@ -47,6 +52,33 @@ class Stream:
     srtp: SrtpContext | None = None  # the key whose authentication tags verify on this stream
     srtp_failures: int = 0  # packets whose tag did not verify with that key
     encrypted: bool = False  # SDP says SRTP and no key authenticated: measured from headers only
+    meter: StreamMeter | None = None  # the packets measured and dropped already (long live calls)
+
+    @property
+    def first(self) -> RtpPacket:
+        return self.meter.first if self.meter and self.meter.first else self.packets[0]
+
+    @property
+    def last_arrival(self) -> float:
+        return float(self.packets.arrival[-1]) if len(self.packets) else self.meter.last_arrival  # type: ignore[union-attr]
+
+    def fold(self, encodings: dict[int, tuple[str, int]], capture_start: float, depths_ms: tuple[float, ...]) -> None:
+        """Measure all but the newest ``FOLD_KEEP`` packets and drop them (statistics only: payloads go too)."""
+        if self.meter is None:
+            self.meter = StreamMeter(capture_start, depths_ms)
+        self.meter.feed(self.packets.take_head(len(self.packets) - FOLD_KEEP), encodings)
+
+    def measured(self, encodings: dict[int, tuple[str, int]], capture_start: float,
+                 depth_ms: float = 50.0) -> StreamMeter:  # fmt: skip
+        """The whole stream measured: what was folded already plus the packets held (the stream is unchanged)."""
+        if self.meter is None:
+            meter = StreamMeter(capture_start, (depth_ms,))
+        elif depth_ms in self.meter.depths_ms:
+            meter = copy.deepcopy(self.meter)
+        else:
+            raise ValueError(f"this stream was measured live without a {depth_ms} ms jitter buffer")
+        meter.feed(self.packets, encodings)
+        return meter
 
     @property
     def src(self) -> Endpoint:
@@ -149,11 +181,13 @@ class Tracker:
         srtp_keys: list[str] | None = None,
         inactivity_s: float = 30.0,
         grace_s: float = 2.0,
+        jitter_buffer_ms: float = 50.0,
     ) -> None:
         self.aliases = nat_aliases or {}
         self.keep_audio = keep_audio
         self.keys = _contexts(srtp_keys or [], None)
         self.inactivity_s, self.grace_s = inactivity_s, grace_s
+        self.depths_ms = (jitter_buffer_ms,)  # jitter buffers simulated on streams measured as they go
         self.decoder = Decoder()
         self.tcp = TcpSipReassembler()
         self.rtcp: list[RtcpDatagram] = []
@@ -273,7 +307,7 @@ class Tracker:
         calls = self.finish()
         done = []
         for call in calls:
-            last = max([s.packets[-1].arrival for sts in call.streams.values() for s in sts]
+            last = max([s.last_arrival for sts in call.streams.values() for s in sts]
                        + ([self.last_seen.get(call.dialog.call_id, 0.0)] if call.dialog else []))  # fmt: skip
             ended = call.dialog is not None and call.dialog.ended_at is not None
             if (ended and now - last > self.grace_s) or now - last > self.inactivity_s:
@@ -290,9 +324,25 @@ class Tracker:
         horizon = now - self.inactivity_s  # RTP and RTCP that no call claims
         self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
         claimed = {s.key for call in calls for sts in call.streams.values() for s in sts}
-        for key in [k for k, s in self.streams.items() if k not in claimed and s.packets[-1].arrival < horizon]:
+        for key in [k for k, s in self.streams.items() if k not in claimed and s.last_arrival < horizon]:
             del self.streams[key]
+        if not self.keep_audio:
+            over = {id(c) for c in done}
+            self._fold([c for c in calls if id(c) not in over], claimed)
         return done
+
+    def _fold(self, active: list[CapturedCall], claimed: set[StreamKey]) -> None:
+        """Statistics only: long streams of calls still in progress are measured so far and their packets
+        dropped, so memory does not grow with a call's length. A long stream no call claims (not RTP after all)
+        keeps only its newest packets."""
+        for call in active:
+            for sts in call.streams.values():
+                for s in sts:
+                    if len(s.packets) >= FOLD_AT:
+                        s.fold(call.encodings.get(s.key, {}), self.start or 0.0, self.depths_ms)
+        for key, s in self.streams.items():
+            if key not in claimed and len(s.packets) >= FOLD_AT:
+                s.packets.take_head(len(s.packets) - FOLD_KEEP)
 
 
 def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]
@@ -362,7 +412,7 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
                     by_port[m.port].append(d)
     calls: dict[str, CapturedCall] = {}
     loose: list[Stream] = []
-    for key, stream in sorted(streams.items(), key=lambda kv: kv[1].packets[0].arrival):
+    for key, stream in sorted(streams.items(), key=lambda kv: kv[1].first.arrival):
         best: tuple[int, str, Dialog, Media, bool] | None = None
         for d in by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], []):
             if not _during(d, stream):
@@ -415,6 +465,8 @@ def _unsignalled(streams: list[Stream], start: float) -> list[CapturedCall]:
 def plausible_unsignalled(stream: Stream) -> bool:
     """RTP found by heuristics only: enough packets, with sequence numbers that mostly step forward a little
     (repeats allowed: RFC 4733 sends an event's last packet three times)."""
+    if stream.meter is not None:
+        return True  # judged plausible before its older packets were measured and dropped
     p = stream.packets
     if len(p) < MIN_UNSIGNALLED_PACKETS:
         return False
@@ -444,7 +496,7 @@ def _score(stream: Stream, sender: list[Media], receiver: list[Media],
 
 
 def _during(d: Dialog, s: Stream) -> bool:
-    first, last = s.packets[0].arrival, s.packets[-1].arrival
+    first, last = s.first.arrival, s.last_arrival
     return d.started_at - 1.0 <= last and (d.ended_at is None or first <= d.ended_at + 5.0)
 
 
@@ -461,17 +513,8 @@ def _encodings(d: Dialog, media: Media) -> dict[int, tuple[str, int]]:
 
 
 def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_start: float) -> StreamStats:
-    """Wireshark-compatible statistics; telephone-event and unknown payload types have no clock (no jitter)."""
-
-    def clock_of(pt: int) -> int:
-        name, clock = encoding_of(pt, encodings)
-        return 0 if name.lower() == "telephone-event" else clock
-
-    table = stream.packets
-    clocks = np.zeros(len(table), np.int64)
-    for pt in np.unique(table.pt).tolist():
-        clocks[table.pt == pt] = clock_of(pt)
-    return table_stats(table, clocks, capture_start)
+    """Wireshark-compatible statistics of a whole stream."""
+    return stream.measured(encodings, capture_start).stats
 
 
 def iso(ts: float | None) -> datetime | None:

@@ -18,42 +18,77 @@ R0 = 93.2
 RESYNC_S = 1.0  # an offset beyond this is a timestamp discontinuity, not jitter
 
 
+class FixedBuffer:
+    """A fixed jitter buffer of ``depth_ms``: counts the packets it would discard as late. Packets are fed in
+    arrival order, in as many pieces as wanted (the state carries over)."""
+
+    def __init__(self, clock: int, depth_ms: float) -> None:
+        self.clock, self.depth_s = clock, depth_ms / 1000.0
+        self.t0: float | None = None
+        self.ts0 = 0
+        self.late = 0
+
+    def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
+        """``timestamps`` are extended (unwrapped) RTP timestamps."""
+        if not self.clock:
+            return
+        for arrival, ts in zip(arrivals_s, timestamps, strict=True):
+            if self.t0 is None:
+                self.t0, self.ts0 = arrival, ts
+            offset = arrival - (self.t0 + (ts - self.ts0) / self.clock)
+            if abs(offset) > RESYNC_S:  # a timestamp jump (new talk spurt base, sequence restart): resynchronise
+                self.t0, self.ts0, offset = arrival, ts, 0.0
+            if offset > self.depth_s:
+                self.late += 1
+
+
+class AdaptiveBuffer:
+    """An adaptive buffer: a packet later than the depth in force is discarded and the depth grows to what it
+    needed (up to ``max_ms``); otherwise the depth decays slowly (0.2% per packet) towards what packets need.
+    ``late`` is the discarded packets, ``mean_depth_ms`` the delay the buffer adds."""
+
+    def __init__(self, clock: int, max_ms: float = 500.0, start_ms: float = 50.0) -> None:
+        self.clock, self.max_ms, self.depth = clock, max_ms, start_ms
+        self.t0: float | None = None
+        self.ts0 = 0
+        self.late, self.total, self.count = 0, 0.0, 0
+
+    def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
+        if not self.clock:
+            return
+        for arrival, ts in zip(arrivals_s, timestamps, strict=True):
+            if self.t0 is None:
+                self.t0, self.ts0 = arrival, ts
+            needed = 1000.0 * (arrival - (self.t0 + (ts - self.ts0) / self.clock))
+            if abs(needed) > RESYNC_S * 1000.0:
+                self.t0, self.ts0, needed = arrival, ts, 0.0
+            if needed > self.depth:
+                self.late += 1
+                self.depth = min(self.max_ms, needed)
+            else:
+                self.depth = max(needed, self.depth * 0.998, 0.0)
+            self.total += self.depth
+            self.count += 1
+
+    @property
+    def mean_depth_ms(self) -> float:
+        return self.total / self.count if self.count else self.depth
+
+
 def jitter_buffer_loss(arrivals_s: Sequence[float], timestamps: Sequence[int], clock: int, depth_ms: float) -> int:
     """Packets a fixed jitter buffer of ``depth_ms`` would discard as late (ordered by arrival)."""
-    if not arrivals_s or not clock:
-        return 0
-    t0, ts0 = arrivals_s[0], timestamps[0]
-    late = 0
-    for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-        offset = arrival - (t0 + (ts - ts0) / clock)
-        if abs(offset) > RESYNC_S:  # a timestamp jump (new talk spurt base, sequence restart): resynchronise
-            t0, ts0, offset = arrival, ts, 0.0
-        if offset > depth_ms / 1000.0:
-            late += 1
-    return late
+    buffer = FixedBuffer(clock, depth_ms)
+    buffer.feed(arrivals_s, timestamps)
+    return buffer.late
 
 
 def adaptive_jitter_buffer(
     arrivals_s: Sequence[float], timestamps: Sequence[int], clock: int, max_ms: float = 500.0, start_ms: float = 50.0
 ) -> tuple[int, float]:
-    """An adaptive buffer: a packet later than the depth in force is discarded and the depth grows to what it
-    needed (up to ``max_ms``); otherwise the depth decays slowly (0.2% per packet) towards what packets need.
-    Returns (discarded packets, mean depth in ms) - the mean depth is the delay the buffer adds."""
-    if not arrivals_s or not clock:
-        return 0, start_ms
-    t0, ts0 = arrivals_s[0], timestamps[0]
-    depth, late, total = start_ms, 0, 0.0
-    for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-        needed = 1000.0 * (arrival - (t0 + (ts - ts0) / clock))
-        if abs(needed) > RESYNC_S * 1000.0:
-            t0, ts0, needed = arrival, ts, 0.0
-        if needed > depth:
-            late += 1
-            depth = min(max_ms, needed)
-        else:
-            depth = max(needed, depth * 0.998, 0.0)
-        total += depth
-    return late, total / len(arrivals_s)
+    """(discarded packets, mean depth in ms) of an ``AdaptiveBuffer`` over these packets."""
+    buffer = AdaptiveBuffer(clock, max_ms, start_ms)
+    buffer.feed(arrivals_s, timestamps)
+    return buffer.late, buffer.mean_depth_ms
 
 
 def r_factor(codec: str, loss_ratio: float, delay_ms: float) -> float:

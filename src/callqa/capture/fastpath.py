@@ -18,7 +18,7 @@ import numpy as np
 from callqa.capture.media import RtpPacket
 from callqa.capture.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
 from callqa.capture.pcap import MAX_RECORD
-from callqa.capture.rtp import PT_CN, PT_CN_OLD, StreamStats
+from callqa.capture.rtp import PT_CN, PT_CN_OLD, StreamStats, unwrap
 from callqa.errors import InputError
 
 BLOCK = 4 * 1024 * 1024
@@ -106,6 +106,24 @@ class PacketTable:
         for i in range(len(self)):
             yield self[i]
 
+    def take_head(self, n: int) -> PacketTable:
+        """Remove the first ``n`` packets and return them as a table of their own."""
+        n = max(0, min(n, len(self)))
+        if self._cols is None:
+            cols = [np.asarray(c) for c in self._np]  # type: ignore[union-attr]
+            head = PacketTable.from_arrays(cols[0][:n], cols[1][:n], cols[2][:n], cols[3][:n], cols[4][:n], {})
+            self._np = tuple(c[n:].copy() for c in cols)
+        else:
+            head = PacketTable(keep_payloads=self.payloads is not None)
+            head._cols = tuple(c[:n] for c in self._cols)  # type: ignore[assignment]
+            for c in self._cols:
+                del c[:n]  # (no NumPy view of a column may be alive here: the array is resized)
+            if self.payloads is not None:
+                head.payloads, self.payloads = self.payloads[:n], self.payloads[n:]
+        head.events = {r: p for r, p in self.events.items() if r < n}
+        self.events = {r - n: p for r, p in self.events.items() if r >= n}
+        return head
+
     def merged(self, other: PacketTable) -> PacketTable:
         """Both tables' packets in arrival order (stable), as one bulk table (events kept, payloads dropped)."""
         order = np.argsort(np.concatenate([self.arrival, other.arrival]), kind="stable")
@@ -121,13 +139,10 @@ class PacketTable:
         return self.unwrap32(self.ts)
 
     @staticmethod
-    def unwrap32(ts: np.ndarray) -> np.ndarray:
-        """32-bit timestamps unwrapped (each step taken as the nearest, like ``rtp.unwrap``)."""
-        if ts.size == 0:
-            return ts.astype(np.int64)
-        steps = np.diff(ts.astype(np.int64))
-        steps = np.remainder(steps + (1 << 31), 1 << 32) - (1 << 31)
-        return np.concatenate([[int(ts[0])], int(ts[0]) + np.cumsum(steps)])
+    def unwrap32(ts: np.ndarray, previous: int | None = None) -> np.ndarray:
+        """32-bit timestamps unwrapped (each step taken as the nearest, like ``rtp.unwrap``), continuing from
+        ``previous`` when given."""
+        return _unwrap(ts, 32, previous)
 
 
 @dataclass
@@ -301,61 +316,94 @@ def _ip(v: int) -> str:
     return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
 
 
-def table_stats(t: PacketTable, clocks: np.ndarray, capture_start: float) -> StreamStats:
-    """StreamStats for a table: array operations when the stream is regular, else the per-packet recurrences.
+SEEN_WINDOW = 1024  # sequence numbers remembered for duplicate detection once a piece of a stream is measured
+
+
+def table_stats(
+    t: PacketTable, clocks: np.ndarray, capture_start: float, stats: StreamStats | None = None
+) -> StreamStats:
+    """StreamStats for a table, continuing ``stats`` when given (a stream measured piece by piece): array
+    operations while the stream is regular, else the per-packet recurrences. Either way the result is what
+    ``StreamStats.add`` gives packet by packet (tests compare them).
 
     ``clocks`` is the RTP clock of each packet (0 for telephone-event and unknown types)."""
-    ext_ts = t.extended_ts()
-    ext_seq = _unwrap16(t.seq)
+    stats = stats if stats is not None else StreamStats()
+    if len(t) == 0:
+        return stats
+    ext_ts = PacketTable.unwrap32(t.ts, stats.last_ext_ts)
+    ext_seq = unwrap16(t.seq, stats._max_ext_seq)
     arrival_ms = (t.arrival - capture_start) * 1000.0
+    fresh = stats.first
+    steps = np.diff(ext_seq) if stats._max_ext_seq is None else np.diff(ext_seq, prepend=stats._max_ext_seq)
     regular = (
-        len(t) >= 2
-        and bool(np.all(ext_ts >= ext_ts[0]))
-        and bool(np.all(np.diff(ext_seq) >= 1))
+        (len(t) >= 2 if fresh else stats.regular and int(clocks[0]) == stats.clock)
+        and bool(np.all(ext_ts >= (ext_ts[0] if fresh else stats.first_ts)))
+        and bool(np.all(steps >= 1))
         and bool(np.all(clocks == clocks[0]))
         and clocks[0] > 0
     )
     if not regular:
-        stats = StreamStats()
         for i in range(len(t)):
             stats.add(float(arrival_ms[i]), int(t.seq[i]), int(t.ts[i]), int(t.pt[i]), bool(t.marker[i]),
                       int(clocks[i]))  # fmt: skip
+        stats.regular = False
+        oldest = (stats._max_ext_seq or 0) - SEEN_WINDOW
+        stats._seen = {s for s in stats._seen if s > oldest}
         return stats
     clock = float(clocks[0])
-    delta = np.diff(arrival_ms)
-    diff = np.abs(delta - np.diff(ext_ts) / (clock / 1000.0))
-    values, j = [], 0.0
+    # each packet is measured against the one before it (a new stream's first packet is only a reference)
+    if fresh:
+        ref_ms, ref_ts, ref_pt, total = arrival_ms[:-1], ext_ts[:-1], t.pt[:-1], 1
+        stats.first, stats.start_seq, stats.first_ts = False, int(t.seq[0]), int(ext_ts[0])
+        stats.start_time_ms = float(arrival_ms[0])
+        new_ms, new_ts, pt, marker = arrival_ms[1:], ext_ts[1:], t.pt[1:], t.marker[1:]
+    else:
+        ref_ms = np.concatenate([[stats.time_ms], arrival_ms[:-1]])
+        ref_ts = np.concatenate([[stats.seq_ts], ext_ts[:-1]])
+        ref_pt = np.concatenate([[stats.pt], t.pt[:-1]])
+        total, new_ms, new_ts, pt, marker = stats.total, arrival_ms, ext_ts, t.pt, t.marker
+    delta = new_ms - ref_ms
+    diff = np.abs(delta - (new_ts - ref_ts) / (clock / 1000.0))
+    values, j = [], stats.jitter
     for d in diff.tolist():  # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats
         j = (15 * j + d) / 16
         values.append(j)
     jitter = np.array(values)
-    pt = t.pt[1:]
     cn = (pt == PT_CN) | (pt == PT_CN_OLD)
-    follows_cn = (t.pt[:-1] == PT_CN) | (t.pt[:-1] == PT_CN_OLD)
-    ok = ~(t.marker[1:] | cn | follows_cn)
-    stats = StreamStats(first=False, start_seq=int(t.seq[0]), stop_seq=int(t.seq[-1]),
-                        seq_cycles=int((ext_seq[-1] >> 16) - (ext_seq[0] >> 16)), total=len(t))  # fmt: skip
+    follows_cn = (ref_pt == PT_CN) | (ref_pt == PT_CN_OLD)
+    ok = ~(marker | cn | follows_cn)
     if ok.any():
-        stats.max_delta = max(0.0, float(delta[ok].max()))
-        stats.max_jitter = max(0.0, float(jitter[ok].max()))
-        mean = 0.0
-        for k, jk in zip((np.flatnonzero(ok) + 1).tolist(), jitter[ok].tolist(), strict=True):
+        stats.max_delta = max(stats.max_delta, float(delta[ok].max()))
+        stats.max_jitter = max(stats.max_jitter, float(jitter[ok].max()))
+        mean = stats.mean_jitter
+        for k, jk in zip((np.flatnonzero(ok) + total).tolist(), jitter[ok].tolist(), strict=True):
             mean = (mean * (k - 1) + jk) / k  # Wireshark's running mean over all packets so far
         stats.mean_jitter = mean
+    last_seq = int(t.seq[-1])
+    stats.sequence_errors += int(np.count_nonzero(steps > 1))
+    stats.seq_num = stats.stop_seq = last_seq
+    stats.seq_cycles = (int(ext_seq[-1]) - last_seq) >> 16
+    stats.under = stats.seq_cycles > 0 and last_seq <= stats.start_seq
+    stats.time_ms = stats.end_time_ms = float(arrival_ms[-1])
+    stats.seq_ts = stats.last_ext_ts = int(ext_ts[-1])
+    stats.jitter, stats.pt, stats.delta = j, int(t.pt[-1]), float(delta[-1])
+    stats.total += len(t)
+    stats._max_ext_seq = int(ext_seq[-1])
+    stats._seen = set(ext_seq[-SEEN_WINDOW:].tolist())
+    stats.regular, stats.clock = True, int(clock)
     return stats
 
 
-def loss_bursts(t: PacketTable) -> tuple[int, int]:
-    """(number of gaps, longest gap) in the sequence numbers received, restarts and reordering aside."""
-    if len(t) < 2:
-        return 0, 0
-    seen = np.unique(_unwrap16(t.seq))
-    gaps = np.diff(seen) - 1
-    gaps = gaps[(gaps > 0) & (gaps < 3000)]  # a jump of thousands is a restart, not a loss burst
-    return int(gaps.size), int(gaps.max()) if gaps.size else 0
+def unwrap16(seq: np.ndarray, previous: int | None = None) -> np.ndarray:
+    """16-bit sequence numbers unwrapped, continuing from ``previous`` (an extended number) when given."""
+    return _unwrap(seq, 16, previous)
 
 
-def _unwrap16(seq: np.ndarray) -> np.ndarray:
-    steps = np.diff(seq.astype(np.int64))
-    steps = np.remainder(steps + (1 << 15), 1 << 16) - (1 << 15)
-    return np.concatenate([[int(seq[0])], int(seq[0]) + np.cumsum(steps)])
+def _unwrap(values: np.ndarray, bits: int, previous: int | None) -> np.ndarray:
+    """Each step taken as the nearest (like ``rtp.unwrap``); the first value placed nearest to ``previous``."""
+    if values.size == 0:
+        return values.astype(np.int64)
+    half = 1 << (bits - 1)
+    first = int(values[0]) if previous is None else unwrap(previous, int(values[0]), bits)
+    steps = np.remainder(np.diff(values.astype(np.int64)) + half, 1 << bits) - half
+    return np.concatenate([[first], first + np.cumsum(steps)])

@@ -114,7 +114,9 @@ class StreamStats:
     out_of_order: int = 0
     start_time_ms: float = 0.0
     end_time_ms: float = 0.0
-    _seen: set[int] = field(default_factory=set)
+    regular: bool = False  # measured so far with array operations (in order, one clock): see table_stats
+    clock: int = 0  # the clock of those packets
+    _seen: set[int] = field(default_factory=set)  # extended sequence numbers received (recent ones)
     _max_ext_seq: int | None = None
 
     def add(self, arrival_ms: float, seq: int, timestamp: int, pt: int, marker: bool, clock: int) -> None:
