@@ -99,3 +99,23 @@ def test_nisqa_weights_option_adds_nisqa(tmp_path: Path, nisqa_weights: Path) ->
         assert set(nq) >= {"mos", "noisiness", "coloration", "discontinuity", "loudness"}
         assert 1.0 < nq["mos"] < 5.0
     assert report["models"]["nisqa"].startswith("NISQA_DIM v2")
+
+
+def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path, testdata: Path) -> None:
+    capture = str(testdata / "pcap/sipnab/rtp-protocol.pcap")
+
+    def matched_by(*extra: str, env: dict[str, str] | None = None) -> str:
+        os.environ.update(env or {})
+        try:
+            out = callqa("pcap", "--stats-only", "--json", "--no-cache", *extra, capture, db=tmp_path / "s.db").stdout
+        finally:
+            for k in env or {}:
+                os.environ.pop(k)
+        return json.loads(out)["sip"]["matched_by"]
+
+    assert matched_by() == "sdp"
+    # the SDP names 10.33.6.100: aliasing it to another address leaves only the port to match on (NAT)
+    assert matched_by(env={"CALLQA_NAT_ALIASES": '{"10.33.6.100": "203.0.113.9"}'}) == "sdp port (NAT)"
+    assert matched_by("--nat-alias", "10.33.6.100=203.0.113.9") == "sdp port (NAT)"
+    bad = callqa("pcap", "--nat-alias", "10.33.6.100", capture, db=tmp_path / "s.db", check=False)
+    assert bad.returncode == 2 and "PRIVATE=PUBLIC" in bad.stderr

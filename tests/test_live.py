@@ -99,7 +99,12 @@ def test_hep3_round_trip_and_errors() -> None:
 
 def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -> None:
     port = free_port()
-    proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "6", "--inactivity", "1.5", db=tmp_path / "s.db")
+    # the SDP names 10.33.6.100; aliased (setting) to another address only the port matches: the NAT path
+    os.environ["CALLQA_NAT_ALIASES"] = '{"10.33.6.100": "203.0.113.9"}'
+    try:
+        proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "6", "--inactivity", "1.5", db=tmp_path / "s.db")
+    finally:
+        del os.environ["CALLQA_NAT_ALIASES"]
     time.sleep(2.0)
     dec, segments = Decoder(), []
     for frame in CaptureFile(testdata / "pcap/sipnab/rtp-protocol.pcap").frames():
@@ -115,6 +120,7 @@ def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -
     assert proc.returncode == 0, err
     (report,) = [json.loads(line) for line in out.splitlines()]
     assert report["sip"]["call_id"] == "1907983263271201083544@10.33.6.101"
+    assert report["sip"]["matched_by"] == "sdp port (NAT)"
     assert sorted((s["leg"], s["packets"]) for s in report["streams"]) == [("callee", 47), ("caller", 201)]
 
 

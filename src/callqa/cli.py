@@ -216,8 +216,8 @@ def pcap(
     from callqa.service import analyze_capture
 
     try:
-        aliases = dict(_alias(a) for a in nat_alias or [])
         settings = _settings(db, nisqa_weights, no_nisqa, False, transcribe, rules)
+        aliases = {**settings.nat_aliases, **dict(_alias(a) for a in nat_alias or [])}
         if srtp_key:
             settings = settings.model_copy(update={"srtp_keys": [*settings.srtp_keys, *srtp_key]})
         reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,
@@ -254,6 +254,7 @@ def sniff(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
     stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
+    nat_alias: Annotated[list[str] | None, typer.Option(help="PRIVATE=PUBLIC address seen behind NAT")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     transcribe: Annotated[bool, typer.Option("--transcribe", help="transcribe live, and in the reports")] = False,
     rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (forbidden phrases raise live events)")] = None,
@@ -281,6 +282,7 @@ def sniff(
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         store = Store(settings.db)
         tracker = Tracker(
+            {**settings.nat_aliases, **dict(_alias(a) for a in nat_alias or [])},
             keep_audio=not stats_only,
             srtp_keys=settings.srtp_keys,
             inactivity_s=inactivity,

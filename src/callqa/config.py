@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="ONNX Runtime threads per model; 0 = all cores")
     max_file_bytes: int = Field(2 * 1024**3, gt=0)
     srtp_keys: list[str] = Field(default=[], description="SDES keys to try on SRTP: SUITE:BASE64 (secrets)")
+    nat_aliases: dict[str, str] = Field(
+        default={}, description="capture: private address in SDP -> public address its media comes from"
+    )
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()
