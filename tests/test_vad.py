@@ -39,3 +39,48 @@ def test_speech_ratio_of_silero_test_file(testdata: Path) -> None:
     assert 0.6 < ratio < 0.9  # the file is described as about 73% active
     strict = detect_speech(d.samples[0], VadOptions(threshold=0.9))
     assert strict.speech_s < result.speech_s  # the threshold setting is honoured
+
+
+def _recordings(testdata: Path) -> list[np.ndarray]:
+    from conftest import REPO
+
+    files = sorted((testdata / "audio").rglob("*.wav")) + [REPO / "examples/call-agent.wav"]
+    out = []
+    for f in files:
+        d = decode_file(f, 3600)
+        out.append(resample(d.samples.mean(axis=0), d.sample_rate, VAD_RATE))
+    return out
+
+
+def test_segments_equal_faster_whispers_on_real_recordings(testdata: Path) -> None:
+    """Our block-by-block VAD gives exactly faster-whisper's get_speech_timestamps (same model, same rules),
+    on every shared recording, with the defaults and other settings, and on a length of whole windows."""
+    from faster_whisper.vad import VadOptions as FwOptions
+    from faster_whisper.vad import get_speech_timestamps
+
+    recordings = _recordings(testdata)
+    recordings.append(recordings[0][: (recordings[0].size // 512) * 512])  # ends on a window boundary
+    assert len(recordings) >= 15
+    compared = 0
+    for options in (VadOptions(), VadOptions(0.35, 100, 300, 100), VadOptions(0.7, 500, 50, 0)):
+        fw = FwOptions(threshold=options.threshold, min_speech_duration_ms=options.min_speech_ms,
+                       min_silence_duration_ms=options.min_silence_ms, speech_pad_ms=options.speech_pad_ms)  # fmt: skip
+        for x in recordings:
+            theirs = [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in get_speech_timestamps(x, fw)]
+            assert detect_speech(x, options).segments == theirs
+            compared += len(theirs)
+    assert compared > 100
+
+
+def test_a_long_leg_is_run_block_by_block(testdata: Path) -> None:
+    """20 minutes of speech: the VAD's own allocations stay small (faster-whisper's one-shot call copies the
+    whole input about twice)."""
+    import tracemalloc
+
+    x = np.tile(_recordings(testdata)[-1], 30)[: 20 * 60 * VAD_RATE]
+    tracemalloc.start()
+    result = detect_speech(x, VadOptions())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 30e6 < x.nbytes / 2  # 77 MB of input
+    assert 0.3 < result.speech_s / (x.size / VAD_RATE) < 0.9

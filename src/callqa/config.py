@@ -59,6 +59,9 @@ class AnalysisSettings(BaseModel, frozen=True):
     whisper_language: str = "en"
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(5, ge=1, le=10)
+    whisper_batch_size: int = Field(
+        4, ge=1, le=32, description="Whisper windows encoded together: 8 is ~10% faster and needs ~110 MB more"
+    )
     overtalk_min_s: float = Field(0.5, ge=0, description="both sides speaking this long counts as overtalk")
     loudness_window_s: float = Field(5.0, gt=0, description="window of the loudness-over-time series")
     redact_transcripts: bool = Field(True, description="mask cards, national ids, phones, emails in transcripts")

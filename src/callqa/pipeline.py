@@ -302,6 +302,7 @@ def _speech(work: list[_LegWork], legs: list[Leg], s: AnalysisSettings, threads:
     if s.transcribe:
         opts = transcribe.TranscribeOptions(model=s.whisper_model, language=s.whisper_language,
                                             compute_type=s.whisper_compute_type, beam_size=s.whisper_beam_size,
+                                            batch_size=s.whisper_batch_size,
                                             threads=threads)  # fmt: skip
         result = transcribe.transcribe([w.x16 for w in work], [w.speech for w in work], opts)
         out.transcript = [

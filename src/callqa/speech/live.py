@@ -26,8 +26,8 @@ from typing import Any, get_args
 
 import numpy as np
 
-from callqa import models
 from callqa.audio.resample import resample
+from callqa.quality.vad import FRAME, StreamingVad
 from callqa.report import Role
 from callqa.report import Utterance as ReportUtterance
 from callqa.report import Word as ReportWord
@@ -37,8 +37,6 @@ from callqa.speech.redaction import redact_utterance
 from callqa.speech.rules import RuleSet
 
 RATE = 16000
-FRAME = 512  # Silero's frame at 16 kHz
-CONTEXT = 64
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -63,31 +61,6 @@ class LiveOptions:
     )
     min_word_probability: float = 0.5
     redact: bool = True
-
-
-class StreamingVad:
-    """Speech probability per 32 ms frame, fed in chunks of any size, state carried between chunks."""
-
-    def __init__(self, min_frames: int = 1) -> None:
-        self.min_frames = min_frames  # run the model only once this many frames are waiting (fewer, larger runs)
-        self.session = models.silero_vad().session
-        self.h = np.zeros((1, 1, 128), np.float32)
-        self.c = np.zeros((1, 1, 128), np.float32)
-        self.context = np.zeros(CONTEXT, np.float32)
-        self.pending = np.zeros(0, np.float32)
-
-    def feed(self, x16: np.ndarray) -> np.ndarray:
-        self.pending = np.concatenate([self.pending, x16.astype(np.float32)])
-        n = self.pending.size // FRAME
-        if n < self.min_frames:
-            return np.zeros(0, np.float32)
-        frames = self.pending[: n * FRAME].reshape(n, FRAME)
-        self.pending = self.pending[n * FRAME :]
-        contexts = np.vstack([self.context[None], frames[:-1, -CONTEXT:]])
-        self.context = frames[-1, -CONTEXT:].copy()
-        out, self.h, self.c = self.session.run(None, {"input": np.hstack([contexts, frames]), "h": self.h,
-                                                      "c": self.c})  # fmt: skip
-        return np.asarray(out, np.float32).reshape(-1)
 
 
 @dataclass
