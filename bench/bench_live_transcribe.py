@@ -18,6 +18,7 @@ import resource
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--partials", type=float, default=1.5, help="partial every N s while speaking; 0 = off")
     ap.add_argument("--beam", type=int, default=2, help="beam size of the live decoder")
+    ap.add_argument("--min-silence", type=float, default=0, help="end-of-utterance silence, s (0 = the default)")
+    ap.add_argument("--early", type=float, default=-1, help="decode after this much silence (0 = off, -1 = default)")
+    ap.add_argument("--batch", type=int, default=0, help="Whisper windows encoded together (0 = the default)")
     args = ap.parse_args()
     from callqa.audio.decode import decode_file
     from callqa.speech.live import LiveOptions, LiveTranscriber
-    from callqa.speech.transcribe import TranscribeOptions
 
     rate, chunk = 8000, 160
     legs = {}
@@ -51,7 +54,14 @@ def main() -> None:
     live = LiveTranscriber(
         publish,
         LiveOptions(
-            partial_every_s=args.partials, transcribe=TranscribeOptions(beam_size=args.beam, no_repeat_ngram_size=3)
+            partial_every_s=args.partials,
+            min_silence_s=args.min_silence or LiveOptions().min_silence_s,
+            speculate_after_s=LiveOptions().speculate_after_s if args.early < 0 else args.early,
+            transcribe=replace(
+                LiveOptions().transcribe,
+                beam_size=args.beam,
+                batch_size=args.batch or LiveOptions().transcribe.batch_size,
+            ),
         ),
     )
     cycle = decode_file(REPO / "examples" / "call-agent.wav", 3600).duration_s

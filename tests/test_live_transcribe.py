@@ -23,7 +23,8 @@ from callqa.capture.live_audio import LiveAudio
 from callqa.capture.media import decode_stream
 from callqa.capture.pcap import CaptureFile
 from callqa.config import AnalysisSettings, Settings
-from callqa.speech.live import FRAME, LiveTranscriber, StreamingVad
+from callqa.quality.vad import FRAME, StreamingVad
+from callqa.speech.live import LiveOptions, LiveTranscriber
 from callqa.speech.rules import RuleSet
 from callqa.store import Store
 
@@ -236,3 +237,50 @@ def test_live_publishes_nothing_for_a_language_it_does_not_know(tmp_path: Path) 
     assert done.wait(60)
     live.close()
     assert [e for e in events if e["type"] == "final"] == []
+
+
+def _trimmed(x: np.ndarray, rate: int) -> np.ndarray:
+    """The utterance without its leading and trailing silence (10 ms frames above -40 dBFS)."""
+    frames = x[: x.size // (rate // 100) * (rate // 100)].reshape(-1, rate // 100)
+    loud = np.flatnonzero(20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-12) > -40)
+    return x[loud[0] * (rate // 100) : (loud[-1] + 1) * (rate // 100)]
+
+
+@pytest.mark.parametrize("early_s", [0.3, 0.0], ids=["early decoding", "decoding after the end"])
+def test_a_pause_shorter_than_the_end_of_utterance_silence_does_not_split_it(testdata: Path, early_s: float) -> None:
+    """Two sentences 0.4 s apart (longer than the early-decoding point, shorter than the 0.5 s that ends an
+    utterance), fed in real time: the early decode made in the pause is dropped and one final holds both."""
+    import calls
+
+    first, second = (_trimmed(u, calls.RATE) for u in calls.utterances(testdata)[1:3])
+    silence = lambda s: np.zeros(int(s * calls.RATE))  # noqa: E731
+    x = np.concatenate([silence(0.5), first, silence(0.4), second, silence(1.5)]).astype(np.float32)
+    events: list[dict] = []
+    decoded: list[str] = []
+    live = LiveTranscriber(events.append, LiveOptions(partial_every_s=0, speculate_after_s=early_s))
+    run = live._run
+
+    def spy(jobs):  # type: ignore[no-untyped-def]
+        decoded.extend(j.status for j in jobs if j.final)
+        run(jobs)
+
+    live._run = spy  # type: ignore[method-assign]
+    t0, chunk = time.time(), calls.RATE // 50
+    for i in range(0, x.size, chunk):
+        time.sleep(max(0.0, t0 + i / calls.RATE - time.time()))  # real time: the worker decodes during the pause
+        live.feed("c", "agent", x[i : i + chunk], calls.RATE, i / calls.RATE)
+    time.sleep(1.5)
+    live.end_call("c")
+    live.close()
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 1, [e["text"] for e in finals]
+    (final,) = finals
+    first_end = 0.5 + first.size / calls.RATE
+    assert final["start_s"] < 0.6 and final["end_s"] > first_end + 0.4 + second.size / calls.RATE - 0.3
+    assert (
+        len(final["words"]) >= 10
+    )  # "Author of the danger trail, Philip Steels, etc." and "Not at this particular case..."
+    if early_s:  # the pause started an early decode that was then dropped, and the real end another one
+        assert decoded.count("waiting") >= 2
+    else:
+        assert "waiting" not in decoded

@@ -57,8 +57,12 @@ class LiveOptions:
     # utterances of different calls share Whisper windows, so a segment's confidence mixes them: the check is
     # made per utterance, on its words' mean probability, instead (another language scores about 0.4)
     transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(
-        beam_size=2, no_repeat_ngram_size=3, min_avg_logprob=-10.0
+        beam_size=2, no_repeat_ngram_size=3, min_avg_logprob=-10.0, batch_size=8
     )
+    # an utterance's audio is complete once ``pad_s`` of silence follows it: it is decoded early, after
+    # ``speculate_after_s`` of silence, while the rest of ``min_silence_s`` is awaited, and published only if
+    # the speaker has not gone on meanwhile (shorter pauses would waste decodes on utterances that go on)
+    speculate_after_s: float = 0.3  # 0 turns early decoding off; at least pad_s (the audio must be complete)
     min_word_probability: float = 0.5
     redact: bool = True
 
@@ -76,6 +80,7 @@ class Direction:
     silence: int = 0  # samples of silence since the last speech frame
     last_partial: int = 0
     previous: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # last final's audio (context)
+    early: Job | None = None  # the utterance being decoded before its end is certain
     arrivals: list[tuple[int, float]] = field(default_factory=list)  # (sample index, wall-clock arrival)
 
     def samples(self, a: int, b: int) -> np.ndarray:
@@ -96,11 +101,15 @@ class Job:
     ended_at: float  # wall clock: arrival of the utterance's last audio
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # taken when queued
     context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the direction's last utterance
+    # an early final: "waiting" for its end to be certain, then "confirmed" (published) or "cancelled"
+    status: str = "confirmed"
+    outputs: list[tuple[dict[str, Any], ReportUtterance]] | None = None  # decoded, not yet published
 
 
 class LiveTranscriber:
     def __init__(self, publish: Publish, options: LiveOptions = LiveOptions(), rules: RuleSet | None = None):
-        self.publish, self.opts = publish, options
+        self._publish, self.opts = publish, options
+        self._publish_lock = threading.Lock()  # events come from the worker and, for early finals, the feeder
         # only forbidden phrases can be judged while the call goes on (required ones need the whole call)
         forbidden = [r for r in rules.rules if r.type == "forbidden"] if rules is not None else []
         self.forbidden = RuleSet(rules=forbidden) if forbidden else None
@@ -137,6 +146,8 @@ class LiveTranscriber:
             if d.speech_from is None:
                 d.speech_from = max(d.kept_from, at - int(o.pad_s * RATE))
                 d.last_partial = at
+            elif d.early is not None:  # the speaker went on: the early final was not the end
+                d.early.status, d.early = "cancelled", None
             d.silence = 0
         elif d.speech_from is not None:
             d.silence += FRAME
@@ -145,24 +156,45 @@ class LiveTranscriber:
             return
         end = at + FRAME
         too_long = end - d.speech_from >= o.max_utterance_s * RATE
+        speech_end = end - d.silence + int(o.pad_s * RATE)
+        long_enough = speech_end - d.speech_from - int(2 * o.pad_s * RATE) >= o.min_speech_s * RATE
         if d.silence >= o.min_silence_s * RATE or too_long:
-            speech_end = end - d.silence + int(o.pad_s * RATE)
-            if speech_end - d.speech_from - int(2 * o.pad_s * RATE) >= o.min_speech_s * RATE:
+            if long_enough:
                 b = min(speech_end, end)
-                ended_at = d.arrival_of(end - d.silence)
-                self._queue(d, Job(d, d.speech_from, b, True, ended_at, d.samples(d.speech_from, b)))
+                self._final(d, Job(d, d.speech_from, b, True, d.arrival_of(end - d.silence)))
             d.speech_from = None if not too_long else end
             d.silence = 0
             self._trim(d, end)
+        elif (o.speculate_after_s and d.early is None and long_enough
+              and d.silence >= max(o.speculate_after_s, o.pad_s) * RATE):  # fmt: skip
+            early = Job(d, d.speech_from, speech_end, True, d.arrival_of(end - d.silence), status="waiting")
+            d.early = early
+            self._queue(d, early)
         elif (o.partial_every_s and end - d.last_partial >= o.partial_every_s * RATE and not self.busy
               and self.jobs.empty()):  # fmt: skip
             d.last_partial = end
             self._queue(d, Job(d, d.speech_from, end, False, arrival, d.samples(d.speech_from, end)))
 
+    def _final(self, d: Direction, job: Job) -> None:
+        """An utterance has ended: confirm its early final when that covered the same audio, else queue it."""
+        early, d.early = d.early, None
+        if early is not None and (early.a, early.b) == (job.a, job.b):
+            d.previous = early.audio[-int(self.opts.context_s * RATE) :].copy()
+            early.status = "confirmed"
+            if early.outputs is not None:  # already decoded: publish now
+                self._deliver(early)
+            return
+        if early is not None:
+            early.status = "cancelled"
+        job.audio = d.samples(job.a, job.b)
+        self._queue(d, job)
+
     def _queue(self, d: Direction, job: Job) -> None:
+        if not job.audio.size:
+            job.audio = d.samples(job.a, job.b)
         if job.audio.size < self.opts.context_below_s * RATE:
             job.context = d.previous
-        if job.final:
+        if job.final and job.status == "confirmed":
             d.previous = job.audio[-int(self.opts.context_s * RATE) :].copy()
         self.jobs.put(job)
 
@@ -180,8 +212,9 @@ class LiveTranscriber:
             for key in [k for k in self.directions if k[0] == call_id]:
                 d = self.directions.pop(key)
                 if d.speech_from is not None and d.fed - d.speech_from >= self.opts.min_speech_s * RATE:
-                    audio = d.samples(d.speech_from, d.fed)
-                    self._queue(d, Job(d, d.speech_from, d.fed, True, d.arrival_of(d.fed), audio))
+                    self._final(d, Job(d, d.speech_from, d.fed, True, d.arrival_of(d.fed)))
+                elif d.early is not None:
+                    d.early.status = "cancelled"
         self.jobs.put(Job(Direction(call_id, "", None), 0, 0, True, 0.0))  # type: ignore[arg-type]
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -200,7 +233,8 @@ class LiveTranscriber:
                 except queue.Empty:
                     break
             stop = None in batch
-            todo = [j for j in batch if j is not None]
+            with self.lock:
+                todo = [j for j in batch if j is not None and j.status != "cancelled"]
             # a partial is stale when the same utterance's final is already waiting
             finals = {(id(j.direction), j.a) for j in todo if j.final}
             todo = [j for j in todo if j.final or (id(j.direction), j.a) not in finals]
@@ -241,30 +275,49 @@ class LiveTranscriber:
                 self.publish({"type": "call_end", "call_id": d.call_id})
                 continue
             a0, a1 = bounds[k]
-            offset = d.start_s + j.a / RATE - a0  # track time -> call time
-            # the context's words were only there to help
-            mine = [w for w in heard if a0 - 0.15 <= w.start_s < a1]
-            if mine and float(np.mean([w.probability for w in mine])) < self.opts.min_word_probability:
-                mine = []  # too uncertain to publish
-            words = [ReportWord(word=w.word, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3),
-                                probability=w.probability) for w in mine]  # fmt: skip
-            text = " ".join(w.word for w in words)
-            if not text and not j.final:
-                continue
-            utt = ReportUtterance(leg=d.leg if d.leg in _ROLES else "mixed", start_s=round(d.start_s + j.a / RATE, 3),
-                                  end_s=round(d.start_s + j.b / RATE, 3), text=text, words=words,
-                                  confidence=1.0)  # type: ignore[arg-type]  # fmt: skip
-            if self.opts.redact:
-                utt = redact_utterance(utt)
-            event = {"type": "final" if j.final else "partial", "call_id": d.call_id, "leg": d.leg,
-                     "start_s": utt.start_s, "end_s": utt.end_s, "text": utt.text,
-                     "words": [w.model_dump() for w in utt.words],
-                     "latency_s": round(time.time() - j.ended_at, 3)}  # fmt: skip
-            if j.final and not text:
-                continue  # nothing recognisable: no empty final
-            self.publish(event)
+            outputs = self._outputs(j, [w for w in heard if a0 - 0.15 <= w.start_s < a1], d.start_s + j.a / RATE - a0)
+            with self.lock:  # an early final waits for its end to be certain (or is dropped)
+                if j.status == "waiting":
+                    j.outputs = outputs
+                    continue
+                if j.status == "cancelled":
+                    continue
+            j.outputs = outputs
+            self._deliver(j)
+
+    def _outputs(
+        self, j: Job, mine: list[transcribe.Word], offset: float
+    ) -> list[tuple[dict[str, Any], ReportUtterance]]:
+        """The event (and utterance) for a decoded job; ``mine`` are its words (the context's words were only
+        there to help), ``offset`` turns track time into call time."""
+        d = j.direction
+        if mine and float(np.mean([w.probability for w in mine])) < self.opts.min_word_probability:
+            mine = []  # too uncertain to publish
+        words = [ReportWord(word=w.word, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3),
+                            probability=w.probability) for w in mine]  # fmt: skip
+        text = " ".join(w.word for w in words)
+        if not text:
+            return []  # nothing recognisable: no empty final or partial
+        utt = ReportUtterance(leg=d.leg if d.leg in _ROLES else "mixed", start_s=round(d.start_s + j.a / RATE, 3),
+                              end_s=round(d.start_s + j.b / RATE, 3), text=text, words=words,
+                              confidence=1.0)  # type: ignore[arg-type]  # fmt: skip
+        if self.opts.redact:
+            utt = redact_utterance(utt)
+        event = {"type": "final" if j.final else "partial", "call_id": d.call_id, "leg": d.leg,
+                 "start_s": utt.start_s, "end_s": utt.end_s, "text": utt.text,
+                 "words": [w.model_dump() for w in utt.words]}  # fmt: skip
+        return [(event, utt)]
+
+    def _deliver(self, j: Job) -> None:
+        """Publish a decoded job's events (with their latency now) and the live rule events of a final."""
+        for event, utt in j.outputs or []:
+            self.publish({**event, "latency_s": round(time.time() - j.ended_at, 3)})
             if j.final and self.forbidden is not None:
-                self._rules(d, utt)
+                self._rules(j.direction, utt)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with self._publish_lock:
+            self._publish(event)
 
     def _rules(self, d: Direction, utt: ReportUtterance) -> None:
         """Forbidden phrases in a final segment, found by the same rule code as the report's findings."""
