@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, scan_pcap
+from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
 from callqa.capture.media import RtpPacket
-from callqa.capture.meter import StreamMeter
+from callqa.capture.meter import StreamMeter, jitter_clocks
 from callqa.capture.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.capture.pcap import CaptureFile
 from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
@@ -513,8 +513,9 @@ def _encodings(d: Dialog, media: Media) -> dict[int, tuple[str, int]]:
 
 
 def stream_stats(stream: Stream, encodings: dict[int, tuple[str, int]], capture_start: float) -> StreamStats:
-    """Wireshark-compatible statistics of a whole stream."""
-    return stream.measured(encodings, capture_start).stats
+    """Wireshark-compatible statistics of a whole stream (only those: no jitter-buffer simulation)."""
+    stats = copy.deepcopy(stream.meter.stats) if stream.meter else StreamStats()
+    return table_stats(stream.packets, jitter_clocks(stream.packets, encodings), capture_start, stats)
 
 
 def iso(ts: float | None) -> datetime | None:

@@ -63,6 +63,16 @@ class PayloadMeter:
         return 20.0
 
 
+def jitter_clocks(table: PacketTable, encodings: dict[int, tuple[str, int]]) -> np.ndarray:
+    """The RTP clock of each packet for jitter: 0 for telephone-event and unknown payload types."""
+    pt = table.pt
+    clocks = np.zeros(len(table), np.int64)
+    for kind in np.unique(pt).tolist():
+        name, clock = encoding_of(kind, encodings)
+        clocks[pt == kind] = 0 if name.lower() == "telephone-event" else clock
+    return clocks
+
+
 class StreamMeter:
     def __init__(self, capture_start: float, depths_ms: Iterable[float] = ()) -> None:
         self.capture_start = capture_start
@@ -85,13 +95,7 @@ class StreamMeter:
             self.first = table[0]
         self.last_arrival = float(table.arrival[-1])
         pt = table.pt
-        kinds = np.unique(pt).tolist()
-        # telephone-event and unknown payload types have no clock for jitter
-        clocks = np.zeros(len(table), np.int64)
-        for kind in kinds:
-            name, clock = encoding_of(kind, encodings)
-            clocks[pt == kind] = 0 if name.lower() == "telephone-event" else clock
-        table_stats(table, clocks, self.capture_start, self.stats)
+        table_stats(table, jitter_clocks(table, encodings), self.capture_start, self.stats)
         self._count_bursts(table.seq)
         arrival, ts = table.arrival, table.ts
         for kind in [int(k) for k in pt[np.sort(np.unique(pt, return_index=True)[1])]]:
