@@ -162,3 +162,28 @@ def test_live_tracker_holds_bounded_packets_and_reports_what_the_file_gives(tmp_
     assert len(live) == 6 and live == whole
     assert FOLD_AT <= held <= FOLD_AT + 60  # folded every second once FOLD_AT packets were held
     assert sum(r["lost"] for r in live.values()) > 0  # the lossy direction is measured, not only clean ones
+
+
+def test_payloads_past_the_leg_limit_are_not_kept(testdata: Path) -> None:
+    """Live audio analysis keeps each stream's payloads only up to the leg-length limit (what can be analysed):
+    a call that never ends cannot fill memory with audio; its packets are still all counted."""
+    from callqa.capture.analyze import call_start, decode_leg
+    from callqa.capture.calls import Tracker
+    from callqa.capture.pcap import CaptureFile
+
+    path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
+    whole = read_capture(path)
+    tracker = Tracker(max_audio_s=1.0)
+    for frame in CaptureFile(path).frames():
+        tracker.feed_frame(frame.ts, frame.linktype, frame.data)
+    capped = tracker.finish()
+    assert [c.id for c in capped] == [c.id for c in whole.calls]
+    for full, cut in zip(whole.calls, capped, strict=True):
+        for role, streams in cut.streams.items():
+            for s, f in zip(streams, full.streams[role], strict=True):
+                assert len(s.packets) == len(f.packets) > 100  # every packet still measured
+                kept = [p for p in s.packets if p.payload]
+                assert 0 < len(kept) < len(s.packets) and kept[-1].arrival - s.first.arrival <= 1.0
+            x, rate, _, _ = decode_leg(cut, streams, 7200)
+            start = min(st.first.arrival for st in streams) - call_start(cut)  # where the leg's audio begins
+            assert x.size / rate <= start + 1.0 + 0.05

@@ -287,6 +287,7 @@ def sniff(
             srtp_keys=settings.srtp_keys,
             inactivity_s=inactivity,
             jitter_buffer_ms=settings.analysis.jitter_buffer_ms,
+            max_audio_s=settings.analysis.max_leg_duration_s,
         )
         follower = None
         if settings.analysis.transcribe and not stats_only:

@@ -53,6 +53,7 @@ class Stream:
     srtp_failures: int = 0  # packets whose tag did not verify with that key
     encrypted: bool = False  # SDP says SRTP and no key authenticated: measured from headers only
     meter: StreamMeter | None = None  # the packets measured and dropped already (long live calls)
+    audio_until: float = float("inf")  # payloads arriving later are not kept (past the leg-length limit)
 
     @property
     def first(self) -> RtpPacket:
@@ -182,12 +183,14 @@ class Tracker:
         inactivity_s: float = 30.0,
         grace_s: float = 2.0,
         jitter_buffer_ms: float = 50.0,
+        max_audio_s: float = float("inf"),
     ) -> None:
         self.aliases = nat_aliases or {}
         self.keep_audio = keep_audio
         self.keys = _contexts(srtp_keys or [], None)
         self.inactivity_s, self.grace_s = inactivity_s, grace_s
         self.depths_ms = (jitter_buffer_ms,)  # jitter buffers simulated on streams measured as they go
+        self.max_audio_s = max_audio_s  # a stream's audio beyond this is never analysed: its payloads are not kept
         self.decoder = Decoder()
         self.tcp = TcpSipReassembler()
         self.rtcp: list[RtcpDatagram] = []
@@ -234,7 +237,7 @@ class Tracker:
             return False
         end = 34 + _PORTS_LEN.unpack_from(data, 38)[0]
         start = 54 + 4 * (b0 & 0x0F)
-        payload = data[start:end] if self.keep_audio or end - start == 4 else b""
+        payload = data[start:end] if self.keep_audio and ts <= stream.audio_until or end - start == 4 else b""
         stream.packets.add(ts, seq, stamp, b1 & 0x7F, bool(b1 & 0x80), payload)
         if self.clock is None or ts > self.clock:
             self.clock = ts
@@ -283,7 +286,8 @@ class Tracker:
         key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = Stream(key, PacketTable(keep_payloads=self.keep_audio))
+            stream = self.streams[key] = Stream(key, PacketTable(keep_payloads=self.keep_audio),
+                                                audio_until=seg.ts + self.max_audio_s)  # fmt: skip
             candidates = self.keys + [k for d in self.dialogs.values() for ms in d.media.values() for m in ms
                                       for k in _contexts(m.crypto, self.warn)]  # fmt: skip
             stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
@@ -293,7 +297,7 @@ class Tracker:
                 stream.srtp_failures += 1
                 return
             h = RtpHeader.parse(plain)
-        payload = h.payload if self.keep_audio or len(h.payload) == 4 else b""
+        payload = h.payload if self.keep_audio and seg.ts <= stream.audio_until or len(h.payload) == 4 else b""
         stream.packets.add(seg.ts, h.seq, h.timestamp, h.payload_type, h.marker, payload)
 
     def finish(self) -> list[CapturedCall]:

@@ -22,6 +22,7 @@ from callqa.capture.rtp import StreamStats, encoding_of
 FIXED_DEPTHS_MS = (50.0, 200.0)  # reported beside the configured depth, as VoIPmonitor does
 MAX_BURST = 3000  # a jump of thousands of sequence numbers is a restart, not a loss burst
 MAX_STEP_KINDS = 64  # distinct timestamp steps counted per payload type (packet time); more are ignored
+MAX_EVENTS = 20000  # 4-byte payloads kept for DTMF (a digit takes about ten): a stream of nothing else is capped
 
 
 @dataclass
@@ -107,7 +108,8 @@ class StreamMeter:
                 )
             rows = pt == kind
             meter.feed(arrival[rows], ts[rows])
-        self.events += [table[i] for i in sorted(table.events)]
+        room = MAX_EVENTS - len(self.events)
+        self.events += [table[i] for i in sorted(table.events)[: max(0, room)]]
 
     def _count_bursts(self, seq: np.ndarray) -> None:
         """Runs of missing sequence numbers between those received (a packet that arrives after the piece that
@@ -122,10 +124,6 @@ class StreamMeter:
         self.bursts += int(gaps.size)
         self.longest_burst = max(self.longest_burst, int(gaps.max()) if gaps.size else 0)
         self._top_seq = int(seen[-1])
-
-    @property
-    def packets(self) -> int:
-        return self.stats.total
 
     @property
     def dominant(self) -> int:
