@@ -3,8 +3,9 @@ transcribed as soon as they end; partial and final segments and rule events are 
 
 Per direction, Silero VAD (the same ONNX model as offline) runs frame by frame (32 ms at 16 kHz) with its LSTM
 state carried across chunks. An utterance ends after ``min_silence_s`` of silence (or at ``max_utterance_s``);
-it is then queued for the transcription worker, which takes every queued utterance at once and decodes them
-as one batch with the offline code (``speech.transcribe``), so the calculations stay in one place. While an
+its audio is complete earlier, once the padding of silence follows it, so it is queued after
+``speculate_after_s`` of silence and published when the end is certain (dropped if the speaker goes on). The
+transcription worker takes every queued utterance at once and decodes them as one batch with the offline code (``speech.transcribe``), so the calculations stay in one place. While an
 utterance goes on, a partial transcript of it is made every ``partial_every_s`` when the worker is idle.
 Events:
 
