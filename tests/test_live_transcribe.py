@@ -68,7 +68,11 @@ def test_example_call_transcribed_live_with_rule_events() -> None:
     live.end_call("call-1")
     assert done.wait(120)
     live.close()
-    finals = [e for e in events if e["type"] == "final"]
+    published = [e for e in events if e["type"] == "final"]
+    for leg in ("agent", "customer"):  # in order within a direction; across directions, by start time
+        starts = [e["start_s"] for e in published if e["leg"] == leg]
+        assert starts == sorted(starts)
+    finals = sorted(published, key=lambda e: e["start_s"])
     assert [e["leg"] for e in finals] == [who for _, who, _ in SCRIPT]
     for e, (t, _, text) in zip(finals, SCRIPT, strict=True):
         assert abs(e["start_s"] - t) < 0.6, (e["start_s"], t)
@@ -210,7 +214,11 @@ def test_sniff_transcribes_a_hep_call_live(tmp_path: Path) -> None:
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-2000:]
     events = [json.loads(line[5:]) for line in stderr.splitlines() if line.startswith("live {")]
-    finals = [e for e in events if e["type"] == "final"]
+    published = [e for e in events if e["type"] == "final"]
+    for leg in ("caller", "callee"):  # each direction's finals come in order (the two directions are fed apart)
+        starts = [e["start_s"] for e in published if e["leg"] == leg]
+        assert starts == sorted(starts)
+    finals = sorted(published, key=lambda e: e["start_s"])
     role = {"agent": "caller", "customer": "callee"}  # a captured call names its directions by SIP role
     assert [e["leg"] for e in finals] == [role[who] for _, who, _ in SCRIPT], [
         (e["start_s"], e["text"]) for e in finals
