@@ -2,13 +2,14 @@
 transcribed as soon as they end; partial and final segments and rule events are published as dicts.
 
 Per direction, Silero VAD (the same ONNX model as offline) runs frame by frame (32 ms at 16 kHz) with its LSTM
-state carried across chunks. An utterance ends after ``min_silence_s`` of silence (or at ``max_utterance_s``);
-its audio is complete earlier, once the padding of silence follows it, so it is queued after
-``speculate_after_s`` of silence and published when the end is certain (dropped if the speaker goes on). The
-transcription worker takes every queued utterance at once and decodes them as one batch with the offline code (``speech.transcribe``), so the calculations stay in one place. While an
-utterance goes on, a partial transcript of it is made every ``partial_every_s`` when the worker is idle.
-A direction's finals are published in order; the two directions are separate streams, so a final of one may
-come before an earlier-starting final of the other (order by ``start_s`` to show a dialogue). Events:
+state carried across chunks. An utterance ends after ``min_silence_s`` of silence (or at ``max_utterance_s``); its
+audio is complete earlier, once the padding of silence follows it, so it is queued after ``speculate_after_s`` of
+silence and published when the end is certain (dropped if the speaker goes on). The transcription worker takes
+every queued utterance at once and decodes them as one batch with the offline code (``speech.transcribe``), so the
+calculations stay in one place. While an utterance goes on, a partial transcript of it is made every
+``partial_every_s`` when the worker is idle. A direction's finals are published in order; the two directions are
+separate streams, so a final of one may come before an earlier-starting final of the other (order by ``start_s`` to
+show a dialogue). Events:
 
     {"type": "final" | "partial", "call_id", "leg", "start_s", "end_s", "text", "words": [...], "latency_s"}
     {"type": "rule", "call_id", "leg", "rule", "words", "start_s", "end_s", "severity"}   (forbidden phrases)
