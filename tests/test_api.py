@@ -18,7 +18,7 @@ from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.audio.decode import decode_file
 from callqa.config import AnalysisSettings, ApiSettings, Settings
-from callqa.jobs import JobSpec, JobStore, Source, spool_dir
+from callqa.jobs import JobSpec, JobStore, Source, audio_dir, prune, spool_dir
 from callqa.service import analyze_files
 from callqa.store import Store
 
@@ -262,3 +262,36 @@ def test_killed_service_leaves_no_workers(tmp_path: Path) -> None:
     while [c for c in children if Path(f"/proc/{c}").exists()] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [c for c in children if Path(f"/proc/{c}").exists()], "worker processes outlived the service"
+
+
+def test_retention_deletes_old_kept_audio_and_finished_jobs(tmp_path: Path) -> None:
+    """Kept leg audio older than keep_audio_days and jobs that ended more than keep_jobs_days ago are deleted
+    when the service starts (and hourly); fresh ones, and jobs still queued or running, stay."""
+    import os
+
+    day, now = 86400.0, time.time()
+    settings = make_settings(tmp_path, keep_audio_days=30, keep_jobs_days=7)
+    root = audio_dir(settings)
+    old, fresh = root / ("a" * 16), root / ("b" * 16)
+    for d in (old, fresh):
+        d.mkdir(parents=True)
+        (d / "0-caller.wav").write_bytes(b"RIFF")
+    os.utime(old / "0-caller.wav", (now - 40 * day, now - 40 * day))
+    store = Store(settings.db)
+    jobs = JobStore(store)
+    spec = JobSpec(source=Source(url="http://127.0.0.1:9/x.wav"))
+    for job_id, status, age in (("1" * 16, "done", 10), ("2" * 16, "failed", 10), ("3" * 16, "done", 1),
+                                ("4" * 16, "queued", 10)):  # fmt: skip
+        jobs.create(spec, "k", job_id)
+        with store.connect() as db:
+            db.execute("UPDATE jobs SET status = ?, updated_at = ? WHERE id = ?", (status, now - age * day, job_id))
+    assert prune(settings.model_copy(update={"api": ApiSettings(keep_audio_days=0, keep_jobs_days=0)}), jobs) == (0, 0)
+    assert prune(settings, jobs, now=now) == (1, 2)
+    assert not old.exists() and (fresh / "0-caller.wav").is_file()
+    # ended 10 days ago: deleted; ended yesterday, or queued 10 days ago and never finished: kept
+    assert [jobs.get(c * 16) is not None for c in "1234"] == [False, False, True, True]
+    # the service prunes when it starts
+    os.utime(fresh / "0-caller.wav", (now - 31 * day, now - 31 * day))
+    with TestClient(create_app(settings, provider=None)) as client:
+        assert client.get("/health").status_code == 200
+        assert not fresh.exists()

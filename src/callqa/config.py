@@ -105,6 +105,12 @@ class ApiSettings(BaseModel, frozen=True):
     rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")
     max_wait_s: float = Field(600.0, ge=0, description="longest ?wait= a caller may ask for")
     min_free_bytes: int = Field(1024**3, ge=0, description="/ready fails below this much free disk")
+    keep_audio_days: float = Field(
+        30.0, ge=0, description="kept leg audio is deleted this long after it was written; 0 keeps it"
+    )
+    keep_jobs_days: float = Field(
+        30.0, ge=0, description="finished job records are deleted after this long; 0 keeps them"
+    )
 
 
 class LlmSettings(BaseModel, frozen=True):

@@ -139,6 +139,12 @@ class JobStore:
                 "SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")]  # fmt: skip
         return [j for j in (self.get(i) for i in ids) if j is not None]
 
+    def delete_finished(self, before: float) -> int:
+        """Forget jobs that ended before ``before`` (queued and running ones are never deleted)."""
+        with self.store.connect() as db:
+            cur = db.execute("DELETE FROM jobs WHERE status IN ('done', 'failed') AND updated_at < ?", (before,))
+            return cur.rowcount
+
     def counts(self) -> dict[str, int]:
         with self.store.connect() as db:
             return dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
@@ -156,6 +162,27 @@ def spool_dir(settings: Settings, job_id: str) -> Path:
 
 def audio_dir(settings: Settings) -> Path:
     return settings.data_dir / "audio"
+
+
+def prune(settings: Settings, jobs: JobStore, now: float | None = None) -> tuple[int, int]:
+    """Retention: delete kept leg audio written more than ``api.keep_audio_days`` ago (one directory per call;
+    the report stays, and a leg analysed from a local file can still be extracted again) and job records that
+    ended more than ``api.keep_jobs_days`` ago. Returns (calls whose audio went, jobs deleted)."""
+    now = time.time() if now is None else now
+    calls = 0
+    root = audio_dir(settings)
+    if settings.api.keep_audio_days and root.is_dir():
+        cutoff = now - settings.api.keep_audio_days * 86400
+        for call in root.iterdir():
+            try:
+                written = max((f.stat().st_mtime for f in call.iterdir()), default=call.stat().st_mtime)
+            except OSError:  # not a directory, or removed meanwhile
+                continue
+            if written < cutoff:
+                shutil.rmtree(call, ignore_errors=True)
+                calls += 1
+    deleted = jobs.delete_finished(now - settings.api.keep_jobs_days * 86400) if settings.api.keep_jobs_days else 0
+    return calls, deleted
 
 
 def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:

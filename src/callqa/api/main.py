@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,8 +21,10 @@ from callqa.api.routes import ai, analyze, calls, live, ops
 from callqa.api.runner import Runner
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
-from callqa.jobs import JobStore, error_code
+from callqa.jobs import JobStore, error_code, prune
 from callqa.store import Store
+
+PRUNE_EVERY_S = 3600.0  # retention: kept audio and finished jobs past their age are deleted this often
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -89,12 +92,21 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
                      assistant=assistant, runner=Runner(settings, jobs, metrics, assistant),
                      limiter=RateLimiter(settings.api.rate_per_minute))  # fmt: skip
 
+    async def retention() -> None:
+        """Old kept audio and job records go at start (below), then every hour."""
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            await asyncio.to_thread(prune, settings, jobs)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(prune, settings, jobs)
         await state.runner.start()
+        pruner = asyncio.create_task(retention())
         try:
             yield
         finally:
+            pruner.cancel()
             await state.runner.stop()
 
     app = FastAPI(title="callqa", version=__version__, lifespan=lifespan,
