@@ -2,7 +2,10 @@
 tcpreplay at a given packet rate while ``callqa sniff -i lo --stats-only`` listens, then prints the rate,
 the kernel's drops, the packets that reached the reports, and the sniffer's peak RSS. Needs root and tcpreplay.
 
-    python bench/bench_live.py [--calls 100] [--seconds 20] [--pps 10000 20000 50000]
+    python bench/bench_live.py [--calls 100] [--seconds 20] [--pps 10000 20000 50000] [--sample-s 60]
+
+With ``--sample-s`` the sniffer's resident memory is printed every so many seconds while the replay runs (a
+soak: e.g. ``--calls 100 --seconds 900 --pps 10000`` replays 100 calls of 15 minutes in real time).
 """
 
 from __future__ import annotations
@@ -20,11 +23,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--pps", type=int, nargs="+", default=[10000, 20000, 50000])
+    ap.add_argument("--sample-s", type=float, default=0, help="print the sniffer's RSS this often (0 = never)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "live.pcap"
@@ -38,9 +47,19 @@ def main() -> None:
                                         "--json", "--inactivity", "2", "--no-nisqa"],
                                        stdout=out_file, stderr=err_file, text=True, env=env)  # fmt: skip
             time.sleep(3)
-            replay = subprocess.run(["tcpreplay", "-i", "lo", f"--pps={pps}", str(pcap)], capture_output=True,
-                                    text=True, check=True)  # fmt: skip
-            sent = int(re.search(r"Actual: (\d+) packets", replay.stdout).group(1))  # type: ignore[union-attr]
+            replay = subprocess.Popen(["tcpreplay", "-i", "lo", f"--pps={pps}", str(pcap)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
+            started = time.time()
+            next_sample = started + args.sample_s
+            while replay.poll() is None:
+                time.sleep(0.5)
+                if args.sample_s and time.time() >= next_sample:
+                    print(f"  {time.time() - started:>6.0f} s  sniffer RSS {rss_mb(sniffer.pid):>6.1f} MB", flush=True)
+                    next_sample += args.sample_s
+            stdout, _ = replay.communicate()
+            if replay.returncode:
+                raise SystemExit(f"tcpreplay failed ({replay.returncode})")
+            sent = int(re.search(r"Actual: (\d+) packets", stdout).group(1))  # type: ignore[union-attr]
             time.sleep(5)
             sniffer.terminate()
             _, status, usage = os.wait4(sniffer.pid, 0)
