@@ -187,3 +187,27 @@ def test_payloads_past_the_leg_limit_are_not_kept(testdata: Path) -> None:
             x, rate, _, _ = decode_leg(cut, streams, 7200)
             start = min(st.first.arrival for st in streams) - call_start(cut)  # where the leg's audio begins
             assert x.size / rate <= start + 1.0 + 0.05
+
+
+def test_a_long_flow_that_is_not_rtp_stays_out_of_the_reports() -> None:
+    """UDP that looks like RTP by its first byte but whose sequence numbers jump about: after thousands of
+    packets the tracker keeps only the newest, and a run of orderly packets at the end does not turn it into a
+    call (its other packets were dropped, not measured)."""
+    import random
+    import struct
+
+    from callqa.capture.calls import FOLD_AT, Tracker
+    from callqa.capture.packet import PROTO_UDP, Segment
+
+    rng = random.Random(3)
+    tracker = Tracker(keep_audio=False)
+    t, done = 1000.0, []
+    for k in range(FOLD_AT + 1000):
+        seq = rng.randrange(65536) if k < FOLD_AT else k  # noise, then 1000 orderly packets
+        payload = struct.pack(">BBHII", 0x80, 0, seq & 0xFFFF, 160 * k, 0x5151) + bytes(160)
+        tracker.feed_segment(Segment(t, PROTO_UDP, "10.0.0.1", 7000, "10.0.0.2", 7002, payload))
+        t += 0.02
+        if k % 50 == 0:
+            done += tracker.expire(t)
+    done += tracker.expire(float("inf"))
+    assert done == []

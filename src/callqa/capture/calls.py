@@ -54,6 +54,7 @@ class Stream:
     encrypted: bool = False  # SDP says SRTP and no key authenticated: measured from headers only
     meter: StreamMeter | None = None  # the packets measured and dropped already (long live calls)
     audio_until: float = float("inf")  # payloads arriving later are not kept (past the leg-length limit)
+    junk: bool = False  # thousands of packets that no call claimed: not RTP, never reported as a call
 
     @property
     def first(self) -> RtpPacket:
@@ -347,6 +348,7 @@ class Tracker:
         for key, s in self.streams.items():
             if key not in claimed and len(s.packets) >= FOLD_AT:
                 s.packets.take_head(len(s.packets) - FOLD_KEEP)
+                s.junk = True
 
 
 def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]
@@ -471,6 +473,8 @@ def plausible_unsignalled(stream: Stream) -> bool:
     (repeats allowed: RFC 4733 sends an event's last packet three times)."""
     if stream.meter is not None:
         return True  # judged plausible before its older packets were measured and dropped
+    if stream.junk:
+        return False  # its newest packets alone must not make it look like a call
     p = stream.packets
     if len(p) < MIN_UNSIGNALLED_PACKETS:
         return False
