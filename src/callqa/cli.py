@@ -217,7 +217,7 @@ def pcap(
 
     try:
         settings = _settings(db, nisqa_weights, no_nisqa, False, transcribe, rules)
-        aliases = {**settings.nat_aliases, **dict(_alias(a) for a in nat_alias or [])}
+        aliases = _aliases(settings, nat_alias)
         if srtp_key:
             settings = settings.model_copy(update={"srtp_keys": [*settings.srtp_keys, *srtp_key]})
         reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,
@@ -282,7 +282,7 @@ def sniff(
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         store = Store(settings.db)
         tracker = Tracker(
-            {**settings.nat_aliases, **dict(_alias(a) for a in nat_alias or [])},
+            _aliases(settings, nat_alias),
             keep_audio=not stats_only,
             srtp_keys=settings.srtp_keys,
             inactivity_s=inactivity,
@@ -333,6 +333,11 @@ def sniff(
     err.print(f"{frames} frames read, {tracker.kernel_drops} dropped by the kernel")
     for w in tracker.warnings:
         err.print(f"[yellow]warning:[/] {w}")
+
+
+def _aliases(settings: Settings, options: list[str] | None) -> dict[str, str]:
+    """NAT aliases: the setting's, then ``--nat-alias PRIVATE=PUBLIC`` options over them."""
+    return {**settings.nat_aliases, **dict(_alias(a) for a in options or [])}
 
 
 def _alias(text: str) -> tuple[str, str]:

@@ -18,50 +18,57 @@ R0 = 93.2
 RESYNC_S = 1.0  # an offset beyond this is a timestamp discontinuity, not jitter
 
 
-class FixedBuffer:
-    """A fixed jitter buffer of ``depth_ms``: counts the packets it would discard as late. Packets are fed in
-    arrival order, in as many pieces as wanted (the state carries over)."""
+class _Playout:
+    """A packet's playout time: the first packet's arrival plus its RTP timestamp's distance from the first one,
+    resynchronised on a timestamp jump. ``offset_s`` is how late a packet arrives against that schedule.
+    Packets are fed in arrival order, in as many pieces as wanted (the state carries over)."""
 
-    def __init__(self, clock: int, depth_ms: float) -> None:
-        self.clock, self.depth_s = clock, depth_ms / 1000.0
+    def __init__(self, clock: int) -> None:
+        self.clock = clock
         self.t0: float | None = None
         self.ts0 = 0
+
+    def offset_s(self, arrival: float, ts: int) -> float:
+        """``ts`` is an extended (unwrapped) RTP timestamp."""
+        if self.t0 is None:
+            self.t0, self.ts0 = arrival, ts
+        offset = arrival - (self.t0 + (ts - self.ts0) / self.clock)
+        if abs(offset) > RESYNC_S:  # a timestamp jump (new talk spurt base, sequence restart): resynchronise
+            self.t0, self.ts0, offset = arrival, ts, 0.0
+        return offset
+
+
+class FixedBuffer(_Playout):
+    """A fixed jitter buffer of ``depth_ms``: ``late`` counts the packets it would discard."""
+
+    def __init__(self, clock: int, depth_ms: float) -> None:
+        super().__init__(clock)
+        self.depth_s = depth_ms / 1000.0
         self.late = 0
 
     def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
-        """``timestamps`` are extended (unwrapped) RTP timestamps."""
         if not self.clock:
             return
         for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-            if self.t0 is None:
-                self.t0, self.ts0 = arrival, ts
-            offset = arrival - (self.t0 + (ts - self.ts0) / self.clock)
-            if abs(offset) > RESYNC_S:  # a timestamp jump (new talk spurt base, sequence restart): resynchronise
-                self.t0, self.ts0, offset = arrival, ts, 0.0
-            if offset > self.depth_s:
+            if self.offset_s(arrival, ts) > self.depth_s:
                 self.late += 1
 
 
-class AdaptiveBuffer:
+class AdaptiveBuffer(_Playout):
     """An adaptive buffer: a packet later than the depth in force is discarded and the depth grows to what it
     needed (up to ``max_ms``); otherwise the depth decays slowly (0.2% per packet) towards what packets need.
     ``late`` is the discarded packets, ``mean_depth_ms`` the delay the buffer adds."""
 
     def __init__(self, clock: int, max_ms: float = 500.0, start_ms: float = 50.0) -> None:
-        self.clock, self.max_ms, self.depth = clock, max_ms, start_ms
-        self.t0: float | None = None
-        self.ts0 = 0
+        super().__init__(clock)
+        self.max_ms, self.depth = max_ms, start_ms
         self.late, self.total, self.count = 0, 0.0, 0
 
     def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
         if not self.clock:
             return
         for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-            if self.t0 is None:
-                self.t0, self.ts0 = arrival, ts
-            needed = 1000.0 * (arrival - (self.t0 + (ts - self.ts0) / self.clock))
-            if abs(needed) > RESYNC_S * 1000.0:
-                self.t0, self.ts0, needed = arrival, ts, 0.0
+            needed = 1000.0 * self.offset_s(arrival, ts)
             if needed > self.depth:
                 self.late += 1
                 self.depth = min(self.max_ms, needed)

@@ -102,7 +102,7 @@ class Job:
     b: int
     final: bool
     ended_at: float  # wall clock: arrival of the utterance's last audio
-    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # taken when queued
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # taken by _queue
     context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the direction's last utterance
     # an early final: "waiting" for its end to be certain, then "confirmed" (published) or "cancelled"
     status: str = "confirmed"
@@ -176,20 +176,19 @@ class LiveTranscriber:
         elif (o.partial_every_s and end - d.last_partial >= o.partial_every_s * RATE and not self.busy
               and self.jobs.empty()):  # fmt: skip
             d.last_partial = end
-            self._queue(d, Job(d, d.speech_from, end, False, arrival, d.samples(d.speech_from, end)))
+            self._queue(d, Job(d, d.speech_from, end, False, arrival))
 
     def _final(self, d: Direction, job: Job) -> None:
         """An utterance has ended: confirm its early final when that covered the same audio, else queue it."""
         early, d.early = d.early, None
         if early is not None and (early.a, early.b) == (job.a, job.b):
-            d.previous = early.audio[-int(self.opts.context_s * RATE) :].copy()
+            self._remember(d, early)
             early.status = "confirmed"
             if early.outputs is not None:  # already decoded: publish now
                 self._deliver(early)
             return
         if early is not None:
             early.status = "cancelled"
-        job.audio = d.samples(job.a, job.b)
         self._queue(d, job)
 
     def _queue(self, d: Direction, job: Job) -> None:
@@ -198,8 +197,12 @@ class LiveTranscriber:
         if job.audio.size < self.opts.context_below_s * RATE:
             job.context = d.previous
         if job.final and job.status == "confirmed":
-            d.previous = job.audio[-int(self.opts.context_s * RATE) :].copy()
+            self._remember(d, job)
         self.jobs.put(job)
+
+    def _remember(self, d: Direction, final: Job) -> None:
+        """A final's audio becomes the context for the direction's next short utterance."""
+        d.previous = final.audio[-int(self.opts.context_s * RATE) :].copy()
 
     def _trim(self, d: Direction, keep_from: int) -> None:
         """Forget audio before ``keep_from`` less the padding (bounded memory between utterances)."""
@@ -279,13 +282,10 @@ class LiveTranscriber:
                 continue
             a0, a1 = bounds[k]
             outputs = self._outputs(j, [w for w in heard if a0 - 0.15 <= w.start_s < a1], d.start_s + j.a / RATE - a0)
-            with self.lock:  # an early final waits for its end to be certain (or is dropped)
-                if j.status == "waiting":
-                    j.outputs = outputs
+            with self.lock:
+                j.outputs = outputs
+                if j.status != "confirmed":  # an early final waits for its end to be certain, or was dropped
                     continue
-                if j.status == "cancelled":
-                    continue
-            j.outputs = outputs
             self._deliver(j)
 
     def _outputs(
