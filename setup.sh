@@ -22,19 +22,25 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 [ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+say() { printf '==> %s\n' "$*"; }
 if [ -n "$missing" ]; then
+  say "installing Debian packages:$missing"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+say "creating the virtualenv in .venv"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
 if [ "$nisqa" = 1 ]; then
   # install the CPU build of torch first, so nothing pulls a CUDA build in later
+  say "installing PyTorch (CPU build) for NISQA: a few hundred MB, about a minute"
   .venv/bin/python -m pip install -q "torch==2.13.0"
   extras="nisqa"
 fi
 [ "$dev" = 1 ] && extras="${extras:+$extras,}dev"
+say "installing callqa${extras:+ [$extras]} and its bundled models (ONNX Runtime, Silero VAD, DNSMOS, Whisper tiny.en)"
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+say "models:"
 .venv/bin/callqa models status

@@ -55,7 +55,9 @@ def main() -> None:
         publish,
         LiveOptions(
             partial_every_s=args.partials,
-            min_silence_s=args.min_silence or LiveOptions().min_silence_s,
+            vad=replace(LiveOptions().vad, min_silence_ms=int(1000 * args.min_silence))
+            if args.min_silence
+            else LiveOptions().vad,
             speculate_after_s=LiveOptions().speculate_after_s if args.early < 0 else args.early,
             transcribe=replace(
                 LiveOptions().transcribe,

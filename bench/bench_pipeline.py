@@ -48,14 +48,14 @@ def make_call(out_dir: Path) -> list[Path]:
 
 def timed_runs(paths: list[Path], weights: Path | None, runs: int) -> tuple[float, dict[str, float]]:
     from callqa.config import AnalysisSettings, Settings
-    from callqa.service import analyze_files
+    from callqa.service.recordings import analyze_recording
 
     settings = Settings(analysis=AnalysisSettings(nisqa=weights is not None), nisqa_weights=weights)
-    analyze_files(paths, settings)  # warm-up: loads the models
+    analyze_recording(paths, settings)  # warm-up: loads the models
     walls, stages = [], []
     for _ in range(runs):
         t = time.perf_counter()
-        report, _ = analyze_files(paths, settings)
+        report, _ = analyze_recording(paths, settings)
         walls.append(time.perf_counter() - t)
         stages.append(report.timings.model_dump())
     median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
@@ -66,9 +66,9 @@ RSS_SCRIPT = """
 import resource, sys
 from pathlib import Path
 from callqa.config import AnalysisSettings, Settings
-from callqa.service import analyze_files
+from callqa.service.recordings import analyze_recording
 w = Path(sys.argv[3]) if len(sys.argv) > 3 else None
-analyze_files([Path(sys.argv[1]), Path(sys.argv[2])], Settings(analysis=AnalysisSettings(nisqa=w is not None),
+analyze_recording([Path(sys.argv[1]), Path(sys.argv[2])], Settings(analysis=AnalysisSettings(nisqa=w is not None),
               nisqa_weights=w))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

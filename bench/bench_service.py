@@ -62,14 +62,14 @@ DIRECT = """
 import json, sys, time
 from pathlib import Path
 from callqa.config import AnalysisSettings, Settings
-from callqa.service import analyze_files
-from callqa import models
+from callqa.service.recordings import analyze_recording
+from callqa import model_loaders
 calls = json.loads(sys.argv[1])
 settings = Settings(analysis=AnalysisSettings(nisqa=False))
-models.silero_vad(); models.dnsmos_sessions()
+model_loaders.silero_vad(); model_loaders.dnsmos_sessions()
 t = time.perf_counter()
 for legs in calls:
-    analyze_files([Path(p) for p in legs], settings)
+    analyze_recording([Path(p) for p in legs], settings)
 print(time.perf_counter() - t)
 """
 

@@ -19,9 +19,9 @@ import struct
 import time
 
 from callqa.capture import calls as calls_module
-from callqa.capture.analyze import report_call
 from callqa.capture.calls import Tracker
 from callqa.config import Settings
+from callqa.service.captures import report_call
 
 ETH = b"\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x01\x08\x00"
 

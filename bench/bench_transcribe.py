@@ -27,29 +27,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    from callqa import models
+    from callqa import model_loaders
     from callqa.audio.decode import decode_file
     from callqa.audio.resample import resample
     from callqa.config import AnalysisSettings, Settings
-    from callqa.service import analyze_files
+    from callqa.service.recordings import analyze_recording
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_call(Path(tmp))
         plain_settings = Settings(db=Path(tmp) / "a.sqlite3", analysis=AnalysisSettings(nisqa=False))
         with_text = Settings(db=Path(tmp) / "b.sqlite3", analysis=AnalysisSettings(nisqa=False, transcribe=True))
-        analyze_files(paths, with_text)  # warm-up: loads every model
+        analyze_recording(paths, with_text)  # warm-up: loads every model
         stage, whole, base = [], [], []
         for _ in range(args.runs):
             t = time.perf_counter()
-            report, _ = analyze_files(paths, with_text)
+            report, _ = analyze_recording(paths, with_text)
             whole.append(time.perf_counter() - t)
             stage.append(report.timings.transcribe_s)
             t = time.perf_counter()
-            analyze_files(paths, plain_settings)
+            analyze_recording(paths, plain_settings)
             base.append(time.perf_counter() - t)
         ours_words = sum(len(u.words) for u in report.transcript)
 
-        model = models.whisper()
+        model = model_loaders.whisper()
         legs = [resample(decode_file(p, 3600).samples[0], 8000, 16000) for p in paths]
         plain, plain_words = [], 0
         for _ in range(args.runs):

@@ -18,8 +18,8 @@ from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.audio.decode import decode_file
 from callqa.config import AnalysisSettings, ApiSettings, Settings
-from callqa.jobs import JobSpec, JobStore, Source, audio_dir, prune, spool_dir
-from callqa.service import analyze_files
+from callqa.service.jobs import JobSpec, JobStore, Source, audio_dir, prune, spool_dir
+from callqa.service.recordings import analyze_recording
 from callqa.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_analyze_upload_matches_the_direct_pipeline_and_caches(service, tmp_path
     r = client.post("/analyze?wait=120", headers=write, files=upload(AGENT, CUSTOMER))
     assert r.status_code == 200, r.text
     report = r.json()
-    direct, _ = analyze_files([AGENT, CUSTOMER], settings.model_copy(update={"db": tmp_path / "d.sqlite3"}))
+    direct, _ = analyze_recording([AGENT, CUSTOMER], settings.model_copy(update={"db": tmp_path / "d.sqlite3"}))
     assert report["id"] == direct.id  # same audio, same settings: same cache key
     assert report["verdict"] == direct.verdict == "degraded"
     assert [f["code"] for f in report["findings"]] == [f.code for f in direct.findings] == ["dead_air"]

@@ -14,12 +14,12 @@ from conftest import write_wav
 from callqa.audio.decode import decode_file
 from callqa.config import Settings
 from callqa.errors import DecodeError, InputError, LimitError
-from callqa.service import analyze_files
+from callqa.service.recordings import analyze_recording
 
 
 def test_missing_file(tmp_path: Path, settings: Settings) -> None:
     with pytest.raises(InputError, match="not found"):
-        analyze_files([tmp_path / "nope.wav"], settings)
+        analyze_recording([tmp_path / "nope.wav"], settings)
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
@@ -30,41 +30,41 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 def test_empty_file(tmp_path: Path, settings: Settings) -> None:
     (tmp_path / "empty.wav").write_bytes(b"")
     with pytest.raises(DecodeError, match="empty file"):
-        analyze_files([tmp_path / "empty.wav"], settings)
+        analyze_recording([tmp_path / "empty.wav"], settings)
 
 
 def test_non_audio_bytes(tmp_path: Path, settings: Settings) -> None:
     f = tmp_path / "notes.wav"
     f.write_bytes(b"this is a text file, not audio\n" * 50)
     with pytest.raises(DecodeError):
-        analyze_files([f], settings)
+        analyze_recording([f], settings)
     g = tmp_path / "random.mp3"
     g.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     with pytest.raises(DecodeError):
-        analyze_files([g], settings)
+        analyze_recording([g], settings)
 
 
 def test_truncated_wav_keeps_what_decodes(tmp_path: Path, settings: Settings, testdata: Path) -> None:
     data = (testdata / "audio/pjproject/input.8.wav").read_bytes()
     f = tmp_path / "cut.wav"
     f.write_bytes(data[: len(data) // 2])  # header says 4.2 s, half the samples are there
-    report, _ = analyze_files([f], settings)
+    report, _ = analyze_recording([f], settings)
     assert report.legs[0].duration_s == pytest.approx(2.1, abs=0.05)
     header_only = tmp_path / "header.wav"
     header_only.write_bytes(data[:44])
     with pytest.raises(DecodeError):
-        analyze_files([header_only], settings)
+        analyze_recording([header_only], settings)
 
 
 def test_zero_second_leg(tmp_path: Path, settings: Settings) -> None:
     f = write_wav(tmp_path / "zero.wav", np.zeros(0), 8000)
     with pytest.raises(DecodeError, match="no audio samples"):
-        analyze_files([f], settings)
+        analyze_recording([f], settings)
 
 
 def test_very_short_leg_is_analysed(tmp_path: Path, settings: Settings) -> None:
     f = write_wav(tmp_path / "blip.wav", np.full(40, 0.1), 8000)  # 5 ms
-    report, _ = analyze_files([f], settings)
+    report, _ = analyze_recording([f], settings)
     assert report.legs[0].duration_s == pytest.approx(0.005)
     assert report.legs[0].speech_segments == []
 
@@ -76,7 +76,7 @@ def test_three_hour_leg_is_refused_quickly_with_bounded_memory(tmp_path: Path, s
                     "-c:a", "flac", str(f)], check=True, timeout=120)  # fmt: skip
     tracemalloc.start()
     with pytest.raises(LimitError, match="limit"):
-        analyze_files([f], settings)
+        analyze_recording([f], settings)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 * 1024 * 1024  # refused from the header, not after decoding 3 hours
@@ -95,9 +95,9 @@ def test_limit_enforced_while_decoding(tmp_path: Path, testdata: Path) -> None:
 def test_three_channels_refused(tmp_path: Path, settings: Settings) -> None:
     f = write_wav(tmp_path / "three.wav", np.zeros((3, 800)) + 0.01, 8000)
     with pytest.raises(InputError, match="3 channels"):
-        analyze_files([f], settings)
+        analyze_recording([f], settings)
 
 
 def test_too_many_files(tmp_path: Path, settings: Settings) -> None:
     with pytest.raises(InputError, match="two legs"):
-        analyze_files([tmp_path / "a.wav"] * 3, settings)
+        analyze_recording([tmp_path / "a.wav"] * 3, settings)

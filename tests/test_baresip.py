@@ -61,7 +61,7 @@ def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | No
         subprocess.run([*run, "nft", "add", "rule", "ip", "imp", "out", *drop_rule.split()], check=True)
     env = {**os.environ, "CALLQA_DB": str(tmp / "s.db")}
     sniff = [sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp", "--duration", "22",
-             "--inactivity", "3", "--json", "--no-nisqa"]  # fmt: skip
+             "--inactivity", "3", "--jsonl", "--no-nisqa"]  # fmt: skip
     sniffer = subprocess.Popen([*run, *sniff], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=REPO)  # fmt: skip
     time.sleep(2.5)

@@ -11,7 +11,7 @@ from test_cli import callqa
 
 from callqa.capture.calls import read_capture
 from callqa.config import Settings
-from callqa.service import analyze_capture
+from callqa.service.captures import analyze_capture
 
 
 def streams_of(call) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
@@ -98,7 +98,7 @@ def test_unsupported_codec_is_named_and_still_measured(testdata: Path, settings:
 
 def test_cli_pcap_json_and_stats_only(testdata: Path, tmp_path: Path) -> None:
     cap = str(testdata / "pcap/sipnab/rtp-protocol.pcap")
-    lines = callqa("pcap", cap, "--json", "--wav-dir", str(tmp_path / "wav"), db=tmp_path / "s.db").stdout
+    lines = callqa("pcap", cap, "--jsonl", "--wav-dir", str(tmp_path / "wav"), db=tmp_path / "s.db").stdout
     (report,) = [json.loads(line) for line in lines.splitlines()]
     assert report["sip"]["from"] == "sip:MP114.FXS1@192.168.2.160"
     assert {s["leg"] for s in report["streams"]} == {"caller", "callee"}
@@ -106,7 +106,7 @@ def test_cli_pcap_json_and_stats_only(testdata: Path, tmp_path: Path) -> None:
                                          "duplicates", "out_of_order", "max_delta_ms", "max_jitter_ms",
                                          "mean_jitter_ms", "network_mos"}  # fmt: skip
     assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wav").iterdir()) == ["callee.wav", "caller.wav"]
-    stats = json.loads(callqa("pcap", cap, "--json", "--stats-only", db=tmp_path / "s.db").stdout.splitlines()[0])
+    stats = json.loads(callqa("pcap", cap, "--jsonl", "--stats-only", db=tmp_path / "s.db").stdout.splitlines()[0])
     assert stats["legs"] == [] and len(stats["streams"]) == 2
     bad = tmp_path / "junk.pcap"
     bad.write_bytes(b"\x00" * 64)
@@ -153,8 +153,8 @@ def test_srtp_decrypted_with_the_right_key_only(testdata: Path, settings: Settin
 
 
 def test_srtp_key_parsing() -> None:
-    from callqa.capture.srtp import SrtpContext
     from callqa.errors import ParseError
+    from callqa.protocol.srtp import SrtpContext
 
     ctx = SrtpContext.from_sdes("1 AES_CM_128_HMAC_SHA1_32 inline:" + ALICE.split(":")[1] + "|2^20|1:32")
     assert ctx.suite == "AES_CM_128_HMAC_SHA1_32" and len(ctx.master_key) == 16 and len(ctx.master_salt) == 14
@@ -167,7 +167,7 @@ def test_jitter_buffers_trade_delay_for_discards(testdata: Path, settings: Setti
     """rtpproxy's rtcp.o has jitter spikes (up to 58.9 ms per rtpproxy): a 20 ms buffer discards packets that a
     200 ms or an adaptive buffer keeps; a sequence restart (sess6.a) is not jitter."""
     from callqa.capture import emodel
-    from callqa.capture.rtp import unwrap
+    from callqa.protocol.rtp import unwrap
 
     def series(name: str) -> tuple[list[float], list[int]]:
         (call,) = read_capture(testdata / "pcap" / name).calls

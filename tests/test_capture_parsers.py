@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callqa.audio import g711
-from callqa.capture.packet import PROTO_UDP, Decoder
-from callqa.capture.pcap import CaptureFile
-from callqa.capture.rtp import RtpHeader, unwrap
-from callqa.capture.sdp import SessionDescription
-from callqa.capture.sip import SipMessage, looks_like_sip
 from callqa.errors import ParseError
+from callqa.protocol.packet import PROTO_UDP, Decoder
+from callqa.protocol.pcap import CaptureFile
+from callqa.protocol.rtp import RtpHeader, unwrap
+from callqa.protocol.sdp import SessionDescription
+from callqa.protocol.sip import SipMessage, looks_like_sip
 
 SDP = (
     b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
@@ -190,7 +190,7 @@ def test_parsers_on_mutated_messages(data: st.DataObject) -> None:
 
 
 def test_tcp_reassembly_segments_retransmissions_and_websocket() -> None:
-    from callqa.capture.tcp import TcpSipReassembler
+    from callqa.protocol.tcp import TcpSipReassembler
 
     flow = ("10.0.0.1", 5060, "10.0.0.2", 5060)
     r = TcpSipReassembler()
@@ -212,7 +212,7 @@ def test_tcp_reassembly_segments_retransmissions_and_websocket() -> None:
 
 def test_rtcp_compound_reports_match_tshark(testdata: Path) -> None:
     """Values as ``tshark -T fields -e rtcp.ssrc.fraction -e rtcp.ssrc.cum_nr ...`` prints them."""
-    from callqa.capture.rtcp import RR, SR, looks_like_rtcp, parse_compound
+    from callqa.protocol.rtcp import RR, SR, looks_like_rtcp, parse_compound
 
     dec = Decoder()
     datagrams = []

@@ -79,6 +79,15 @@ def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path, testdata: P
     # resume: finished calls are not analysed or written again
     callqa("analyze", "--dir", str(rec), "--jobs", "2", "--out", str(out), db=db)
     assert len(out.read_text().splitlines()) == 3
+    # the same stereo audio under another name is a cache hit that names the new file, and is resumed as such
+    (rec / "1006.wav").write_bytes((rec / "1002.wav").read_bytes())
+    for _ in range(2):
+        proc = callqa("analyze", "--dir", str(rec), "--jobs", "2", "--out", str(out), db=db)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 4 and len({r["input"] for r in lines}) == 4, proc.stderr
+    copy = next(r for r in lines if r["input"].endswith("1006.wav"))
+    assert {Path(leg["source"]).name for leg in copy["legs"]} == {"1006.wav"}
+    assert "4 of 6 calls analysed (4 already in" in proc.stderr
 
 
 def test_batch_of_only_bad_files_fails(tmp_path: Path) -> None:
@@ -107,7 +116,7 @@ def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path, testda
     def matched_by(*extra: str, env: dict[str, str] | None = None) -> str:
         os.environ.update(env or {})
         try:
-            out = callqa("pcap", "--stats-only", "--json", "--no-cache", *extra, capture, db=tmp_path / "s.db").stdout
+            out = callqa("pcap", "--stats-only", "--jsonl", "--no-cache", *extra, capture, db=tmp_path / "s.db").stdout
         finally:
             for k in env or {}:
                 os.environ.pop(k)
@@ -119,3 +128,34 @@ def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path, testda
     assert matched_by("--nat-alias", "10.33.6.100=203.0.113.9") == "sdp port (NAT)"
     bad = callqa("pcap", "--nat-alias", "10.33.6.100", capture, db=tmp_path / "s.db", check=False)
     assert bad.returncode == 2 and "PRIVATE=PUBLIC" in bad.stderr
+
+
+def test_pcap_json_is_one_document_and_jsonl_one_line_per_call(tmp_path: Path, testdata: Path) -> None:
+    capture = str(testdata / "pcap/sipnab/sip-rtp-g711.pcap")  # two calls
+    reports = json.loads(callqa("pcap", "--stats-only", "--json", capture, db=tmp_path / "s.db").stdout)
+    assert isinstance(reports, list) and len(reports) == 2
+    lines = callqa("pcap", "--stats-only", "--jsonl", capture, db=tmp_path / "s.db").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [r["id"] for r in reports]
+
+
+def test_text_report_is_plain_and_not_cut_when_piped(tmp_path: Path, testdata: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    long_dir = tmp_path / ("a-folder-with-a-rather-long-name-" * 3)
+    long_dir.mkdir()
+    name = "customer-recording-with-a-long-descriptive-file-name.wav"
+    (long_dir / name).write_bytes((REPO / "examples/call-customer.wav").read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "callqa.cli", "analyze", str(long_dir / name)], env={
+        **env, "CALLQA_DB": str(tmp_path / "s.db"), "CALLQA_ANALYSIS__NISQA": "false"}, capture_output=True,
+        text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert name in proc.stdout  # whole, not wrapped at 80 columns
+    # a mono file: the mixed-recording advice is given once, in plain words, with what to check
+    assert proc.stdout.count("record the legs separately") == 1
+    assert "Both sides are mixed in one channel" in proc.stdout and "Check:" in proc.stdout
+    assert "NISQA dimensions" not in proc.stdout  # NISQA did not run: its dimensions are not advice
+    # DTMF-only capture: the digits are listed, and no empty leg table is printed
+    dtmf = callqa("pcap", str(testdata / "pcap/sipp/dtmf_2833_pound.pcap"), db=tmp_path / "s.db").stdout
+    assert "DTMF #" in dtmf and "RMS dBFS" not in dtmf
+    # a sequence restart is not shown as negative loss
+    restart = callqa("pcap", "--stats-only", str(testdata / "pcap/rtpproxy/sess6.a.rtp"), db=tmp_path / "s.db")
+    assert "lost -" not in restart.stdout and "sequence restart" in restart.stdout

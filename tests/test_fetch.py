@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from callqa.errors import ModelError
-from callqa.fetch import download_verified
+from callqa.model_download import download_verified
 
 
 @pytest.fixture

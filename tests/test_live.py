@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from callqa.capture.hep import build_hep3, parse_hep3
-from callqa.capture.packet import PROTO_UDP, Decoder, Segment
-from callqa.capture.pcap import CaptureFile
 from callqa.errors import ParseError
+from callqa.protocol.hep import build_hep3, parse_hep3
+from callqa.protocol.packet import PROTO_UDP, Decoder, Segment
+from callqa.protocol.pcap import CaptureFile
 
 CALLER, CALLEE = "127.5.0.1", "127.5.0.2"
 
 
 def sniff(*args: str, db: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "CALLQA_DB": str(db)}
-    return subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--json", "--stats-only", *args],
+    return subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--jsonl", "--stats-only", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from conftest import EXAMPLE_TURNS
 from fastapi import WebSocketDisconnect
 from fastapi.testclient import TestClient
 
-from callqa import models
+from callqa import model_loaders
 from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.audio.decode import decode_file
@@ -21,8 +21,8 @@ from callqa.audio.resample import resample
 from callqa.capture.calls import Tracker, read_capture
 from callqa.capture.live_audio import LiveAudio
 from callqa.capture.media import decode_stream
-from callqa.capture.pcap import CaptureFile
 from callqa.config import AnalysisSettings, Settings
+from callqa.protocol.pcap import CaptureFile
 from callqa.quality.vad import FRAME, StreamingVad
 from callqa.speech.live import LiveOptions, LiveTranscriber
 from callqa.speech.rules import RuleSet
@@ -35,7 +35,7 @@ SCRIPT = EXAMPLE_TURNS  # (start second, speaker, text) of the bundled example c
 def test_streaming_vad_equals_the_batched_model_on_any_chunking() -> None:
     x = resample(decode_file(REPO / "examples/call-agent.wav", 3600).samples[0], 8000, 16000)
     x = x[: x.size // FRAME * FRAME]
-    whole = np.asarray(models.silero_vad()(x)).reshape(-1)
+    whole = np.asarray(model_loaders.silero_vad()(x)).reshape(-1)
     vad, probs, rng, i = StreamingVad(), [], np.random.default_rng(1), 0
     while i < x.size:
         n = int(rng.integers(1, 3000))
@@ -164,8 +164,8 @@ def test_sniff_transcribes_a_hep_call_live(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from callqa.capture.hep import build_hep3
-    from callqa.capture.packet import PROTO_UDP, Segment
+    from callqa.protocol.hep import build_hep3
+    from callqa.protocol.packet import PROTO_UDP, Segment
 
     try:
         frames = {who: _ulaw_frames(REPO / f"examples/call-{who}.wav") for who in ("agent", "customer")}
@@ -176,7 +176,7 @@ def test_sniff_transcribes_a_hep_call_live(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "CALLQA_DB": str(tmp_path / "s.db"), "CALLQA_ANALYSIS__DNSMOS": "false",
            "CALLQA_ANALYSIS__NISQA": "false"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--json", "--transcribe", "--hep",
+    proc = subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--jsonl", "--transcribe", "--hep",
                              f"127.0.0.1:{port}", "--duration", "25", "--inactivity", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
     time.sleep(3.0)

@@ -17,10 +17,10 @@ from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Anthropic, ConfigError, LlmError, OpenAICompatible, make_provider, retrying
 from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
-from callqa.api.metrics import Metrics
 from callqa.config import AnalysisSettings, LlmSettings, Settings
 from callqa.report import CallReport, Finding, SipInfo
-from callqa.service import analyze_files
+from callqa.service.metrics import Metrics
+from callqa.service.recordings import analyze_recording
 from callqa.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, CallReport]
     tmp = tmp_path_factory.mktemp("llm")
     settings = Settings(db=tmp / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
     store = Store(settings.db)
-    report, _ = analyze_files([AGENT, CUSTOMER], settings, store=store)
+    report, _ = analyze_recording([AGENT, CUSTOMER], settings, store=store)
     one_way = report.model_copy(update={
         "id": "1234abcd1234abcd", "cache_key": "x" * 64, "verdict": "failed",
         "sip": SipInfo(call_id="c1", from_="<sip:+15551234567@pbx.example>", to="<sip:4420794609@trunk1.example.net>",

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callqa.capture.analyze import measure_stream
 from callqa.capture.calls import CapturedCall, Stream, read_capture
 from callqa.capture.fastpath import PacketTable
 from callqa.capture.meter import StreamMeter
-from callqa.capture.rtp import StreamStats
+from callqa.capture.stats import measure_stream
 from callqa.config import Settings
+from callqa.protocol.rtp import StreamStats
 
 PCMU = {0: ("PCMU", 8000), 101: ("telephone-event", 8000)}
 
@@ -39,7 +39,7 @@ def _pieces(stream: Stream, encodings: dict, start: float, sizes: list[int]) -> 
 
 
 def _report_fields(call: CapturedCall, stream: Stream, settings_: Settings) -> dict:
-    r = measure_stream(call, stream, "caller", settings_).model_dump()
+    r = measure_stream(call, stream, "caller", settings_.analysis.jitter_buffer_ms).model_dump()
     for k in ("max_delta_ms", "max_jitter_ms", "mean_jitter_ms"):
         r[k] = pytest.approx(r[k], abs=0.002)  # the same recurrences, float sums in another order
     return r
@@ -128,9 +128,9 @@ def test_live_tracker_holds_bounded_packets_and_reports_what_the_file_gives(tmp_
 
     from conftest import REPO
 
-    from callqa.capture.analyze import report_call
     from callqa.capture.calls import FOLD_AT, Tracker
-    from callqa.capture.pcap import CaptureFile
+    from callqa.protocol.pcap import CaptureFile
+    from callqa.service.captures import report_call
 
     pcap = tmp_path / "long.pcap"
     subprocess.run([sys.executable, str(REPO / "bench/gen_capture.py"), str(pcap), "--calls", "3", "--seconds", "300",
@@ -167,9 +167,10 @@ def test_live_tracker_holds_bounded_packets_and_reports_what_the_file_gives(tmp_
 def test_payloads_past_the_leg_limit_are_not_kept(testdata: Path) -> None:
     """Live audio analysis keeps each stream's payloads only up to the leg-length limit (what can be analysed):
     a call that never ends cannot fill memory with audio; its packets are still all counted."""
-    from callqa.capture.analyze import call_start, decode_leg
     from callqa.capture.calls import Tracker
-    from callqa.capture.pcap import CaptureFile
+    from callqa.capture.stats import call_start
+    from callqa.protocol.pcap import CaptureFile
+    from callqa.service.captures import decode_leg
 
     path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
     whole = read_capture(path)
@@ -197,7 +198,7 @@ def test_a_long_flow_that_is_not_rtp_stays_out_of_the_reports() -> None:
     import struct
 
     from callqa.capture.calls import FOLD_AT, Tracker
-    from callqa.capture.packet import PROTO_UDP, Segment
+    from callqa.protocol.packet import PROTO_UDP, Segment
 
     rng = random.Random(3)
     tracker = Tracker(keep_audio=False)

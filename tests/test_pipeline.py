@@ -12,8 +12,7 @@ import pytest
 from conftest import write_wav
 
 from callqa.config import Settings
-from callqa.pipeline import infer_role, legs_from_files
-from callqa.service import analyze_files
+from callqa.service.recordings import analyze_recording, infer_role, legs_from_files
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run")
 
@@ -41,7 +40,7 @@ def test_formats_decode_and_analyse(testdata: Path, tmp_path: Path, settings: Se
                                     args: list[str]) -> None:  # fmt: skip
     src = testdata / "audio/pjproject/input.16.wav"  # 4.2 s of speech
     f = ffmpeg(src, tmp_path / f"call{suffix}", *args)
-    report, cached = analyze_files([f], settings)
+    report, cached = analyze_recording([f], settings)
     (leg,) = report.legs
     assert not cached and leg.role == "mixed"
     assert leg.duration_s == pytest.approx(4.2, abs=0.08)  # codecs may pad a frame
@@ -86,7 +85,7 @@ def test_infer_role() -> None:
 
 def test_bundled_example_is_a_two_leg_call_with_dead_air(settings: Settings) -> None:
     examples = Path(__file__).resolve().parents[1] / "examples"
-    report, _ = analyze_files([examples / "call-agent.wav", examples / "call-customer.wav"], settings)
+    report, _ = analyze_recording([examples / "call-agent.wav", examples / "call-customer.wav"], settings)
     assert [leg.role for leg in report.legs] == ["agent", "customer"]
     assert all(leg.codec == "pcm_mulaw" and leg.sample_rate == 8000 for leg in report.legs)
     assert [f.code for f in report.findings] == ["dead_air"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callqa.redact import luhn_ok, mask_text, mask_value
+from callqa.pii import luhn_ok, mask_text, mask_value
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -12,7 +12,7 @@ import pytest
 from callqa.audio.decode import decode_file
 from callqa.config import AnalysisSettings, Settings
 from callqa.report import Utterance, Word
-from callqa.service import analyze_files, leg_audio_path
+from callqa.service.recordings import analyze_recording, leg_audio_path
 from callqa.speech.redaction import TONE_HZ, redact_utterance, spoken_number_runs
 
 
@@ -55,7 +55,7 @@ def test_card_read_out_is_masked_in_transcript_and_audio(tmp_path: Path) -> None
             w.writeframes((np.clip(y, -1, 1) * 32767).astype("<i2").tobytes())
     settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(
         nisqa=False, dnsmos=False, transcribe=True, redact_audio=True))  # fmt: skip
-    report, _ = analyze_files([tmp_path / "agent.wav", tmp_path / "customer.wav"], settings,
+    report, _ = analyze_recording([tmp_path / "agent.wav", tmp_path / "customer.wav"], settings,
                               audio_dir=tmp_path / "audio")  # fmt: skip
     [u] = [u for u in report.transcript if u.leg == "customer"]
     assert "[CARD]" in u.text and not any(ch.isdigit() for ch in u.text), u.text

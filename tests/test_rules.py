@@ -11,7 +11,7 @@ from callqa.ai.tools import run_tool
 from callqa.config import AnalysisSettings, Settings
 from callqa.errors import InputError
 from callqa.report import Utterance, Word
-from callqa.service import analyze_files
+from callqa.service.recordings import analyze_recording
 from callqa.speech.rules import find, load_rules
 from callqa.store import Store
 
@@ -49,7 +49,7 @@ def test_rules_on_the_example_call(tmp_path: Path) -> None:
     rules.write_text(RULES)
     analysis = AnalysisSettings(nisqa=False, dnsmos=False, transcribe=True, rules_file=rules)
     settings = Settings(db=tmp_path / "s.sqlite3", analysis=analysis)
-    report, _ = analyze_files([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"], settings)
+    report, _ = analyze_recording([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"], settings)
     by_rule = {f.evidence["rule"]: f for f in report.findings if "rule" in f.evidence}
     assert "recording_disclosure" not in by_rule  # the agent says it at about 2 s
     assert by_rule["closing"].code == "required_phrase_missing" and by_rule["closing"].severity == "info"
@@ -70,7 +70,7 @@ def test_rules_on_the_example_call(tmp_path: Path) -> None:
     assert ids == [report.id]
     # a changed rules file is a different analysis: not served from the cache
     rules.write_text(RULES.replace("weight: 25", "weight: 50"))
-    again, cached = analyze_files([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"], settings,
+    again, cached = analyze_recording([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"], settings,
                                   store=None)  # fmt: skip
     assert again.scorecard is not None and again.scorecard.score == 100 - 10 - 50 - 5
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import write_wav
 
 from callqa.config import AnalysisSettings, Settings
-from callqa.service import analyze_files, cache_key
+from callqa.service.cache import recording_key
+from callqa.service.recordings import analyze_recording
 from callqa.store import Store
 
 
@@ -22,8 +23,8 @@ def call_file(tmp_path: Path, testdata: Path) -> Path:
 
 def test_rerun_is_a_cache_hit(call_file: Path, settings: Settings) -> None:
     store = Store(settings.db)
-    first, cached1 = analyze_files([call_file], settings, store=store)
-    second, cached2 = analyze_files([call_file], settings, store=store)
+    first, cached1 = analyze_recording([call_file], settings, store=store)
+    second, cached2 = analyze_recording([call_file], settings, store=store)
     assert (cached1, cached2) == (False, True)
     assert second == first
     assert store.get(first.id) == first
@@ -35,34 +36,34 @@ def test_rerun_is_a_cache_hit(call_file: Path, settings: Settings) -> None:
 
 def test_changed_file_is_a_miss(call_file: Path, settings: Settings, tmp_path: Path) -> None:
     store = Store(settings.db)
-    first, _ = analyze_files([call_file], settings, store=store)
+    first, _ = analyze_recording([call_file], settings, store=store)
     copy = tmp_path / "copy.wav"
     shutil.copy(call_file, copy)
-    assert analyze_files([copy], settings, store=store)[1] is True  # same content, other name: still a hit
+    assert analyze_recording([copy], settings, store=store)[1] is True  # same content, other name: still a hit
     data = bytearray(call_file.read_bytes())
     data[-100:] = bytes(100)  # same size, different samples
     call_file.write_bytes(bytes(data))
-    changed, cached = analyze_files([call_file], settings, store=store)
+    changed, cached = analyze_recording([call_file], settings, store=store)
     assert cached is False and changed.id != first.id
 
 
 def test_changed_setting_is_a_miss(call_file: Path, settings: Settings) -> None:
     store = Store(settings.db)
-    first, _ = analyze_files([call_file], settings, store=store)
+    first, _ = analyze_recording([call_file], settings, store=store)
     other = settings.model_copy(update={"analysis": AnalysisSettings(nisqa=False, silence_noise_db=-40)})
-    again, cached = analyze_files([call_file], other, store=store)
+    again, cached = analyze_recording([call_file], other, store=store)
     assert cached is False and again.id != first.id
     assert again.settings["silence_noise_db"] == -40
-    assert cache_key([call_file], settings, None) != cache_key([call_file], settings, ["agent", "customer"])
+    assert recording_key([call_file], settings, None) != recording_key([call_file], settings, ["agent", "customer"])
 
 
 def test_expired_entry_is_a_miss(call_file: Path, settings: Settings) -> None:
     store = Store(settings.db)
-    report, _ = analyze_files([call_file], settings, store=store)
+    report, _ = analyze_recording([call_file], settings, store=store)
     assert store.cached(report.cache_key, ttl_s=3600) is not None
     assert store.cached(report.cache_key, ttl_s=3600, now=report.created_at.timestamp() + 3601) is None
     short = settings.model_copy(update={"cache_ttl_s": 0.0})
-    assert analyze_files([call_file], short, store=store)[1] is False
+    assert analyze_recording([call_file], short, store=store)[1] is False
     assert store.get(report.id) is not None  # expired reports stay readable by id
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import EXAMPLE_TURNS, TESTDATA, write_wav
 
-from callqa import models
+from callqa import model_loaders
 from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 from callqa.config import AnalysisSettings, Settings
-from callqa.service import analyze_files
+from callqa.service.recordings import analyze_recording
 from callqa.speech.transcribe import pack, pieces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def direct(path: Path, channel: str) -> str:
     """faster-whisper with the same model, straight on the whole file (or one channel of it)."""
     audio = decode_file(path, 3600)
     x = audio.samples[{"left": 0, "right": 1}[channel]] if channel in ("left", "right") else audio.samples.mean(0)
-    segments, _ = models.whisper().transcribe(resample(x, audio.sample_rate, 16000), language="en", beam_size=5)
+    segments, _ = model_loaders.whisper().transcribe(resample(x, audio.sample_rate, 16000), language="en", beam_size=5)
     return " ".join(s.text.strip() for s in segments)
 
 
@@ -59,7 +59,7 @@ def test_wer_no_worse_than_faster_whisper_directly(row: dict[str, str], testdata
     if row["channel"] == "mono-mix":  # the reference is of both channels mixed: analyse that mix, one leg
         audio = decode_file(path, 3600)
         source = write_wav(tmp_path / "mix.wav", audio.samples.mean(0), audio.sample_rate)
-    report, _ = analyze_files([source], settings(tmp_path))
+    report, _ = analyze_recording([source], settings(tmp_path))
     leg = {"left": "left", "right": "right"}.get(row["channel"], "mixed")
     ours = " ".join(u.text for u in report.transcript if u.leg == leg)
     reference_wer, ours_wer = (
@@ -73,12 +73,12 @@ def test_wer_no_worse_than_faster_whisper_directly(row: dict[str, str], testdata
 
 def test_speech_buried_in_babble_is_not_transcribed(testdata: Path, tmp_path: Path) -> None:
     """Speech at 0 dB SNR in babble (the PESQ test file): Whisper's guesses are too uncertain to keep."""
-    report, _ = analyze_files([testdata / "audio/pesq/speech_bab_0dB.wav"], settings(tmp_path))
+    report, _ = analyze_recording([testdata / "audio/pesq/speech_bab_0dB.wav"], settings(tmp_path))
     assert report.transcript == [] and any(f.code == "no_transcript" for f in report.findings)
 
 
 def test_stereo_channels_are_two_speakers_with_their_words(testdata: Path, tmp_path: Path) -> None:
-    report, _ = analyze_files([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings(tmp_path))
+    report, _ = analyze_recording([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings(tmp_path))
     by_leg = {leg: " ".join(u.text for u in report.transcript if u.leg == leg) for leg in ("left", "right")}
     assert wer("He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
                by_leg["left"]) == 0.0  # fmt: skip
@@ -93,7 +93,7 @@ SCRIPT = EXAMPLE_TURNS  # (start second, speaker, text) of the bundled example c
 def test_example_call_dialogue_in_order_with_speakers(tmp_path: Path) -> None:
     """The bundled call (made from the script above): each turn on the right leg at the right time."""
     ex = REPO / "examples"
-    report, _ = analyze_files([ex / "call-agent.wav", ex / "call-customer.wav"], settings(tmp_path))
+    report, _ = analyze_recording([ex / "call-agent.wav", ex / "call-customer.wav"], settings(tmp_path))
     assert [u.leg for u in report.transcript] == [r for _, r, _ in SCRIPT]
     for u, (t, _, _) in zip(report.transcript, SCRIPT, strict=True):
         assert abs(u.start_s - t) < 0.5, (u.start_s, t)
@@ -158,7 +158,7 @@ def test_no_invented_words(kind: str, tmp_path: Path) -> None:
         f = np.repeat(notes, int(np.ceil(n / len(notes))))[:n]
         x = sum(0.15 / k * np.sin(2 * np.pi * k * np.cumsum(f) / rate) for k in (1, 2, 3)) * (0.6 + 0.4 * np.sin(t))
     path = write_wav(tmp_path / f"{kind}.wav", np.stack([x, 0.5 * x[::-1]]), rate)
-    report, _ = analyze_files([path], settings(tmp_path))
+    report, _ = analyze_recording([path], settings(tmp_path))
     words = " ".join(u.text for u in report.transcript)
     speech = sum(leg.speech_s for leg in report.legs)
     assert words == "", f"{kind}: invented {words!r}"

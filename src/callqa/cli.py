@@ -7,9 +7,8 @@ Exit codes: 0 success; 1 a batch in which every call failed; 2 bad input or usag
 from __future__ import annotations
 
 import json
+import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -21,9 +20,9 @@ from rich.table import Table
 from callqa import __version__
 from callqa.config import AnalysisSettings, Settings, get_settings
 from callqa.errors import CallqaError, InputError
-from callqa.pipeline import parse_roles
+from callqa.render import print_report
 from callqa.report import CallReport, json_schema
-from callqa.service import analyze_files, group_calls
+from callqa.service.recordings import analyze_recording, parse_roles
 from callqa.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Objective quality analysis of VoIP calls.")
@@ -31,8 +30,18 @@ models_app = typer.Typer(no_args_is_help=True, help="Manage optional model files
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys of the HTTP service.")
 app.add_typer(keys_app, name="keys")
-out = Console()
-err = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets rich's layout at its width; a pipe or a log gets long lines instead of rich's default of
+    80 columns, which cut names mid-word (``COLUMNS`` still wins)."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None, soft_wrap=wide)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
@@ -55,41 +64,7 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
 
 
 def print_summary(report: CallReport, cached: bool = False) -> None:
-    colour = {"good": "green", "degraded": "yellow", "failed": "red"}[report.verdict]
-    out.print(f"[bold]call {report.id}[/]  verdict [bold {colour}]{report.verdict.upper()}[/]  "
-              f"{report.duration_s:.1f} s" + ("  (cached)" if cached else ""))  # fmt: skip
-    table = Table(show_edge=False)
-    for col in ("leg", "source", "dur s", "RMS dBFS", "peak dBFS", "speech", "DNSMOS ovrl", "NISQA mos"):
-        table.add_column(col)
-    for leg in report.legs:
-        dn = leg.mos.dnsmos
-        nq = leg.mos.nisqa
-        table.add_row(
-            leg.role, Path(leg.source).name + (f" ch{leg.channel}" if leg.channel is not None else ""),
-            f"{leg.duration_s:.2f}", f"{leg.levels.rms_dbfs:.1f}", f"{leg.levels.peak_dbfs:.1f}",
-            f"{leg.speech_ratio:.0%}", f"{dn.ovrl:.2f}" if dn else "-", f"{nq.mos:.2f}" if nq else "-",
-        )  # fmt: skip
-    out.print(table)
-    for f in report.findings:
-        style = {"critical": "red", "warning": "yellow", "info": "dim"}[f.severity]
-        out.print(f"  [{style}]{f.severity:8}[/] {f.code:14} {f.message}")
-    for w in report.warnings:
-        out.print(f"  [yellow]warning[/]  {w}")
-    conv = report.conversation
-    if conv is not None and len(conv.sides) == 2:
-        talk = ", ".join(
-            f"{x.leg} {x.talk_ratio:.0%}" + (f" {x.words_per_minute:.0f} wpm" if x.words_per_minute else "")
-            for x in conv.sides
-        )
-        out.print(f"  talk {talk}; non-talk {conv.non_talk_ratio:.0%} (longest {conv.longest_silence_s:.1f} s); "
-                  f"overtalk {conv.overtalk_count}x {conv.overtalk_s:.1f} s; turns {conv.turns}")  # fmt: skip
-    if report.scorecard is not None:
-        out.print(f"  scorecard {report.scorecard.score:.0f}/100")
-    for u in report.transcript:
-        out.print(f"  [dim]{u.start_s:7.1f}[/] [bold]{u.leg:>8}[/]: {u.text}")
-    skipped = {k: v for leg in report.legs for k, v in leg.mos.skipped.items()}
-    for name, why in skipped.items():
-        out.print(f"  [dim]{name} skipped: {why}[/]")
+    print_report(out, report, cached)
 
 
 @app.command()
@@ -114,12 +89,12 @@ def analyze(
         if directory is not None:
             if files:
                 raise InputError("give either files or --dir, not both")
-            code = run_batch(directory, settings, jobs, out_file, not no_cache)
+            code = _run_batch(directory, settings, jobs, out_file, not no_cache)
             raise typer.Exit(code)
         if not files:
             raise InputError("nothing to analyse: give one or two recordings, or --dir")
         n_legs = 2 if len(files) == 2 else None
-        report, cached = analyze_files(files, settings, parse_roles(roles, n_legs), Store(settings.db),
+        report, cached = analyze_recording(files, settings, parse_roles(roles, n_legs), Store(settings.db),
                                        use_cache=not no_cache)  # fmt: skip
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -130,77 +105,45 @@ def analyze(
         print_summary(report, cached)
 
 
-@lru_cache
-def _store(path: Path) -> Store:
-    """One Store per worker process (opening one runs the schema script)."""
-    return Store(path)
+def _run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | None, use_cache: bool) -> int:
+    """A folder through ``service.batch`` with a progress bar; lists the calls that failed."""
+    from callqa.service.batch import done_calls, run_batch
 
-
-def _worker(paths: list[Path], settings: Settings, use_cache: bool) -> str:
-    """One call in a worker process (models load once per process; SQLite in WAL mode takes concurrent writers)."""
-    report, _ = analyze_files(paths, settings, store=_store(settings.db), use_cache=use_cache)
-    return report.model_dump_json()
-
-
-def _done_sources(out_file: Path) -> set[tuple[str, ...]]:
-    """Calls already in a previous run's output (lines that do not parse, e.g. a cut-off last line, are ignored)."""
-    done: set[tuple[str, ...]] = set()
-    if not out_file.exists():
-        return done
-    for line in out_file.read_text(errors="replace").splitlines():
-        try:
-            legs = json.loads(line)["legs"]
-            done.add(tuple(sorted({leg["source"] for leg in legs})))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
-
-
-def run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | None, use_cache: bool) -> int:
-    """Analyse every call in a folder; carries on past bad files, lists them, and resumes from ``out_file``."""
-    calls = group_calls(directory)
-    if not calls:
-        raise InputError(f"no audio files in {directory}")
-    done = _done_sources(out_file) if out_file else set()
-    todo = [c for c in calls if tuple(sorted(str(p) for p in c)) not in done]
-    Store(settings.db)  # create the schema and switch to WAL once, before workers open it concurrently
-    failures: list[tuple[str, str]] = []
-    ok = len(calls) - len(todo)
-    sink = open(out_file, "a", encoding="utf-8") if out_file else None  # noqa: SIM115
+    done = done_calls(out_file) if out_file else set()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err)  # fmt: skip
+    task = progress.add_task("analysing", total=None)
+    sink = open(out_file, "a", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
     try:
-        with progress, ProcessPoolExecutor(max_workers=jobs) as pool:
-            task = progress.add_task("analysing", total=len(calls), completed=ok)
-            futures = {pool.submit(_worker, paths, settings, use_cache): paths for paths in todo}
-            for fut in as_completed(futures):
-                paths = futures[fut]
-                try:
-                    line = fut.result() + "\n"
-                    if sink:
-                        sink.write(line)
-                        sink.flush()  # a run cut short keeps every finished call
-                    else:
-                        sys.stdout.write(line)
-                    ok += 1
-                except CallqaError as exc:
-                    failures.append((" + ".join(map(str, paths)), str(exc)))
-                except Exception as exc:  # a crash on one call must not stop the batch
-                    failures.append((" + ".join(map(str, paths)), f"{type(exc).__name__}: {exc}"))
-                progress.advance(task)
+        with progress:
+            result = run_batch(directory, settings, jobs, sink, done, use_cache,
+                               lambda n, total: progress.update(task, completed=n, total=total))  # fmt: skip
     finally:
-        if sink:
+        if out_file:
             sink.close()
-    err.print(f"{ok} of {len(calls)} calls analysed" + (f", {len(failures)} failed:" if failures else ""))
-    for source, why in failures:
+    skipped = f" ({result.skipped} already in {out_file})" if result.skipped else ""
+    err.print(f"{result.analysed} of {result.total} calls analysed{skipped}"
+              + (f", {len(result.failures)} failed:" if result.failures else ""))  # fmt: skip
+    for source, why in result.failures:
         err.print(f"  [red]failed[/] {source}: {why}")
-    return 1 if failures and ok == 0 else 0
+    return 1 if result.failures and result.analysed == 0 else 0
+
+
+def _emit(reports: list[CallReport], as_json: bool, as_jsonl: bool) -> bool:
+    """``--json``: one JSON document (a list of reports); ``--jsonl``: one report per line. False: print text."""
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in reports], indent=2) + "\n")
+    elif as_jsonl:
+        for r in reports:
+            sys.stdout.write(r.model_dump_json() + "\n")
+    return as_json or as_jsonl
 
 
 @app.command()
 def pcap(
     capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
-    as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the reports as one JSON list")] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="print one report per line (JSON lines)")] = False,
     stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
     wav_dir: Annotated[Path | None, typer.Option(help="write each direction of each call as a WAV here")] = None,
     nat_alias: Annotated[list[str] | None, typer.Option(help="PRIVATE=PUBLIC address seen behind NAT")] = None,
@@ -213,7 +156,7 @@ def pcap(
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Find every call in a capture: SIP dialog, RTP per direction, network statistics and audio analysis."""
-    from callqa.service import analyze_capture
+    from callqa.service.captures import analyze_capture
 
     try:
         settings = _settings(db, nisqa_weights, no_nisqa, False, transcribe, rules)
@@ -227,21 +170,12 @@ def pcap(
         raise typer.Exit(2) from None
     for w in warnings:
         err.print(f"[yellow]warning:[/] {w}")
-    if as_json:
-        for r in reports:
-            sys.stdout.write(r.model_dump_json() + "\n")
+    if _emit(reports, as_json, as_jsonl):
         return
     if not reports:
         out.print("no calls or RTP streams found")
     for r in reports:
         print_summary(r)
-        if r.sip:
-            out.print(f"  SIP {r.sip.call_id}  {r.sip.from_} -> {r.sip.to}  {r.sip.end_reason}")
-        for st in r.streams:
-            mos = f"{st.network_mos:.2f}" if st.network_mos is not None else "-"
-            out.print(f"  RTP {st.leg:8} {st.src} -> {st.dst} {st.ssrc} {st.payload}: {st.packets} pkts, "
-                      f"lost {st.lost}, max delta {st.max_delta_ms:.1f} ms, jitter max {st.max_jitter_ms:.2f} "
-                      f"mean {st.mean_jitter_ms:.2f} ms, network MOS {mos}")  # fmt: skip
         out.print()
 
 
@@ -252,7 +186,10 @@ def sniff(
     hep: Annotated[str | None, typer.Option(help="also accept HEP v3 on HOST:PORT, e.g. 0.0.0.0:9060")] = None,
     inactivity: Annotated[float, typer.Option(help="close a call after this many seconds without packets")] = 30.0,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one CallReport per line")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print every report as one JSON list at the end")] = False,
+    as_jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="print each report as a JSON line when its call ends")
+    ] = False,  # fmt: skip
     stats_only: Annotated[bool, typer.Option("--stats-only", help="SIP and RTP statistics, no audio analysis")] = False,
     nat_alias: Annotated[list[str] | None, typer.Option(help="PRIVATE=PUBLIC address seen behind NAT")] = None,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
@@ -270,68 +207,37 @@ def sniff(
     --transcribe, each direction is also transcribed as the call goes on and the segments are published."""
     import signal
 
-    from callqa.capture import live
-    from callqa.capture.calls import Tracker
-    from callqa.service import report_captured
+    from callqa.service.live import SniffOptions, run_live
 
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    source = f"live:{interface or ''}{'+hep:' + hep if hep else ''}"
+    collected: list[CallReport] = []
+
+    def on_report(report: CallReport) -> None:
+        if as_json:
+            collected.append(report)
+        elif as_jsonl:
+            sys.stdout.write(report.model_dump_json() + "\n")
+            sys.stdout.flush()
+        else:
+            print_summary(report)
+
+    def on_error(call: object, exc: Exception) -> None:
+        err.print(f"[red]call {getattr(call, 'id', '?')} not analysed:[/] {type(exc).__name__}: {exc}")
+
     try:
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
-        store = Store(settings.db)
-        tracker = Tracker(
-            _aliases(settings, nat_alias),
-            keep_audio=not stats_only,
-            srtp_keys=settings.srtp_keys,
-            inactivity_s=inactivity,
-            jitter_buffer_ms=settings.analysis.jitter_buffer_ms,
-            max_audio_s=settings.analysis.max_leg_duration_s,
-        )
-        follower = None
-        if settings.analysis.transcribe and not stats_only:
-            import os
-
-            from callqa.capture.live_audio import LiveAudio
-            from callqa.capture.publish import Publisher
-            from callqa.speech.live import LiveTranscriber
-            from callqa.speech.rules import load_rules
-
-            publisher = Publisher(publish, os.environ.get("CALLQA_PUBLISH_KEY"))
-            ruleset = load_rules(settings.analysis.rules_file) if settings.analysis.rules_file else None
-            follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset))
-
-        def ended(call) -> None:  # type: ignore[no-untyped-def]
-            if follower is not None:
-                follower.ended(call)
-            analyser.submit(analyse, call)
-
-        def analyse(call) -> None:  # type: ignore[no-untyped-def]
-            try:
-                first = min((s.first.arrival for sts in call.streams.values() for s in sts), default=0.0)
-                report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", stats_only)
-            except Exception as exc:  # one call that cannot be analysed must not stop the capture
-                err.print(f"[red]call {call.id} not analysed:[/] {type(exc).__name__}: {exc}")
-                return
-            if as_json:
-                sys.stdout.write(report.model_dump_json() + "\n")
-                sys.stdout.flush()
-            else:
-                print_summary(report)
-
-        # finished calls are analysed on a worker thread, so the capture loop keeps reading meanwhile
-        with ThreadPoolExecutor(max_workers=1) as analyser:
-            frames = live.run(tracker, ended, interface, bpf, hep, duration, lambda: stop["flag"],
-                              on_tick=(lambda: follower.poll(tracker)) if follower else None)  # fmt: skip
-        if follower is not None:  # the last utterances are transcribed and sent before we exit
-            follower.sink.close()  # type: ignore[attr-defined]
-            publisher.close()
+        options = SniffOptions(interface=interface, bpf=bpf, hep=hep, inactivity_s=inactivity, duration_s=duration,
+                              stats_only=stats_only, nat_aliases=_aliases(settings, nat_alias),
+                              publish_url=publish)  # fmt: skip
+        result = run_live(settings, options, on_report, on_error, lambda: stop["flag"])
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    err.print(f"{frames} frames read, {tracker.kernel_drops} dropped by the kernel")
-    for w in tracker.warnings:
+    _emit(collected, as_json, False)
+    err.print(f"{result.frames} frames read, {result.kernel_drops} dropped by the kernel")
+    for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}")
 
 
@@ -378,9 +284,11 @@ def show(
 def list_calls(
     limit: Annotated[int, typer.Option(min=1)] = 50,
     verdict: Annotated[str | None, typer.Option(help="good, degraded or failed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON")] = False,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """List stored reports, newest first."""
+    from dataclasses import asdict
     from datetime import datetime
 
     try:
@@ -388,6 +296,9 @@ def list_calls(
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        return
     table = Table(show_edge=False)
     for col in ("id", "analysed", "verdict", "dur s", "source"):
         table.add_column(col)
@@ -403,7 +314,7 @@ def models_fetch(
     url: Annotated[str | None, typer.Option(help="download from this address instead of upstream")] = None,
 ) -> None:
     """Download optional model weights (checked against a pinned SHA-256)."""
-    from callqa.fetch import fetch_nisqa
+    from callqa.model_download import fetch_nisqa
 
     if name != "nisqa":
         err.print(f"[red]error:[/] unknown model {name!r} (available: nisqa)")
@@ -419,11 +330,11 @@ def models_fetch(
 @models_app.command("status")
 def models_status() -> None:
     """Say which models are available."""
-    from callqa import models
+    from callqa import model_loaders
     from callqa.quality import nisqa
 
     settings = get_settings()
-    for name, ver in models.versions().items():
+    for name, ver in model_loaders.versions().items():
         out.print(f"{name:10} {ver}")
     weights = settings.resolved_nisqa_weights()
     reason = nisqa.unavailable_reason(weights)

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     nat_aliases: dict[str, str] = Field(
         default={}, description="capture: private address in SDP -> public address its media comes from"
     )
+    publish_key: SecretStr | None = Field(
+        None, description="write API key that live capture uses to publish events to a service (CALLQA_PUBLISH_KEY)"
+    )
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()

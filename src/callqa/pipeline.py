@@ -1,8 +1,9 @@
 """One pipeline for every source: legs in, CallReport out.
 
-``legs_from_files`` turns recordings into legs (two files = two legs; stereo = one leg per channel; mono = a
-mixed leg, with a warning). ``analyze_legs`` measures each leg (levels, silences, VAD, DNSMOS, NISQA), runs the
-detectors and builds the report. Every step is a pure function of (audio, sample rate, settings).
+A ``Leg`` is one direction of a call as mono samples, whatever it came from (a recording's file or channel, a
+captured RTP direction). ``analyze_legs`` measures each leg (levels, silences, VAD, DNSMOS, NISQA), runs the
+detectors and the speech stages and builds the report. Every step is a pure function of (audio, sample rate,
+settings); the service layer (``callqa.service``) turns sources into legs and stores what comes out.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa import models
-from callqa.audio.decode import DecodedAudio, decode_file
+from callqa import model_loaders
 from callqa.audio.levels import LevelStats, active_level_dbfs, measure_levels
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
-from callqa.errors import InputError
 from callqa.quality import detectors, dnsmos, nisqa, vad
 from callqa.report import (
     CallReport,
@@ -43,13 +42,6 @@ from callqa.report import (
     Word,
 )
 
-ROLE_KEYWORDS: tuple[tuple[Role, str], ...] = (
-    ("agent", "agent"),
-    ("customer", "customer"),
-    ("caller", "caller"),
-    ("callee", "callee"),
-)
-
 
 @dataclass(frozen=True)
 class Leg:
@@ -66,69 +58,6 @@ class Leg:
     @property
     def duration_s(self) -> float:
         return self.samples.size / self.sample_rate
-
-
-def infer_role(path: str | Path, default: Role) -> Role:
-    """Role named in a file name (``agent-in.wav`` -> agent), else ``default``. ``-in``/``-out`` alone say
-    nothing about who is who (it depends on the PBX's recording options), so they keep the default."""
-    name = Path(path).stem.lower()
-    return next((role for role, word in ROLE_KEYWORDS if word in name), default)
-
-
-ROLES: tuple[Role, ...] = ("caller", "callee", "agent", "customer", "left", "right", "mixed")
-
-
-def parse_roles(text: str | None, n_legs: int | None) -> list[Role] | None:
-    """``agent,customer`` -> roles for two legs (two files or the two channels of a stereo file)."""
-    if not text:
-        return None
-    roles = [r.strip() for r in text.split(",")]
-    if any(r not in ROLES for r in roles) or len(roles) != (n_legs or 2):
-        raise InputError(f"roles must be two of {', '.join(ROLES)} separated by a comma, got {text!r}")
-    return roles  # type: ignore[return-value]
-
-
-def check_file_count(paths: list[str | Path] | list[Path]) -> None:
-    if not 1 <= len(paths) <= 2:
-        raise InputError(f"expected one recording (stereo or mixed) or two legs, got {len(paths)} files")
-
-
-def legs_from_files(
-    paths: list[str | Path], settings: Settings, roles: list[Role] | None = None
-) -> tuple[list[Leg], list[str]]:
-    """Decode recordings into legs; returns the legs and warnings about how they were formed."""
-    check_file_count(paths)
-    limit = settings.analysis.max_leg_duration_s
-    decoded = [decode_file(p, limit, settings.max_file_bytes) for p in paths]
-    warnings: list[str] = []
-    if len(decoded) == 2:
-        defaults: tuple[Role, Role] = ("caller", "callee")
-        inferred = [infer_role(p, d) for p, d in zip(paths, defaults, strict=True)]
-        if inferred[0] == inferred[1]:
-            inferred = list(defaults)
-        names = roles or inferred
-        legs = []
-        for audio, role in zip(decoded, names, strict=True):
-            if audio.channels > 1:
-                warnings.append(f"{audio.source} has {audio.channels} channels; mixed down to one leg")
-            legs.append(_mono_leg(audio, role, None))
-        return legs, warnings
-    audio = decoded[0]
-    if audio.channels == 2 and not np.array_equal(audio.samples[0], audio.samples[1]):
-        names = roles or ["left", "right"]
-        return [_mono_leg(audio, names[i], i) for i in range(2)], warnings
-    if audio.channels > 2:
-        raise InputError(f"{audio.source} has {audio.channels} channels; expected 1 (mixed) or 2 (one per leg)")
-    warnings.append(
-        "mixed recording: both directions share one channel, so per-leg analysis and one-way audio detection "
-        "are not possible; record legs separately or in stereo"
-    )
-    return [_mono_leg(audio, "mixed", None)], warnings
-
-
-def _mono_leg(audio: DecodedAudio, role: Role, channel: int | None) -> Leg:
-    x = audio.samples[channel] if channel is not None else audio.samples.mean(axis=0)
-    return Leg(role, audio.source, np.ascontiguousarray(x, dtype=np.float32), audio.sample_rate, audio.codec, channel)
 
 
 @dataclass
@@ -228,7 +157,7 @@ def analyze_legs(
     start = time.perf_counter() - decode_s
     s = settings.analysis
     if legs:  # statistics-only captures have no audio: no model to load
-        models.silero_vad()  # load once, before the threads start
+        model_loaders.silero_vad()  # load once, before the threads start
     weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
         work = list(pool.map(lambda leg: _measure(leg, s), legs))
@@ -254,11 +183,11 @@ def analyze_legs(
         transcribe_s=t_transcribe,
         total_s=time.perf_counter() - start,
     )
-    versions = models.versions()
+    versions = model_loaders.versions()
     if any(r.mos.nisqa for r in leg_reports):
         versions["nisqa"] = nisqa.version(weights)
     if s.transcribe and legs:
-        versions["whisper"] = models.whisper_version(s.whisper_model)
+        versions["whisper"] = model_loaders.whisper_version(s.whisper_model)
     return CallReport(
         id=report_id,
         created_at=datetime.now(UTC),

@@ -19,7 +19,7 @@ from callqa.ai import offline, prompts
 from callqa.ai.providers import LlmError, Provider, Reply
 from callqa.ai.tools import TOOLS, compact, run_tool
 from callqa.config import LlmSettings
-from callqa.redact import mask_value
+from callqa.pii import mask_value
 from callqa.report import CallReport
 from callqa.store import CallQuery, Store
 

@@ -7,40 +7,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from callqa import explain
 from callqa.ai.tools import FINDING_CODES, host_of, run_tool
+from callqa.explain import CAUSES
 from callqa.report import CallReport
 from callqa.store import Store
 
 LABEL = "Offline summary (no language model was used)"
-
-# finding code -> (likely cause, what to check first)
-CAUSES: dict[str, tuple[str, str]] = {
-    "no_audio": ("no media reached the recorder from this side (RTP blocked, muted device or a failed codec "
-                 "negotiation)", "RTP in both directions, the SDP connection address, the device's mute state"),
-    "no_speech": ("this side never spoke (muted, silent handset or an unattended line)",
-                  "the handset or softphone input, mute, and whether the line was answered by a person"),
-    "one_way_audio": ("media flows in one direction only: typically NAT or a firewall drops RTP, the SDP names a "
-                      "private address, or a SIP ALG rewrote it", "RTP in both directions (capture at the edge), "
-                      "the SDP c= address against the public address, firewall/ALG settings"),
-    "dead_air": ("a long stretch with nobody speaking: hold without music, a transfer gap, or audio lost on both "
-                 "sides", "the call flow at that time (hold, transfer, IVR) and both legs' RTP around it"),
-    "clipping": ("the input gain on this side is too high", "headset or microphone gain and AGC settings"),
-    "low_level": ("speech is too quiet: microphone placement, low gain or attenuation on a trunk",
-                  "the headset, the input gain and the trunk's level settings"),
-    "low_mos": ("perceived quality is poor: noise, codec artefacts or network impairment", "the NISQA dimensions "
-                "(noisiness: background noise; discontinuity: loss or jitter; coloration: codec or headset)"),
-    "mixed_legs": ("the recording mixes both directions in one channel",
-                   "record the legs separately or in stereo so each side can be judged"),
-    "packet_loss": ("packets were lost on the network in this direction", "interfaces and WAN links on the path, "
-                    "QoS marking (DSCP EF) and queue drops"),
-    "high_jitter": ("packets arrive unevenly (congestion, Wi-Fi, missing QoS)",
-                    "link utilisation, QoS, Wi-Fi, and the endpoint's jitter buffer"),
-    "no_transcript": ("speech activity without recognisable words: another language, music, tones or heavy "
-                      "noise", "listen to the leg; set the transcription language or model if it is speech"),
-    "required_phrase_missing": ("a required phrase (e.g. the recording disclosure) was not said in time",
-                                "the agent's script and coaching; the call's transcript around the start"),
-    "forbidden_phrase": ("a phrase the rules forbid was said", "the transcript at the finding's time"),
-}  # fmt: skip
 
 
 def assess(report: CallReport) -> str:
@@ -48,7 +21,8 @@ def assess(report: CallReport) -> str:
     if not report.findings:
         lines.append("No problem found: every check passed.")
     for f in sorted(report.findings, key=lambda f: {"critical": 0, "warning": 1}.get(f.severity, 2)):
-        cause, check = CAUSES.get(f.code, ("see the message", "the evidence in the report"))
+        cause = CAUSES.get(f.code, ("see the message", ""))[0]
+        check = explain.check(f, report)
         side = f" on the {f.leg} side" if f.leg else ""
         lines.append(f"- [{f.severity}] {f.code}{side}: {f.message}. Likely cause: {cause}. Check: {check}.")
     return "\n".join(lines)

@@ -13,10 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from callqa.ai.assistant import Assistant
 from callqa.api.hub import Hub
 from callqa.api.keys import ApiKey, KeyStore, Scope
-from callqa.api.metrics import Metrics
-from callqa.api.runner import Runner
 from callqa.config import Settings
-from callqa.jobs import JobStore
+from callqa.service.jobs import JobStore
+from callqa.service.metrics import Metrics
+from callqa.service.runner import Runner
 from callqa.store import Store
 
 KEY_CACHE_S = 30.0  # a revoked key stops working within this time

@@ -16,12 +16,12 @@ from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Provider, make_provider
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.keys import KeyStore
-from callqa.api.metrics import Metrics
 from callqa.api.routes import ai, analyze, calls, live, ops
-from callqa.api.runner import Runner
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
-from callqa.jobs import JobStore, error_code, prune
+from callqa.service.jobs import JobStore, error_code, prune
+from callqa.service.metrics import Metrics
+from callqa.service.runner import Runner
 from callqa.store import Store
 
 PRUNE_EVERY_S = 3600.0  # retention: kept audio and finished jobs past their age are deleted this often

@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
-from callqa.capture.media import RtpPacket
 from callqa.capture.meter import StreamMeter, jitter_clocks
-from callqa.capture.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
-from callqa.capture.pcap import CaptureFile
-from callqa.capture.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
-from callqa.capture.rtp import RtpHeader, StreamStats, looks_like_rtp
-from callqa.capture.sdp import Media, SessionDescription
-from callqa.capture.sip import SipMessage, looks_like_sip, uri_of
-from callqa.capture.srtp import SrtpContext
-from callqa.capture.tcp import TcpSipReassembler
 from callqa.errors import ParseError
+from callqa.protocol.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
+from callqa.protocol.pcap import CaptureFile
+from callqa.protocol.rtcp import RtcpPacket, looks_like_rtcp, parse_compound
+from callqa.protocol.rtp import RtpHeader, RtpPacket, StreamStats, looks_like_rtp
+from callqa.protocol.sdp import Media, SessionDescription
+from callqa.protocol.sip import SipMessage, looks_like_sip, uri_of
+from callqa.protocol.srtp import SrtpContext
+from callqa.protocol.tcp import TcpSipReassembler
 
 Endpoint = tuple[str, int]
 StreamKey = tuple[str, int, str, int, int]  # src, sport, dst, dport, ssrc

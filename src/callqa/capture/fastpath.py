@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.media import RtpPacket
-from callqa.capture.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
-from callqa.capture.pcap import MAX_RECORD
-from callqa.capture.rtp import PT_CN, PT_CN_OLD, StreamStats, unwrap
 from callqa.errors import InputError
+from callqa.protocol.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
+from callqa.protocol.pcap import MAX_RECORD
+from callqa.protocol.rtp import PT_CN, PT_CN_OLD, RtpPacket, StreamStats, unwrap
 
 BLOCK = 4 * 1024 * 1024
 StreamKey = tuple[str, int, str, int, int]

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 
 from callqa.capture.calls import CapturedCall, Tracker
-from callqa.capture.hep import parse_hep3
-from callqa.capture.packet import LINK_ETHERNET
 from callqa.errors import InputError, ParseError
+from callqa.protocol.hep import parse_hep3
+from callqa.protocol.packet import LINK_ETHERNET
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

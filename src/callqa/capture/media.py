@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from callqa.audio import g711
-from callqa.capture.rtp import encoding_of, unwrap
 from callqa.errors import CallqaError
+from callqa.protocol.rtp import RtpPacket, encoding_of, unwrap
 
 # encoding name (upper case) -> (FFmpeg decoder, output sample rate)
 FFMPEG_CODECS = {"G722": ("g722", 16000), "GSM": ("gsm", 8000), "G729": ("g729", 8000),
@@ -25,16 +25,6 @@ SKIP = {"TELEPHONE-EVENT", "CN", "COMFORT-NOISE", "RED"}
 
 class UnsupportedCodec(CallqaError):
     """No decoder for this stream's payload."""
-
-
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
-    arrival: float  # seconds
-    seq: int
-    timestamp: int
-    pt: int
-    marker: bool
-    payload: bytes
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ import numpy as np
 
 from callqa.capture.emodel import AdaptiveBuffer, FixedBuffer
 from callqa.capture.fastpath import PacketTable, table_stats, unwrap16
-from callqa.capture.media import RtpPacket
-from callqa.capture.rtp import StreamStats, encoding_of
+from callqa.protocol.rtp import RtpPacket, StreamStats, encoding_of
 
 FIXED_DEPTHS_MS = (50.0, 200.0)  # reported beside the configured depth, as VoIPmonitor does
 MAX_BURST = 3000  # a jump of thousands of sequence numbers is a restart, not a loss burst

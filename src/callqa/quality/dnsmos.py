@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from callqa import models
+from callqa import model_loaders
 
 SR = 16000
 WINDOW_S = 9.01
@@ -151,7 +151,7 @@ def score(
         audio = np.concatenate([audio, audio])
     candidates = window_starts(audio.size, options.hop_s, options.upstream_windows)
     starts = pick_windows(candidates, speech or [], options.max_windows)
-    primary, p808 = models.dnsmos_sessions()
+    primary, p808 = model_loaders.dnsmos_sessions()
     rows = []
     for start in starts:
         seg = audio[start : start + WINDOW]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callqa import models
+from callqa import model_loaders
 
 VAD_RATE = 16000
 
@@ -19,6 +19,18 @@ class VadOptions:
     min_speech_ms: int = 250
     min_silence_ms: int = 100
     speech_pad_ms: int = 30
+
+    @property
+    def min_speech_s(self) -> float:
+        return self.min_speech_ms / 1000
+
+    @property
+    def min_silence_s(self) -> float:
+        return self.min_silence_ms / 1000
+
+    @property
+    def pad_s(self) -> float:
+        return self.speech_pad_ms / 1000
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class StreamingVad:
 
     def __init__(self, min_frames: int = 1) -> None:
         self.min_frames = min_frames  # run the model only once this many windows are waiting (fewer, larger runs)
-        self.session = models.silero_vad().session
+        self.session = model_loaders.silero_vad().session
         self.h = np.zeros((1, 1, 128), np.float32)
         self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)

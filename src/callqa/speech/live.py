@@ -2,7 +2,7 @@
 transcribed as soon as they end; partial and final segments and rule events are published as dicts.
 
 Per direction, Silero VAD (the same ONNX model as offline) runs frame by frame (32 ms at 16 kHz) with its LSTM
-state carried across chunks. An utterance ends after ``min_silence_s`` of silence (or at ``max_utterance_s``); its
+state carried across chunks. An utterance ends after ``vad.min_silence_s`` of silence (or at ``max_utterance_s``); its
 audio is complete earlier, once the padding of silence follows it, so it is queued after ``speculate_after_s`` of
 silence and published when the end is certain (dropped if the speaker goes on). The transcription worker takes
 every queued utterance at once and decodes them as one batch with the offline code (``speech.transcribe``), so the
@@ -30,7 +30,7 @@ from typing import Any, get_args
 import numpy as np
 
 from callqa.audio.resample import resample
-from callqa.quality.vad import FRAME, StreamingVad
+from callqa.quality.vad import FRAME, StreamingVad, VadOptions
 from callqa.report import Role
 from callqa.report import Utterance as ReportUtterance
 from callqa.report import Word as ReportWord
@@ -46,10 +46,8 @@ Publish = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class LiveOptions:
-    threshold: float = 0.5
-    min_silence_s: float = 0.5
-    min_speech_s: float = 0.25
-    pad_s: float = 0.2
+    # the offline VAD's rules with streaming values: an utterance ends after 0.5 s of silence, padded by 0.2 s
+    vad: VadOptions = VadOptions(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=200)
     max_utterance_s: float = 25.0
     context_s: float = 8.0  # the direction's previous utterance is decoded before a short one, as context
     context_below_s: float = 3.0  # utterances shorter than this get that context (longer ones carry their own)
@@ -62,8 +60,8 @@ class LiveOptions:
     transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(
         beam_size=2, no_repeat_ngram_size=3, min_avg_logprob=-10.0, batch_size=8
     )
-    # an utterance's audio is complete once ``pad_s`` of silence follows it: it is decoded early, after
-    # ``speculate_after_s`` of silence, while the rest of ``min_silence_s`` is awaited, and published only if
+    # an utterance's audio is complete once ``vad.pad_s`` of silence follows it: it is decoded early, after
+    # ``speculate_after_s`` of silence, while the rest of ``vad.min_silence_s`` is awaited, and published only if
     # the speaker has not gone on meanwhile (shorter pauses would waste decodes on utterances that go on)
     speculate_after_s: float = 0.3  # 0 turns early decoding off; at least pad_s (the audio must be complete)
     min_word_probability: float = 0.5
@@ -145,9 +143,9 @@ class LiveTranscriber:
 
     def _frame(self, d: Direction, at: int, p: float, arrival: float) -> None:
         o = self.opts
-        if p >= o.threshold:
+        if p >= o.vad.threshold:
             if d.speech_from is None:
-                d.speech_from = max(d.kept_from, at - int(o.pad_s * RATE))
+                d.speech_from = max(d.kept_from, at - int(o.vad.pad_s * RATE))
                 d.last_partial = at
             elif d.early is not None:  # the speaker went on: the early final was not the end
                 d.early.status, d.early = "cancelled", None
@@ -159,9 +157,9 @@ class LiveTranscriber:
             return
         end = at + FRAME
         too_long = end - d.speech_from >= o.max_utterance_s * RATE
-        speech_end = end - d.silence + int(o.pad_s * RATE)
-        long_enough = speech_end - d.speech_from - int(2 * o.pad_s * RATE) >= o.min_speech_s * RATE
-        if d.silence >= o.min_silence_s * RATE or too_long:
+        speech_end = end - d.silence + int(o.vad.pad_s * RATE)
+        long_enough = speech_end - d.speech_from - int(2 * o.vad.pad_s * RATE) >= o.vad.min_speech_s * RATE
+        if d.silence >= o.vad.min_silence_s * RATE or too_long:
             if long_enough:
                 b = min(speech_end, end)
                 self._final(d, Job(d, d.speech_from, b, True, d.arrival_of(end - d.silence)))
@@ -169,7 +167,7 @@ class LiveTranscriber:
             d.silence = 0
             self._trim(d, end)
         elif (o.speculate_after_s and d.early is None and long_enough
-              and d.silence >= max(o.speculate_after_s, o.pad_s) * RATE):  # fmt: skip
+              and d.silence >= max(o.speculate_after_s, o.vad.pad_s) * RATE):  # fmt: skip
             early = Job(d, d.speech_from, speech_end, True, d.arrival_of(end - d.silence), status="waiting")
             d.early = early
             self._queue(d, early)
@@ -206,7 +204,7 @@ class LiveTranscriber:
 
     def _trim(self, d: Direction, keep_from: int) -> None:
         """Forget audio before ``keep_from`` less the padding (bounded memory between utterances)."""
-        keep_from -= int(self.opts.pad_s * RATE)
+        keep_from -= int(self.opts.vad.pad_s * RATE)
         if keep_from - d.kept_from > RATE:  # in steps of a second, to keep copying cheap
             x = d.samples(keep_from, d.fed)
             d.audio, d.kept_from = [x], keep_from
@@ -217,7 +215,7 @@ class LiveTranscriber:
         with self.lock:
             for key in [k for k in self.directions if k[0] == call_id]:
                 d = self.directions.pop(key)
-                if d.speech_from is not None and d.fed - d.speech_from >= self.opts.min_speech_s * RATE:
+                if d.speech_from is not None and d.fed - d.speech_from >= self.opts.vad.min_speech_s * RATE:
                     self._final(d, Job(d, d.speech_from, d.fed, True, d.arrival_of(d.fed)))
                 elif d.early is not None:
                     d.early.status = "cancelled"

@@ -1,7 +1,7 @@
 """Redaction of transcripts (and optionally of the kept audio).
 
 Card numbers (Luhn-checked), national ids, phone numbers and emails are found in two ways: the written forms
-of ``callqa.redact`` over the utterance's words, and runs of spoken digits ("four five three nine, one 488,
+of ``callqa.pii`` over the utterance's words, and runs of spoken digits ("four five three nine, one 488,
 zero three ...", as Whisper writes numbers read out digit by digit): a run of 13-19 digits that passes the
 Luhn check is a card, a run of 7-15 digits a phone number, any longer run a number (a misheard card number
 must not leak). Masked words are replaced by their label, their
@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from callqa.redact import luhn_ok, mask_text, spans
+from callqa.pii import luhn_ok, mask_text, spans
 from callqa.report import Segment, Utterance
 
 TONE_HZ = 1000.0

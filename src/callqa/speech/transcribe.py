@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from callqa import models
+from callqa import model_loaders
 
 RATE = 16000
 WHISPER_WINDOW_S = 30.0
@@ -144,7 +144,7 @@ def transcribe(legs16k: list[np.ndarray], speech: list[list[Span]], opts: Transc
         return result
     from faster_whisper import BatchedInferencePipeline
 
-    pipeline = BatchedInferencePipeline(models.whisper(opts.model, opts.compute_type, opts.threads))
+    pipeline = BatchedInferencePipeline(model_loaders.whisper(opts.model, opts.compute_type, opts.threads))
     for g in range(0, len(windows), opts.windows_per_group):
         group = windows[g : g + opts.windows_per_group]
         audios = [_window_audio(legs16k[w.leg], w) for w in group]

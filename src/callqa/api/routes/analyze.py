@@ -13,13 +13,12 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from callqa.api.deps import ReadKey, State, WriteKey
-from callqa.api.runner import QueueFull
 from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
 from callqa.errors import CallqaError, FetchError
-from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
-from callqa.pipeline import parse_roles
 from callqa.report import CallReport
-from callqa.service import cache_key
+from callqa.service.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
+from callqa.service.recordings import cached_recording, parse_roles
+from callqa.service.runner import QueueFull
 from callqa.sources import safe_name
 from callqa.sources.http import allowed
 from callqa.sources.sftp import resolve
@@ -125,10 +124,10 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
         source = Source(files=paths, labels=labels, hashes=hashes)
         try:
             settings = with_transcription(state.settings, transcribe)
-            key = cache_key([Path(p) for p in paths], settings, role_list, hashes)
-            hit = state.store.cached(key, state.settings.cache_ttl_s)
-        except CallqaError:
-            hit = None
+            _, hit = cached_recording([Path(p) for p in paths], settings, role_list, state.store, labels, hashes)
+        except BaseException:
+            shutil.rmtree(spool, ignore_errors=True)
+            raise
         if hit is not None:
             shutil.rmtree(spool, ignore_errors=True)
             state.metrics.observe_report(hit, cached=True)
@@ -143,8 +142,8 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
     if wait > 0:
         waited = await state.runner.wait(job.id, min(wait, state.settings.api.max_wait_s))
         job = waited or job
-    if job.status == "done" and job.report_id:
-        report = state.store.get(job.report_id)
+    if job.status == "done":
+        report = state.runner.take_report(job)
         if report is not None:
             assessment = Assessment.model_validate(job.assessment) if job.assessment else None
             return await _done(state, kind, report, assessment)

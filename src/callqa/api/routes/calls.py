@@ -17,9 +17,9 @@ from callqa.api.schemas import CallFilters, CallItem
 from callqa.audio.decode import decode_file
 from callqa.audio.wav import write_wav
 from callqa.errors import CallqaError
-from callqa.jobs import audio_dir
 from callqa.report import CallReport
-from callqa.service import leg_audio_path
+from callqa.service.jobs import audio_dir
+from callqa.service.recordings import leg_audio_path
 from callqa.store import CallQuery
 
 router = APIRouter(tags=["calls"])

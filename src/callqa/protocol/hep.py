@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from callqa.capture.packet import PROTO_TCP, PROTO_UDP, Segment
 from callqa.errors import ParseError
+from callqa.protocol.packet import PROTO_TCP, PROTO_UDP, Segment
 
 MAGIC = b"HEP3"
 CHUNK_FAMILY, CHUNK_PROTO, CHUNK_SRC4, CHUNK_DST4, CHUNK_SRC6, CHUNK_DST6 = 1, 2, 3, 4, 5, 6

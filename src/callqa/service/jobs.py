@@ -1,5 +1,8 @@
 """Analysis jobs: what to analyse (a spec), their persisted state, and the function a worker process runs.
 
+The HTTP API creates jobs and ``service.runner`` runs them; both live in the service layer so that any front end
+(the API, a worker, a scheduled sync) queues and runs work the same way.
+
 Jobs live in the result store's database, so a restarted service finds the ones it had accepted: queued and
 running jobs are resumed when their input still exists (uploads are spooled to disk until the job ends),
 otherwise marked failed with the reason. Nothing is dropped silently.
@@ -187,7 +190,7 @@ def prune(settings: Settings, jobs: JobStore, now: float | None = None) -> tuple
 
 def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
     """Fetch (when remote), analyse and store one call. Runs in a worker process; raises CallqaError."""
-    from callqa.service import analyze_files
+    from callqa.service.recordings import analyze_recording
     from callqa.sources.http import fetch_http
     from callqa.sources.sftp import fetch_sftp
 
@@ -204,7 +207,7 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
         else:
             raise InputError("the job names no recording")
         hashes = src.hashes if src.files else None
-        return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings),
+        return analyze_recording(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings),
                              hashes=hashes)  # fmt: skip
 
 
@@ -248,12 +251,12 @@ def worker_init(nice: int) -> None:
 
 def warm_up(settings_json: str) -> bool:
     """Load the models once in a worker process, so the first job does not pay for it."""
-    from callqa import models
+    from callqa import model_loaders
 
     settings = Settings.model_validate_json(settings_json)
-    models.silero_vad()
+    model_loaders.silero_vad()
     if settings.analysis.dnsmos:
-        models.dnsmos_sessions()
+        model_loaders.dnsmos_sessions()
     if settings.analysis.transcribe:
-        models.whisper(settings.analysis.whisper_model, settings.analysis.whisper_compute_type, settings.threads)
+        model_loaders.whisper(settings.analysis.whisper_model, settings.analysis.whisper_compute_type, settings.threads)
     return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from callqa.capture.sip import METHODS
+from callqa.protocol.sip import METHODS
 
 MAX_BUFFER = 256 * 1024
 MAX_FLOWS = 4096

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from callqa.capture.rtp import encoding_of
 from callqa.errors import ParseError
+from callqa.protocol.rtp import encoding_of
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from callqa.capture.media import RtpPacket
+from callqa.protocol.rtp import RtpPacket
 
 DIGITS = "0123456789*#ABCD"
 

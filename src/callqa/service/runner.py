@@ -3,7 +3,7 @@
 Analyses are CPU-bound, so they run in separate processes (spawned, each loading the models once, at a lower
 CPU priority so that answering requests comes first); the event loop only moves JSON. The queue bound counts
 queued and running jobs; a full queue refuses new work with a Retry-After estimate instead of accepting work it
-cannot do. Job state is persisted (see ``callqa.jobs``).
+cannot do. Job state is persisted (see ``callqa.service.jobs``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from callqa.ai.assistant import Assistant
-from callqa.api.metrics import Metrics
 from callqa.config import Settings
-from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
 from callqa.report import CallReport
+from callqa.service.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
+from callqa.service.metrics import Metrics
+
+FINISHED_KEPT = 64
 
 
 class QueueFull(Exception):
@@ -36,6 +38,7 @@ class Runner:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.running = 0
         self.events: dict[str, asyncio.Event] = {}
+        self.finished: dict[str, CallReport] = {}  # reports of jobs just done, for a request waiting on them
         self.avg_job_s = 5.0
         self.pool: ProcessPoolExecutor | None = None
         self.warm: list[Future[Any]] = []
@@ -101,6 +104,13 @@ class Runner:
         self._enqueue(job.id)
         return job
 
+    def take_report(self, job: Job) -> CallReport | None:
+        """A done job's report: the one just parsed when a waiting request takes it, else from the store."""
+        report = self.finished.pop(job.id, None)
+        if report is None and job.report_id:
+            report = self.jobs.store.get(job.report_id)
+        return report
+
     async def wait(self, job_id: str, timeout_s: float) -> Job | None:
         event = self.events.get(job_id)
         if event is not None and timeout_s > 0:
@@ -155,5 +165,8 @@ class Runner:
             answer = await asyncio.to_thread(self.assistant.assess, report)
             assessment = answer.__dict__
         self.jobs.update(job.id, status="done", report_id=report.id, assessment=assessment)
+        self.finished[job.id] = report  # a request waiting on it takes the parsed report (no second read)
+        while len(self.finished) > FINISHED_KEPT:  # nobody waited for the oldest: they are in the store
+            self.finished.pop(next(iter(self.finished)))
         self.metrics.jobs.labels("done").inc()
         remove_spool(job.spec)

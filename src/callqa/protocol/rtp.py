@@ -35,6 +35,18 @@ DYNAMIC_CLOCK = {"amr": 8000, "amr-wb": 16000, "evs": 16000, "g7221": 16000, "op
 
 
 @dataclass(frozen=True, slots=True)
+class RtpPacket:
+    """One received RTP packet: arrival time (seconds), header fields and payload."""
+
+    arrival: float  # seconds
+    seq: int
+    timestamp: int
+    pt: int
+    marker: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RtpHeader:
     version: int
     padding: bool
