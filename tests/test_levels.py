@@ -60,3 +60,13 @@ def test_active_level_ignores_silence() -> None:
     x[8000:12000] = 0.1 * np.sign(np.sin(np.arange(4000)))
     assert active_level_dbfs(x, 8000, [(1.0, 1.5)]) == pytest.approx(-20.0, abs=0.1)
     assert active_level_dbfs(x, 8000, []) is None
+
+
+def test_write_wav_round_trips_decoded_samples_exactly(tmp_path: Path) -> None:
+    from callqa.audio.wav import write_wav
+
+    pcm = np.array([-32768, -32767, -1, 0, 1, 12345, 32767], dtype=np.int16)
+    x = pcm.astype(np.float32) / 32768.0
+    out = write_wav(tmp_path / "x.wav", x, 8000)
+    back = decode_file(out, 60).samples[0]
+    assert np.array_equal(np.round(back * 32768.0).astype(np.int16), pcm)

@@ -9,8 +9,9 @@ import numpy as np
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
-    """Mono float samples in [-1, 1] -> 16-bit PCM WAV at ``path`` (written to a temporary name, then renamed)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    """Mono float samples in [-1, 1] -> 16-bit PCM WAV at ``path`` (written to a temporary name, then renamed).
+    Scaled by 32768, the inverse of the decoders' int16 / 32768, so decoded audio is written back bit-exact."""
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     with wave.open(str(tmp), "wb") as w:
