@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,8 @@ models_app = typer.Typer(no_args_is_help=True, help="Manage optional model files
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys of the HTTP service.")
 app.add_typer(keys_app, name="keys")
+vicidial_app = typer.Typer(no_args_is_help=True, help="Analyse a ViciDial call center's recordings.")
+app.add_typer(vicidial_app, name="vicidial")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -284,15 +287,22 @@ def show(
 def list_calls(
     limit: Annotated[int, typer.Option(min=1)] = 50,
     verdict: Annotated[str | None, typer.Option(help="good, degraded or failed")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON")] = False,
+    agent: Annotated[str | None, typer.Option(help="calls taken by this agent (ViciDial user)")] = None,
+    campaign: Annotated[str | None, typer.Option(help="calls of this campaign or in-group")] = None,
+    carrier: Annotated[str | None, typer.Option(help="calls that went out on this carrier (trunk)")] = None,
+    direction: Annotated[str | None, typer.Option(help="inbound or outbound")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON, with each call's context")] = False,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """List stored reports, newest first."""
     from dataclasses import asdict
     from datetime import datetime
 
+    from callqa.store import CallQuery
+
+    query = CallQuery(verdict=verdict, agent=agent, campaign=campaign, carrier=carrier, direction=direction)
     try:
-        rows = Store(db or get_settings().db).list(limit, verdict)
+        rows = Store(db or get_settings().db).list(limit, query=query)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -300,12 +310,81 @@ def list_calls(
         sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         return
     table = Table(show_edge=False)
-    for col in ("id", "analysed", "verdict", "dur s", "source"):
+    with_context = any(r.context for r in rows)
+    for col in ("id", "analysed", "verdict", "dur s", *(("agent", "campaign", "dir") if with_context else ()),
+                "source"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         when = datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r.id, when, r.verdict, f"{r.duration_s:.1f}", r.source)
+        ctx = r.context or {}
+        extra = (str(ctx.get("agent", "")), str(ctx.get("campaign_id", "")), str(ctx.get("direction") or ""))
+        table.add_row(r.id, when, r.verdict, f"{r.duration_s:.1f}", *(extra if with_context else ()), r.source)
     out.print(table)
+
+
+def _date(text: str | None, option: str) -> datetime | None:
+    """``2024-05-01`` or ``2024-05-01 13:00[:00]`` (the dialer's clock), else a usage error."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} takes a date like 2024-05-01 or 2024-05-01 13:00, not {text!r}") from None
+
+
+@vicidial_app.command("sync")
+def vicidial_sync(
+    dsn: Annotated[str | None, typer.Option(help="mysql://USER:PASS@HOST:3306/asterisk (else CALLQA_VICIDIAL__DSN)")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="recordings started at or after this date (dialer time)")] = None,
+    until: Annotated[str | None, typer.Option(help="recordings started before this date (dialer time)")] = None,
+    campaign: Annotated[list[str] | None, typer.Option(help="only this campaign or in-group (repeatable)")] = None,
+    agent: Annotated[list[str] | None, typer.Option(help="only this agent's calls (repeatable)")] = None,
+    recordings_url: Annotated[str | None, typer.Option(help="where the recordings are served, e.g. "
+                                                            "http://10.0.0.5/RECORDINGS")] = None,
+    recordings_dir: Annotated[Path | None, typer.Option(help="read the recordings from this folder")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
+    no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
+    transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when the audio is cached")] = False,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Analyse the dialer's new recordings (and those whose files changed) and store each report with the
+    call's agent, campaign, carrier and direction. Run it again at any time: finished rows are skipped."""
+    from pydantic import SecretStr
+
+    from callqa.service.vicidial import SyncOptions, run_sync
+
+    if recordings_url and recordings_dir:
+        err.print("[red]error:[/] give --recordings-url or --recordings-dir, not both")
+        raise typer.Exit(2)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err)  # fmt: skip
+    task = progress.add_task("analysing", total=None)
+    try:
+        settings = _settings(db, None, no_nisqa, False, transcribe)
+        changes: dict[str, object] = {}
+        if dsn:
+            changes["dsn"] = SecretStr(dsn)
+        if recordings_url:
+            changes.update(recordings_url=recordings_url, recordings_dir=None)
+        if recordings_dir:
+            changes["recordings_dir"] = recordings_dir.resolve()
+        settings = settings.model_copy(update={"vicidial": settings.vicidial.model_copy(update=changes)})
+        options = SyncOptions(since=_date(since, "--since"), until=_date(until, "--until"),
+                              campaigns=tuple(campaign or ()), agents=tuple(agent or ()),
+                              use_cache=not no_cache)  # fmt: skip
+        with progress:
+            result = run_sync(settings, options, jobs,
+                              lambda n, total: progress.update(task, completed=n, total=total))  # fmt: skip
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{result.rows} recordings read: {result.analysed} analysed, {result.unchanged} unchanged"
+              + (f", {len(result.failures)} failed:" if result.failures else ""))  # fmt: skip
+    for rec, why in result.failures:
+        err.print(f"  [red]failed[/] recording {rec}: {why}")
+    raise typer.Exit(1 if result.failures and result.analysed == 0 and result.unchanged == 0 else 0)
 
 
 @models_app.command("fetch")

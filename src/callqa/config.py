@@ -133,6 +133,28 @@ class LlmSettings(BaseModel, frozen=True):
     mask_pii: bool = Field(True, description="mask card numbers, ids, phone numbers and emails before sending")
 
 
+class VicidialSettings(BaseModel, frozen=True):
+    """A ViciDial dialer whose recordings are analysed (``callqa vicidial sync``, or the service on a schedule)."""
+
+    dsn: SecretStr | None = Field(None, description="mysql://USER:PASS@HOST:3306/asterisk (a read-only user)")
+    recordings_url: str = Field(
+        "http://{server_ip}/RECORDINGS",
+        description="where the dialer serves its recordings; {server_ip} is the recording_log row's server",
+    )
+    recordings_dir: Path | None = Field(None, description="read the recordings from this folder instead of HTTP")
+    in_leg: Literal["customer", "agent"] = Field(
+        "customer", description="who X-in.wav holds (X-out.wav is the other side); see docs/vicidial.md"
+    )
+    lookback_days: float = Field(
+        7.0, gt=0, description="without --since, rows of this many days back are read (changed files re-analysed)"
+    )
+    campaigns: list[str] = Field(default=[], description="only these campaigns / in-groups (empty: all)")
+    agents: list[str] = Field(default=[], description="only these agents (empty: all)")
+    sync_interval_s: float = Field(0.0, ge=0, description="the service syncs this often; 0 = never")
+    keep_digits: int = Field(2, ge=0, le=4, description="digits of the customer number kept unmasked")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Process-wide settings, from the environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``,
     ``CALLQA_ANALYSIS__VAD_THRESHOLD`` (nested analysis fields use a double underscore)."""
@@ -156,6 +178,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()
+    vicidial: VicidialSettings = VicidialSettings()
 
     @property
     def data_dir(self) -> Path:

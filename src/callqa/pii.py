@@ -79,3 +79,12 @@ def mask_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [mask_value(v) for v in value]
     return value
+
+
+def mask_number(number: str, keep: int = 2) -> str:
+    """A phone number with every digit but the last ``keep`` replaced by ``*`` (``5551234567`` ->
+    ``********67``); short numbers are masked whole. Anything but digits is dropped."""
+    digits = re.sub(r"\D", "", number)
+    if len(digits) <= keep + 4:
+        return "*" * len(digits)
+    return "*" * (len(digits) - keep) + digits[len(digits) - keep :]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.2.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard
+SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard; 1.3: context
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -223,6 +223,34 @@ class Scorecard(BaseModel):
     items: list[ScoreItem]
 
 
+class CallContext(BaseModel):
+    """Who and what the call was, from the system that recorded it (a ViciDial dialer). Not part of the audio
+    analysis: the cache key is the audio's, and two calls with identical audio keep their own context."""
+
+    source: Literal["vicidial"] = "vicidial"
+    recording_id: int = Field(description="recording_log.recording_id")
+    vicidial_id: str = Field("", description="vicidial_log.uniqueid (outbound) or vicidial_closer_log.closecallid")
+    lead_id: int | None = None
+    direction: Literal["inbound", "outbound"] | None = None
+    call_date: datetime | None = Field(None, description="recording start (recording_log.start_epoch), UTC")
+    length_in_sec: int | None = Field(None, description="recording length the dialer logged")
+    status: str = Field("", description="disposition the agent or dialer gave the call")
+    term_reason: str = Field("", description="who ended the call: CALLER, AGENT, ABANDON, ...")
+    agent: str = Field("", description="vicidial_users.user")
+    agent_name: str = ""
+    user_group: str = ""
+    campaign_id: str = Field("", description="campaign (outbound) or in-group (inbound)")
+    campaign_name: str = ""
+    carrier: str = Field("", description="trunk the call went out on (from the carrier log's channel)")
+    hangup_cause: int | None = Field(None, description="Q.850 cause from the carrier log, when present")
+    sip_hangup_cause: int | None = None
+    sip_hangup_reason: str = ""
+    dial_status: str = ""
+    customer_number: str = Field("", description="masked: only the last digits are kept")
+    server_ip: str = ""
+    files: Literal["legs", "mixed"] | None = Field(None, description="separate ORIG legs, or the mixed file")
+
+
 class Timings(BaseModel):
     decode_s: float = 0.0
     levels_s: float = 0.0
@@ -250,6 +278,7 @@ class CallReport(BaseModel):
     transcript: list[Utterance] = Field(default=[], description="both legs' speech, ordered by time")
     conversation: Conversation | None = None
     scorecard: Scorecard | None = Field(None, description="from the phrase rules, when a rules file is set")
+    context: CallContext | None = Field(None, description="agent, campaign, carrier... from the call center")
     timings: Timings = Timings()
     models: dict[str, str] = Field(default={}, description="model name -> version used")
     settings: dict[str, Any] = {}

@@ -20,7 +20,8 @@ FINDING_CODES = ("no_audio", "no_speech", "one_way_audio", "dead_air", "clipping
                  "mixed_legs", "packet_loss", "high_jitter", "no_transcript", "required_phrase_missing",
                  "forbidden_phrase")  # fmt: skip
 Verdict = Literal["good", "degraded", "failed"]
-GroupBy = Literal["verdict", "finding", "day", "hour", "sip_from_host", "sip_to_host", "source_host"]
+GroupBy = Literal["verdict", "finding", "day", "hour", "sip_from_host", "sip_to_host", "source_host", "agent",
+                  "campaign", "carrier", "direction"]
 _URI_HOST = re.compile(r"(?:sips?:|https?://|sftp:)(?:[^@/;>\s]*@)?(\[[^\]]+\]|[^:;>/\s]+)")
 
 
@@ -32,13 +33,18 @@ class Filters(BaseModel):
     since: datetime | None = Field(None, description="ISO 8601; calls starting at or after this time")
     until: datetime | None = Field(None, description="ISO 8601; calls starting before this time")
     text: str | None = Field(None, max_length=200, description="substring of the source, SIP From or SIP To")
+    agent: str | None = Field(None, max_length=100, description="call-center agent (ViciDial user) who took the call")
+    campaign: str | None = Field(None, max_length=100, description="ViciDial campaign or in-group id")
+    carrier: str | None = Field(None, max_length=100, description="trunk (carrier) the call went out on")
+    direction: Literal["inbound", "outbound"] | None = None
 
     def query(self, limit: int) -> CallQuery:
         def epoch(t: datetime | None) -> float | None:
             return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
         return CallQuery(verdict=self.verdict, finding=self.finding, since=epoch(self.since),
-                         until=epoch(self.until), text=self.text, limit=limit)  # fmt: skip
+                         until=epoch(self.until), text=self.text, agent=self.agent, campaign=self.campaign,
+                         carrier=self.carrier, direction=self.direction, limit=limit)  # fmt: skip
 
 
 class SearchCalls(Filters):
@@ -62,7 +68,8 @@ def host_of(uri: str) -> str:
 def row_json(r: CallRow) -> dict[str, Any]:
     return {"id": r.id, "when": datetime.fromtimestamp(r.when, UTC).isoformat(timespec="seconds"),
             "verdict": r.verdict, "duration_s": round(r.duration_s, 1), "source": r.source,
-            "sip_from": r.sip_from, "sip_to": r.sip_to, "findings": list(r.findings)}  # fmt: skip
+            "sip_from": r.sip_from, "sip_to": r.sip_to, "findings": list(r.findings), "agent": r.agent,
+            "campaign": r.campaign, "carrier": r.carrier, "direction": r.direction}  # fmt: skip
 
 
 def _group_key(r: CallRow, group_by: str) -> list[str]:
@@ -80,6 +87,8 @@ def _group_key(r: CallRow, group_by: str) -> list[str]:
             return [host_of(r.sip_from) or "unknown"]
         case "sip_to_host":
             return [host_of(r.sip_to) or "unknown"]
+        case "agent" | "campaign" | "carrier" | "direction":
+            return [getattr(r, group_by) or "unknown"]
         case _:
             return [host_of(r.source.split(" + ")[0]) or "local files"]
 
@@ -102,11 +111,13 @@ def compact(report: CallReport) -> dict[str, Any]:
 TOOLS: list[dict[str, Any]] = [
     {"name": "search_calls",
      "description": "List stored calls matching filters, newest first (id, time, verdict, source, SIP From/To, "
-                    "finding codes). Use it to find calls to cite.",
+                    "finding codes, and agent, campaign, carrier, direction for call-center calls). Use it to find "
+                    "calls to cite.",
      "input_schema": SearchCalls.model_json_schema()},
     {"name": "count_calls",
      "description": "Count stored calls matching filters, grouped by verdict, finding code, day, hour, SIP "
-                    "From host, SIP To host (the trunk or PBX a call went to) or source host. Returns the "
+                    "From host, SIP To host (the trunk or PBX a call went to), source host, or the call center's "
+                    "agent, campaign, carrier or direction (ViciDial calls). Returns the "
                     "groups with counts and up to 5 example call ids each.",
      "input_schema": CountCalls.model_json_schema()},
     {"name": "get_call",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
 from callqa.store import Store
 
+log = logging.getLogger("callqa.api")
 PRUNE_EVERY_S = 3600.0  # retention: kept audio and finished jobs past their age are deleted this often
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -79,6 +81,35 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+async def vicidial_sync_loop(state: AppState) -> None:
+    """The dialer's new or changed recordings become jobs every ``vicidial.sync_interval_s`` (one round at a time;
+    a round that finds the queue full leaves the rest for the next one)."""
+    from callqa.service.jobs import JobSpec, Source
+    from callqa.service.runner import QueueFull
+    from callqa.service.vicidial import schedule_round
+
+    loop = asyncio.get_running_loop()
+
+    async def submit(recording_id: int) -> bool:
+        try:
+            state.runner.submit(JobSpec(source=Source(vicidial=recording_id)), "vicidial-sync")
+        except QueueFull:
+            return False
+        return True
+
+    def submit_from_thread(recording_id: int) -> bool:
+        return asyncio.run_coroutine_threadsafe(submit(recording_id), loop).result()
+
+    while True:
+        try:
+            result = await asyncio.to_thread(schedule_round, state.settings, submit_from_thread)
+            log.info("vicidial sync: %d rows, %d queued, %d unchanged, %d failed", result.rows, result.analysed,
+                     result.unchanged, len(result.failures))  # fmt: skip
+        except CallqaError as exc:
+            log.warning("vicidial sync failed: %s", exc)
+        await asyncio.sleep(state.settings.vicidial.sync_interval_s)
+
+
 def create_app(settings: Settings | None = None, provider: Provider | None | bool = True) -> FastAPI:
     """The app. ``provider=True`` builds the configured LLM provider (raising ConfigError on unsafe settings);
     tests may pass a provider or None (offline)."""
@@ -102,11 +133,14 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(prune, settings, jobs)
         await state.runner.start()
-        pruner = asyncio.create_task(retention())
+        tasks = [asyncio.create_task(retention())]
+        if settings.vicidial.dsn is not None and settings.vicidial.sync_interval_s > 0:
+            tasks.append(asyncio.create_task(vicidial_sync_loop(state)))
         try:
             yield
         finally:
-            pruner.cancel()
+            for task in tasks:
+                task.cancel()
             await state.runner.stop()
 
     app = FastAPI(title="callqa", version=__version__, lifespan=lifespan,

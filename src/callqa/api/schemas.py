@@ -49,6 +49,10 @@ class CallFilters(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = Field(None, max_length=200, description="substring of source, SIP From or SIP To")
+    agent: str | None = Field(None, max_length=100, description="the agent (ViciDial user) who took the call")
+    campaign: str | None = Field(None, max_length=100, description="campaign or in-group id")
+    carrier: str | None = Field(None, max_length=100, description="trunk the call went out on")
+    direction: Literal["inbound", "outbound"] | None = None
     limit: int = Field(20, ge=1, le=50)
 
 
@@ -87,6 +91,10 @@ class CallItem(BaseModel):
     sip_from: str
     sip_to: str
     findings: list[str]
+    agent: str = ""
+    campaign: str = ""
+    carrier: str = ""
+    direction: str = ""
 
 
 class Problem(BaseModel):

@@ -51,15 +51,18 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 
 
 class Source(BaseModel):
-    """Exactly one of: spooled upload files, a URL, an SFTP reference."""
+    """Exactly one of: spooled upload files, a URL, an SFTP reference, a ViciDial recording id."""
 
     files: list[str] = []
     labels: list[str] = []
     hashes: list[str] | None = Field(None, description="SHA-256 of the files, taken while they were uploaded")
     url: str | None = None
     sftp: str | None = None
+    vicidial: int | None = Field(None, description="recording_log.recording_id on the configured dialer")
 
     def describe(self) -> str:
+        if self.vicidial is not None:
+            return f"vicidial:{self.vicidial}"
         return self.url or (f"sftp:{self.sftp}" if self.sftp else " + ".join(self.labels) or "upload")
 
 
@@ -197,6 +200,10 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
     settings = with_transcription(settings, spec.transcribe)
     store = Store(settings.db)
     src = spec.source
+    if src.vicidial is not None:
+        from callqa.service.vicidial import analyze_recording_id
+
+        return analyze_recording_id(src.vicidial, settings)
     with tempfile.TemporaryDirectory(prefix="callqa-fetch-") as tmp:
         if src.url:
             paths, labels = [fetch_http(src.url, settings.fetch, Path(tmp))], [src.url]

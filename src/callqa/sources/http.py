@@ -67,3 +67,33 @@ def _save(resp: httpx.Response, url: httpx.URL, fetch: FetchSettings, dest_dir: 
     if total == 0:
         raise FetchError(f"{url} returned an empty body")
     return path
+
+
+def probe_http(url: str, fetch: FetchSettings) -> str | None:
+    """What ``url`` holds now, without its body (a HEAD request under the same allowlist): a fingerprint made of
+    its final address, length, Last-Modified and ETag, or None when the server says it does not exist (404, 410).
+    Raises FetchError when the server cannot tell (refused host, other statuses, no connection)."""
+    try:
+        current = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InputError(f"not a valid URL: {url!r}") from exc
+    try:
+        with httpx.Client(follow_redirects=False, timeout=min(fetch.timeout_s, 15.0), trust_env=False) as client:
+            for _ in range(fetch.max_redirects + 1):
+                if not allowed(current, fetch.http_hosts):
+                    raise FetchError(f"{current.host or url!r} is not an allowed recording host")
+                resp = client.head(current)
+                if resp.is_redirect:
+                    current = current.join(resp.headers.get("location", ""))
+                    continue
+                if resp.status_code in (404, 410):
+                    return None
+                if resp.status_code != 200:
+                    raise FetchError(f"{current} answered HTTP {resp.status_code}")
+                h = resp.headers
+                return f"{current} {h.get('content-length', '')} {h.get('last-modified', '')} {h.get('etag', '')}"
+    except httpx.TimeoutException as exc:
+        raise FetchError(f"asking {url} timed out") from exc
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot reach {url}: {exc}") from exc
+    raise FetchError(f"{url}: more than {fetch.max_redirects} redirects")

@@ -32,6 +32,7 @@ Files = Annotated[list[UploadFile] | None, File(description="one recording (ster
 Wait = Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the result before answering 202")]
 SourceForm = Annotated[str | None, Form(max_length=2000)]
 Transcribe = Annotated[bool, Form(description="add the transcript, conversation metrics and phrase rules")]
+VicidialId = Annotated[int | None, Form(ge=1, le=2**32, description="recording_log.recording_id on the dialer")]
 
 
 def _job_out(state: State, job: Job) -> JobOut:
@@ -93,11 +94,13 @@ async def _done(state: State, kind: str, report: CallReport, assessment: Assessm
 
 async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze"], files: list[UploadFile] | None,
                  url: str | None, sftp: str | None, call_id: str | None, roles: str | None,
-                 wait: float, transcribe: bool = False) -> Any:  # fmt: skip
+                 wait: float, transcribe: bool = False, vicidial: int | None = None) -> Any:  # fmt: skip
     files = files or []
-    given = [bool(files), url is not None, sftp is not None, call_id is not None]
+    given = [bool(files), url is not None, sftp is not None, call_id is not None, vicidial is not None]
     if sum(given) != 1:
-        raise HTTPException(422, "give exactly one of: files (upload), url, sftp, call_id")
+        raise HTTPException(422, "give exactly one of: files (upload), url, sftp, call_id, vicidial_recording_id")
+    if vicidial is not None and state.settings.vicidial.dsn is None:
+        raise HTTPException(409, "no ViciDial database is configured (CALLQA_VICIDIAL__DSN)")
     if len(files) > 2:
         raise HTTPException(422, f"expected one recording (stereo or mixed) or two legs, got {len(files)} files")
     try:
@@ -112,7 +115,7 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
         return await _done(state, kind, report)
     _check_remote(state, url, sftp)
     job_id = new_job_id()
-    source = Source(url=url, sftp=sftp)
+    source = Source(url=url, sftp=sftp, vicidial=vicidial)
     spool = None
     if files:
         spool = str(spool_dir(state.settings, job_id))
@@ -156,20 +159,24 @@ async def _start(state: State, key_id: str, kind: Literal["analyze", "ai-analyze
 @router.post("/analyze", response_model=CallReport, responses={202: {"model": JobOut}, **ERRORS})
 async def analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None, sftp: SourceForm = None,
                   call_id: SourceForm = None, roles: SourceForm = None, transcribe: Transcribe = False,
-                  wait: Wait = 0.0) -> Any:  # fmt: skip
+                  wait: Wait = 0.0, vicidial_recording_id: VicidialId = None) -> Any:  # fmt: skip
     """Analyse one call: an upload (one stereo/mixed file or two legs), an HTTP(S) URL on an allowed recording
-    host, an SFTP path on a configured server (``name:/path``), or a stored call id. Cache hits answer 200 at
-    once; other work answers 202 with a job (``GET /jobs/{id}``) unless it finishes within ``wait`` seconds."""
-    return await _start(state, key.id, "analyze", files, url, sftp, call_id, roles, wait, transcribe)
+    host, an SFTP path on a configured server (``name:/path``), a stored call id, or a recording of the configured
+    ViciDial dialer (its report carries the call's context). Cache hits answer 200 at once; other work answers 202
+    with a job (``GET /jobs/{id}``) unless it finishes within ``wait`` seconds."""
+    return await _start(state, key.id, "analyze", files, url, sftp, call_id, roles, wait, transcribe,
+                        vicidial_recording_id)  # fmt: skip
 
 
 @router.post("/ai-analyze", response_model=AiAnalysis, responses={202: {"model": JobOut}, **ERRORS})
 async def ai_analyze(state: State, key: WriteKey, files: Files = None, url: SourceForm = None,
                      sftp: SourceForm = None, call_id: SourceForm = None, roles: SourceForm = None,
-                     transcribe: Transcribe = False, wait: Wait = 0.0) -> Any:  # fmt: skip
+                     transcribe: Transcribe = False, wait: Wait = 0.0,
+                     vicidial_recording_id: VicidialId = None) -> Any:  # fmt: skip
     """As /analyze, plus a short assessment by the small language model (what is wrong, which side, likely
     cause, what to check), or the offline summary when no model is configured or it fails."""
-    return await _start(state, key.id, "ai-analyze", files, url, sftp, call_id, roles, wait, transcribe)
+    return await _start(state, key.id, "ai-analyze", files, url, sftp, call_id, roles, wait, transcribe,
+                        vicidial_recording_id)  # fmt: skip
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS)

@@ -34,7 +34,8 @@ async def list_calls(state: State, key: ReadKey, filters: Annotated[CallFilters,
                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[CallItem]:  # fmt: skip
     """Stored calls, newest first (by SIP start for captured calls, else analysis time)."""
     q = CallQuery(verdict=filters.verdict, finding=filters.finding, since=_epoch(filters.since),
-                  until=_epoch(filters.until), text=filters.text, limit=filters.limit, offset=offset)  # fmt: skip
+                  until=_epoch(filters.until), text=filters.text, agent=filters.agent, campaign=filters.campaign,
+                  carrier=filters.carrier, direction=filters.direction, limit=filters.limit, offset=offset)  # fmt: skip
     rows = await asyncio.to_thread(state.store.search, q)
     return [CallItem.model_validate(row_json(r)) for r in rows]
 
