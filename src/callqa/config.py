@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, SerializationInfo, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -153,6 +153,14 @@ class VicidialSettings(BaseModel, frozen=True):
     sync_interval_s: float = Field(0.0, ge=0, description="the service syncs this often; 0 = never")
     keep_digits: int = Field(2, ge=0, le=4, description="digits of the customer number kept unmasked")
     connect_timeout_s: float = Field(10.0, gt=0)
+
+    @field_serializer("dsn", when_used="json")
+    def _dsn(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked in JSON, except for the worker processes that need it (``context={"reveal_secrets": True}``)."""
+        if value is None:
+            return None
+        reveal = isinstance(info.context, dict) and info.context.get("reveal_secrets")
+        return value.get_secret_value() if reveal else str(value)
 
 
 class Settings(BaseSettings):

@@ -34,7 +34,8 @@ class QueueFull(Exception):
 class Runner:
     def __init__(self, settings: Settings, jobs: JobStore, metrics: Metrics, assistant: Assistant) -> None:
         self.settings, self.jobs, self.metrics, self.assistant = settings, jobs, metrics, assistant
-        self.settings_json = settings.model_dump_json(exclude={"llm"})
+        # the workers get the dialer's DSN (a secret) too; never the language model's keys
+        self.settings_json = settings.model_dump_json(exclude={"llm"}, context={"reveal_secrets": True})
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.running = 0
         self.events: dict[str, asyncio.Event] = {}

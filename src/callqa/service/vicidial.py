@@ -215,10 +215,15 @@ def process_row(item: Planned, settings: Settings, use_cache: bool = True) -> Ro
 
 
 def read_rows(settings: Settings, options: SyncOptions, recording_ids: tuple[int, ...] = ()) -> list[vd.VicidialCall]:
+    """The dialer's finished recordings: those ``recording_ids`` (whatever the configured filters say), else the
+    rows the options and the configured campaigns, agents and look-back select."""
     vs = settings.vicidial
-    flt = vd.RowFilter(since=options.since, until=options.until, lookback_s=vs.lookback_days * 86400,
-                       campaigns=options.campaigns or tuple(vs.campaigns), agents=options.agents or tuple(vs.agents),
-                       recording_ids=recording_ids)  # fmt: skip
+    if recording_ids:
+        flt = vd.RowFilter(recording_ids=recording_ids)
+    else:
+        flt = vd.RowFilter(since=options.since, until=options.until, lookback_s=vs.lookback_days * 86400,
+                           campaigns=options.campaigns or tuple(vs.campaigns),
+                           agents=options.agents or tuple(vs.agents))  # fmt: skip
     conn = vd.connect(dsn_of(settings), vs.connect_timeout_s)
     try:
         return vd.read_calls(conn, flt)
