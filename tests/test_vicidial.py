@@ -28,13 +28,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from callqa.ai.tools import run_tool
 from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.config import AnalysisSettings, Settings, VicidialSettings
 from callqa.errors import InputError
 from callqa.pii import mask_number
 from callqa.service.recordings import analyze_recording
-from callqa.service.vicidial import SyncOptions, report_id, run_sync
+from callqa.service.vicidial import SyncOptions, analyze_recording_id, report_id, run_sync
 from callqa.sources import vicidial as vd
 from callqa.store import CallQuery, Store
 
@@ -454,6 +455,27 @@ def test_recordings_dir_reads_the_done_folder(tmp_path: Path, dialer: str, web: 
     assert (result.analysed, result.failures) == (3, [])
     assert _report(settings, 6).context.files == "legs" and _report(settings, 6).legs[0].source.startswith(
         str(web[1]))  # fmt: skip
+
+
+def test_one_row_by_id_and_the_mixed_file_when_legs_are_not_wanted(tmp_path: Path, dialer: str,
+                                                                    web: tuple[str, Path]) -> None:  # fmt: skip
+    settings = _settings(tmp_path, dialer, web[0], use_legs=False, agents=["1002"])
+    report, cached = analyze_recording_id(1, settings)  # the configured agent filter is for syncs, not ids
+    assert not cached and report.context.files == "mixed" and report.legs[0].source.endswith("-all.wav")
+    assert report.context.agent == "1001" and "mixed_legs" in {f.code for f in report.findings}
+    with pytest.raises(InputError, match="no finished ViciDial recording with id 7"):
+        analyze_recording_id(7, settings)  # still being recorded
+
+
+def test_ask_tools_filter_and_count_by_call_center_fields(synced: tuple[Settings, Any]) -> None:
+    settings, _ = synced
+    store = Store(settings.db)
+    found, cited = run_tool(store, "search_calls", {"agent": "1002", "direction": "outbound"})
+    assert {c["campaign"] for c in found["calls"]} == {"SALES", "RENEW"} and len(cited) == 2
+    counted, _ = run_tool(store, "count_calls", {"group_by": "carrier"})
+    assert {g["key"]: g["calls"] for g in counted["groups"]} == {"telco_east": 2, "telco_west": 1, "unknown": 1}
+    bad, _ = run_tool(store, "search_calls", {"direction": "sideways"})
+    assert "invalid arguments" in bad["error"]
 
 
 # --- the command line and the service --------------------------------------------------------------------------

@@ -142,6 +142,7 @@ class VicidialSettings(BaseModel, frozen=True):
         description="where the dialer serves its recordings; {server_ip} is the recording_log row's server",
     )
     recordings_dir: Path | None = Field(None, description="read the recordings from this folder instead of HTTP")
+    use_legs: bool = Field(True, description="analyse the separate ORIG legs when they exist (else the mixed file)")
     in_leg: Literal["customer", "agent"] = Field(
         "customer", description="who X-in.wav holds (X-out.wav is the other side); see docs/vicidial.md"
     )

@@ -142,6 +142,8 @@ def choose_files(call: vd.VicidialCall, settings: Settings) -> tuple[vd.Candidat
     fetch = fetch_settings(settings)
     tried: list[str] = []
     for cand in vd.candidates(call, vd.recordings_base(settings.vicidial, call.server_ip)):
+        if cand.files == "legs" and not settings.vicidial.use_legs:
+            continue
         prints = []
         for ref in cand.refs:
             tried.append(ref)
