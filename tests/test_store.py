@@ -71,7 +71,8 @@ def test_unknown_id_and_unreadable_row(settings: Settings) -> None:
     store = Store(settings.db)
     assert store.get("doesnotexist") is None
     with sqlite3.connect(settings.db) as db:
-        db.execute("INSERT INTO reports VALUES ('abc', 'k', 1e12, 's', 'good', 1.0, '{not json')")
+        db.execute("INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
+                   "VALUES ('abc', 'k', 1e12, 's', 'good', 1.0, '{not json')")  # fmt: skip
     assert store.get("abc") is None
     assert store.cached("k", ttl_s=1e13) is None
 
