@@ -515,6 +515,8 @@ def test_service_analyses_by_recording_id_syncs_on_schedule_and_filters(tmp_path
         resp = client.post("/analyze?wait=120", data={"vicidial_recording_id": "1"}, headers=write)
         assert resp.status_code == 200, resp.text
         assert resp.json()["context"]["agent"] == "1001" and resp.json()["context"]["files"] == "legs"
+        audio = client.get(f"/calls/{resp.json()['id']}/audio/agent", headers=write)  # kept for listening
+        assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
         missing = client.post("/analyze?wait=60", data={"vicidial_recording_id": "4"}, headers=write)
         assert missing.status_code == 422 and "no recording file found" in missing.json()["detail"]
         deadline = time.monotonic() + 120

@@ -161,9 +161,11 @@ def _missing_reason(call: vd.VicidialCall, tried: list[str], keep: int) -> str:
     return f"no recording file found (tried {names})"
 
 
-def analyse_row(item: Planned, settings: Settings, use_cache: bool = True) -> tuple[CallReport, bool]:
+def analyse_row(item: Planned, settings: Settings, use_cache: bool = True,
+                keep_audio: bool = False) -> tuple[CallReport, bool]:  # fmt: skip
     """Fetch, analyse and store one planned row; returns (report, analysis served from the cache). Raises
-    CallqaError for a file that cannot be fetched or decoded (the caller records it)."""
+    CallqaError for a file that cannot be fetched or decoded (the caller records it). With ``keep_audio`` (the
+    service, whose retention prunes it) each leg is kept as a WAV for listening, as for uploads."""
     vs = settings.vicidial
     store = Store(settings.db)
     call, cand = item.call, item.candidate
@@ -184,12 +186,12 @@ def analyse_row(item: Planned, settings: Settings, use_cache: bool = True) -> tu
         kept = audio_dir(settings)
         if hit is not None:
             report, cached = relabel(hit, labels), True
-            if (kept / hit.id).is_dir() and hit.id != rid:
+            if keep_audio and (kept / hit.id).is_dir() and hit.id != rid:
                 shutil.copytree(kept / hit.id, kept / rid, dirs_exist_ok=True)
         else:
             legs_dir = Path(tmp) / "legs"
             report, cached = analyze_recording(paths, settings, roles, None, use_cache=False, labels=labels,
-                                               audio_dir=legs_dir)  # fmt: skip
+                                               audio_dir=legs_dir if keep_audio else None)  # fmt: skip
             if (legs_dir / report.id).is_dir():
                 shutil.rmtree(kept / rid, ignore_errors=True)
                 kept.mkdir(parents=True, exist_ok=True)
@@ -307,7 +309,7 @@ def analyze_recording_id(recording_id: int, settings: Settings) -> tuple[CallRep
         book.mark(recording_id, "failed", fingerprint, error=reason)
         raise InputError(reason)
     try:
-        report, cached = analyse_row(Planned(call, cand, fingerprint), settings)
+        report, cached = analyse_row(Planned(call, cand, fingerprint), settings, keep_audio=True)
     except CallqaError as exc:
         book.mark(recording_id, "failed", fingerprint, error=str(exc))
         raise
