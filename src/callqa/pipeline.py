@@ -17,7 +17,7 @@ import numpy as np
 
 from callqa import models
 from callqa.audio.decode import DecodedAudio, decode_file
-from callqa.audio.levels import LevelStats, active_level_dbfs, measure_levels
+from callqa.audio.levels import LevelStats, active_level_dbfs, level_timeline, measure_levels, noise_floor_dbfs
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
@@ -114,16 +114,36 @@ def legs_from_files(
             legs.append(_mono_leg(audio, role, None))
         return legs, warnings
     audio = decoded[0]
-    if audio.channels == 2 and not np.array_equal(audio.samples[0], audio.samples[1]):
+    same = audio.channels == 2 and same_signal(audio.samples[0], audio.samples[1], settings.analysis)
+    if audio.channels == 2 and not same:
         names = roles or ["left", "right"]
         return [_mono_leg(audio, names[i], i) for i in range(2)], warnings
     if audio.channels > 2:
         raise InputError(f"{audio.source} has {audio.channels} channels; expected 1 (mixed) or 2 (one per leg)")
+    if same:
+        warnings.append(f"{audio.source}: both stereo channels carry the same signal (a mono recording saved as "
+                        "stereo), analysed as one mixed channel")  # fmt: skip
     warnings.append(
         "mixed recording: both directions share one channel, so per-leg analysis and one-way audio detection "
         "are not possible; record legs separately or in stereo"
     )
     return [_mono_leg(audio, "mixed", None)], warnings
+
+
+def same_signal(a: np.ndarray, b: np.ndarray, s: AnalysisSettings) -> bool:
+    """Two channels that are one signal: equal, or correlated at least ``mixed_channel_correlation`` at lag 0
+    (a mono call saved as stereo, also after a lossy codec or a gain change). Two recorded directions are far
+    below it even with crosstalk or echo between them (-20 dB of crosstalk gives about 0.2)."""
+    if np.array_equal(a, b):
+        return True
+    n = min(a.size, b.size)
+    num, ea, eb = 0.0, 0.0, 0.0
+    for i in range(0, n, 1 << 20):  # chunks keep the float64 copies small on hour-long files
+        x, y = a[i : i + (1 << 20)].astype(np.float64), b[i : i + (1 << 20)].astype(np.float64)
+        num, ea, eb = num + float(np.dot(x, y)), ea + float(np.dot(x, x)), eb + float(np.dot(y, y))
+    if ea == 0.0 or eb == 0.0:
+        return False  # one channel carries nothing: two legs, one of them mute
+    return num / np.sqrt(ea * eb) >= s.mixed_channel_correlation
 
 
 def _mono_leg(audio: DecodedAudio, role: Role, channel: int | None) -> Leg:
@@ -142,6 +162,8 @@ class _LegWork:
     speech: list[tuple[float, float]]
     mos: Mos
     timings: Timings
+    timeline: list[float] = field(default_factory=list)
+    floor: float | None = None
 
 
 def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
@@ -155,7 +177,8 @@ def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
     options = vad.VadOptions(s.vad_threshold, s.vad_min_speech_ms, s.vad_min_silence_ms, s.vad_speech_pad_ms)
     speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options).segments]
     t2 = time.perf_counter()
-    return _LegWork(leg, lv, silences, x16, speech, Mos(), Timings(levels_s=t1 - t0, vad_s=t2 - t1))
+    timeline, floor = level_timeline(x, sr), noise_floor_dbfs(x, sr)
+    return _LegWork(leg, lv, silences, x16, speech, Mos(), Timings(levels_s=t1 - t0, vad_s=t2 - t1), timeline, floor)
 
 
 def _score_dnsmos(w: _LegWork, s: AnalysisSettings) -> None:
@@ -210,6 +233,8 @@ def _leg_report(w: _LegWork) -> LegReport:
         silences=[Segment(start_s=round(a, 4), end_s=round(b, 4)) for a, b in w.silences],
         mos=w.mos,
         rtp=leg.rtp,
+        noise_floor_dbfs=w.floor,
+        level_timeline_dbfs=w.timeline,
     )
 
 

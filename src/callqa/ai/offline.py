@@ -22,6 +22,10 @@ CAUSES: dict[str, tuple[str, str]] = {
     "one_way_audio": ("media flows in one direction only: typically NAT or a firewall drops RTP, the SDP names a "
                       "private address, or a SIP ALG rewrote it", "RTP in both directions (capture at the edge), "
                       "the SDP c= address against the public address, firewall/ALG settings"),
+    "no_media": ("the call was answered but no RTP flowed at all: a firewall or NAT dropped both directions, "
+                 "the SDP named unreachable addresses, or the capture point does not see the media path",
+                 "the SDP c= and m= lines of both sides, firewall rules for the RTP port range, where the capture "
+                 "was taken"),
     "dead_air": ("a long stretch with nobody speaking: hold without music, a transfer gap, or audio lost on both "
                  "sides", "the call flow at that time (hold, transfer, IVR) and both legs' RTP around it"),
     "clipping": ("the input gain on this side is too high", "headset or microphone gain and AGC settings"),

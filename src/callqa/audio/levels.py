@@ -47,3 +47,38 @@ def active_level_dbfs(x: np.ndarray, sr: int, segments: list[tuple[float, float]
         return None
     joined = np.concatenate(parts).astype(np.float64)
     return to_dbfs(float(np.sqrt(np.dot(joined, joined) / joined.size)))
+
+
+
+FLOOR_DBFS_AUDIBLE = -100.0  # frames below this RMS are digital silence, not a noise floor
+
+
+def _frame_rms(x: np.ndarray, n: int) -> np.ndarray:
+    """RMS of consecutive ``n``-sample frames (a shorter last frame included), chunk by chunk in float64."""
+    out = []
+    step = max(n, CHUNK // n * n)
+    for a in range(0, x.size, step):
+        c = x[a : a + step].astype(np.float64)
+        full = c.size // n * n
+        if full:
+            out.append(np.sqrt(np.mean(c[:full].reshape(-1, n) ** 2, axis=1)))
+        if c.size > full:
+            out.append(np.sqrt([np.mean(c[full:] ** 2)]))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def level_timeline(x: np.ndarray, sr: int, step_s: float = 1.0) -> list[float]:
+    """RMS of each ``step_s`` window (the last one may be shorter), dBFS rounded to 0.1: what a leg carries over
+    time, at a resolution that keeps a two-hour leg's report small (7200 numbers)."""
+    return [round(to_dbfs(float(v)), 1) for v in _frame_rms(x, max(1, int(round(step_s * sr))))]
+
+
+def noise_floor_dbfs(x: np.ndarray, sr: int, frame_s: float = 0.05, percentile: float = 5.0) -> float | None:
+    """The leg's background level: a low percentile of the RMS of short frames (the pauses between words reach
+    it even in a leg that is speech most of the time). Frames of digital silence (the zeros before a captured
+    stream's first packet, or a muted leg) are left out; None when every frame is digital silence."""
+    rms = _frame_rms(x, max(1, int(round(frame_s * sr))))
+    audible = rms[rms > 10 ** (FLOOR_DBFS_AUDIBLE / 20)]
+    if audible.size == 0:
+        return None
+    return round(to_dbfs(float(np.percentile(audible, percentile))), 1)
