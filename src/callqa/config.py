@@ -54,6 +54,9 @@ class AnalysisSettings(BaseModel, frozen=True):
     one_way_noise_margin_db: float = Field(
         10.0, ge=0, description="speech found within this of the leg's noise floor is line noise, not speech"
     )
+    one_way_sound_margin_db: float = Field(
+        20.0, ge=0, description="sound this far above the noise floor in the other's pause is a reply, VAD or not"
+    )
     one_way_rtp_share: float = Field(
         0.05, ge=0, le=1, description="a direction with fewer packets than this share of the other's is missing"
     )

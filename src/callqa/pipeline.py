@@ -17,7 +17,14 @@ import numpy as np
 
 from callqa import models
 from callqa.audio.decode import DecodedAudio, decode_file
-from callqa.audio.levels import LevelStats, active_level_dbfs, level_timeline, measure_levels, noise_floor_dbfs
+from callqa.audio.levels import (
+    LevelStats,
+    active_level_dbfs,
+    level_timeline,
+    measure_levels,
+    noise_floor_dbfs,
+    sound_segments,
+)
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
@@ -164,6 +171,7 @@ class _LegWork:
     timings: Timings
     timeline: list[float] = field(default_factory=list)
     floor: float | None = None
+    sound: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
@@ -178,7 +186,9 @@ def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
     speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options).segments]
     t2 = time.perf_counter()
     timeline, floor = level_timeline(x, sr), noise_floor_dbfs(x, sr)
-    return _LegWork(leg, lv, silences, x16, speech, Mos(), Timings(levels_s=t1 - t0, vad_s=t2 - t1), timeline, floor)
+    sound = sound_segments(x, sr, floor + s.one_way_sound_margin_db) if floor is not None else []
+    timings = Timings(levels_s=t1 - t0, vad_s=t2 - t1)
+    return _LegWork(leg, lv, silences, x16, speech, Mos(), timings, timeline, floor, sound)
 
 
 def _score_dnsmos(w: _LegWork, s: AnalysisSettings) -> None:
@@ -235,6 +245,7 @@ def _leg_report(w: _LegWork) -> LegReport:
         rtp=leg.rtp,
         noise_floor_dbfs=w.floor,
         level_timeline_dbfs=w.timeline,
+        sound_segments=[Segment(start_s=a, end_s=b) for a, b in w.sound],
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
-# 1.3: legs[].noise_floor_dbfs, legs[].level_timeline_dbfs
+# 1.3: legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -157,6 +157,9 @@ class LegReport(BaseModel):
     )
     level_timeline_dbfs: list[float] = Field(
         default=[], description="RMS of each second of the leg, dBFS (-150 for digital silence)"
+    )
+    sound_segments: list[Segment] = Field(
+        default=[], description="stretches louder than the noise floor by one_way_sound_margin_db, speech or not"
     )
 
 

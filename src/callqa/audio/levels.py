@@ -82,3 +82,20 @@ def noise_floor_dbfs(x: np.ndarray, sr: int, frame_s: float = 0.05, percentile: 
     if audible.size == 0:
         return None
     return round(to_dbfs(float(np.percentile(audible, percentile))), 1)
+
+
+def sound_segments(x: np.ndarray, sr: int, threshold_dbfs: float, frame_s: float = 0.02, min_s: float = 0.1,
+                   bridge_s: float = 0.2) -> list[tuple[float, float]]:  # fmt: skip
+    """Stretches whose 20 ms frames are louder than ``threshold_dbfs`` (gaps under ``bridge_s`` bridged, pieces
+    shorter than ``min_s`` dropped): where a leg carries sound, speech or not, whatever a VAD makes of it."""
+    n = max(1, int(round(frame_s * sr)))
+    loud = _frame_rms(x, n) > 10 ** (threshold_dbfs / 20)
+    edges = np.diff(loud.astype(np.int8), prepend=0, append=0)
+    out: list[tuple[float, float]] = []
+    for a, b in zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True):
+        start, end = a * n / sr, min(b * n, x.size) / sr
+        if out and start - out[-1][1] < bridge_s:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return [(round(a, 3), round(b, 3)) for a, b in out if b - a >= min_s]

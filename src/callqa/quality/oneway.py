@@ -20,6 +20,8 @@ which evidence it rests on (``used``: audio, network) with the figures.
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +74,11 @@ def call_end_s(legs: list[LegReport], streams: list[RtpStream], sip: SipInfo | N
 # --- audio ------------------------------------------------------------------------------------------------
 
 
-def _window_max(leg: LegReport, a: float, b: float) -> float | None:
-    """The loudest second of ``leg`` overlapping [a, b], dBFS; None when the leg has no audio there."""
+def _window_max(leg: LegReport, a: float, b: float, inside: bool = False) -> float | None:
+    """The loudest second of ``leg`` overlapping [a, b] (or ``inside`` it), dBFS; None when there is none."""
     t = leg.level_timeline_dbfs
-    i, j = max(0, int(a)), min(len(t), int(b) + 1 if b > int(b) else int(b))
+    i, j = (math.ceil(a), math.floor(b)) if inside else (math.floor(a), math.ceil(b))
+    i, j = max(0, i), min(len(t), j)
     return max(t[i:j]) if j > i else None
 
 
@@ -93,11 +96,30 @@ def heard_speech(leg: LegReport, s: AnalysisSettings) -> list[tuple[float, float
     return out
 
 
+def heard(quiet: LegReport, talker: LegReport, s: AnalysisSettings) -> list[tuple[float, float]]:
+    """What the other side could hear of ``quiet``: its speech, and any sound well above its noise floor in the
+    talker's pauses (a short "yes" or "okay" that the VAD let through is still an answer; sound under the
+    talker's own speech may be echo, so it does not count)."""
+    segs = heard_speech(quiet, s)
+    talk = sorted((x.start_s, x.end_s) for x in talker.speech_segments)
+    starts = [a for a, _ in talk]
+    for x in quiet.sound_segments:
+        a, b = x.start_s, x.end_s
+        i = max(0, bisect.bisect_right(starts, a) - 1)
+        overlap = 0.0
+        while i < len(talk) and talk[i][0] < b:
+            overlap += max(0.0, min(b, talk[i][1]) - max(a, talk[i][0]))
+            i += 1
+        if overlap < 0.5 * (b - a):
+            segs.append((a, b))
+    return sorted(segs)
+
+
 def _content(leg: LegReport | None, a: float, b: float, s: AnalysisSettings) -> str:
     """What the silent side carries in [a, b]: no audio, digital silence, line noise or sound without speech."""
-    if leg is None or leg.duration_s <= a + 0.5:
-        return "no audio"
-    level = _window_max(leg, a + 0.5, min(b, leg.duration_s))
+    if leg is None or leg.duration_s <= a + 1.0:
+        return "no audio" + (f" after {leg.duration_s:.1f} s" if leg is not None else "")
+    level = _window_max(leg, a + 0.5, min(b, leg.duration_s), inside=True)  # whole seconds after the last words
     if level is None:
         return "no audio"
     tail = f" after {leg.duration_s:.1f} s" if leg.duration_s < b - 1.0 else ""
@@ -130,7 +152,7 @@ def _clip(segs: list[tuple[float, float]], a: float, b: float) -> list[tuple[flo
 
 def silences(quiet: LegReport, talker: LegReport, end: float, s: AnalysisSettings) -> list[Silence]:
     """Every stretch of the quiet side's silence in which the talker talks, measured."""
-    q, t = heard_speech(quiet, s), heard_speech(talker, s)
+    q, t = heard(quiet, talker, s), heard_speech(talker, s)
     gaps, cursor = [], 0.0
     for a, b in q:
         if a > cursor:
@@ -245,8 +267,9 @@ def one_way_audio(
     end = call_end_s(legs, streams, sip)
     audio = audio_evidence(legs, end, s)
     network = network_evidence(streams, sip, s)
-    by_role = {leg.role: leg for leg in legs}
-    findings = []
+    by_role: dict[str, LegReport] = {leg.role: leg for leg in legs}
+    media_start = min((st.start_s for st in streams), default=0.0)
+    findings: list[Finding] = []
     for role in [r for r in (*DIRECTIONS, *by_role) if r in audio or r in network]:
         if any(f.leg == role for f in findings):
             continue
@@ -274,7 +297,10 @@ def one_way_audio(
             if _rank(sev) > _rank(severity):
                 severity = sev
             if start is None:
-                start = sil.start_s
+                start = sil.start_s if sil.spoke_before else max(sil.start_s, media_start)
+                quiet_leg = by_role.get(role)
+                if quiet_leg is not None and start < quiet_leg.duration_s < end - s.one_way_rtp_stop_s:
+                    start = quiet_leg.duration_s  # its audio (a captured stream's voice packets) ends there
             what = "says nothing" if not sil.spoke_before else f"is silent from {sil.start_s:.1f} s"
             reasons.append(f"the {role} {what} while the {sil.talker} talks {sil.talk_s:.0f} s into it"
                            + (f" and waits for a reply {sil.waits} times" if sil.waits else ""))  # fmt: skip
