@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,7 +48,9 @@ def agent(tmp: Path, who: str, port: int, rtp: str, speech: Path) -> Path:
     return d
 
 
-def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | None) -> dict:  # type: ignore[type-arg]
+def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | None, drop_after_s: float = 0.0) -> dict:  # type: ignore[type-arg]
+    """One call between two baresip agents; ``drop_rule`` (nftables, output hook) applies from the start or from
+    ``drop_after_s`` seconds after the caller dials."""
     speech = tmp / "speech.wav"
     src = testdata / "audio/pjproject/input.8.wav"
     subprocess.run(["sox", str(src), str(src), str(src), str(speech)], check=True)
@@ -58,7 +61,9 @@ def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | No
         subprocess.run([*run, "nft", "add", "table", "ip", "imp"], check=True)
         subprocess.run([*run, "nft", "add", "chain", "ip", "imp", "out",
                         "{ type filter hook output priority 0; }"], check=True)  # fmt: skip
-        subprocess.run([*run, "nft", "add", "rule", "ip", "imp", "out", *drop_rule.split()], check=True)
+    add_rule = [*run, "nft", "add", "rule", "ip", "imp", "out", *(drop_rule or "").split()]
+    if drop_rule and not drop_after_s:
+        subprocess.run(add_rule, check=True)
     env = {**os.environ, "CALLQA_DB": str(tmp / "s.db")}
     sniff = [sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp", "--duration", "22",
              "--inactivity", "3", "--jsonl", "--no-nisqa"]  # fmt: skip
@@ -68,8 +73,12 @@ def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | No
     b = subprocess.Popen([*run, "baresip", "-f", str(callee), "-t", "16"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(1.0)
+    timer = threading.Timer(drop_after_s, subprocess.run, [add_rule], {"check": True})
+    if drop_rule and drop_after_s:
+        timer.start()
     subprocess.run([*run, "baresip", "-f", str(caller), "-e", "/dial sip:b@127.0.0.1:5090", "-t", "10"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=40)  # fmt: skip
+    timer.join()
     b.wait(timeout=30)
     out, err = sniffer.communicate(timeout=60)
     assert sniffer.returncode == 0, err
@@ -96,6 +105,20 @@ def test_loss_on_one_direction_shows_on_that_direction_only(netns: str, tmp_path
 def test_blocked_direction_is_one_way_audio(netns: str, tmp_path: Path, testdata: Path) -> None:
     report = call_with_impairment(netns, tmp_path, testdata, f"udp dport {CALLER_RTP} drop")
     assert {s["leg"] for s in report["streams"]} == {"caller"}
-    one_way = [f for f in report["findings"] if f["code"] == "one_way_audio"]
-    assert one_way and one_way[0]["severity"] == "critical" and one_way[0]["leg"] == "callee"
+    (one_way,) = [f for f in report["findings"] if f["code"] == "one_way_audio"]
+    assert one_way["severity"] == "critical" and one_way["leg"] == "callee"
+    assert "network" in one_way["evidence"]["used"] and one_way["evidence"]["network"]["packets"].get("callee") is None
+    assert one_way["start_s"] < 3.0  # from the start of the media
+    assert report["verdict"] == "failed"
+
+
+def test_direction_blocked_after_5_s_is_one_way_from_then(netns: str, tmp_path: Path, testdata: Path) -> None:
+    # the callee -> caller RTP is dropped from 5 s after the caller dials: the caller hears nothing from then on
+    report = call_with_impairment(netns, tmp_path, testdata, f"udp dport {CALLER_RTP} drop", drop_after_s=5.0)
+    streams = {s["leg"]: s for s in report["streams"]}
+    assert streams["callee"]["end_s"] < streams["caller"]["end_s"] - 3.0  # the callee's RTP stopped early
+    (one_way,) = [f for f in report["findings"] if f["code"] == "one_way_audio"]
+    assert one_way["severity"] == "critical" and one_way["leg"] == "callee"
+    assert 3.5 <= one_way["start_s"] <= 7.0, one_way
+    assert "network" in one_way["evidence"]["used"]
     assert report["verdict"] == "failed"

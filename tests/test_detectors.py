@@ -61,10 +61,11 @@ def test_partial_one_way_after_transfer(testdata: Path, settings: Settings) -> N
     a_all = a + [t for t in b if t > 30]  # from 30 s on only the agent speaks ("hello? are you there?")
     b_early = [t for t in b if t <= 25]
     report = run(settings, calls.leg(testdata, 90, a_all), calls.leg(testdata, 90, b_early, seed=1))
-    partial = [f for f in report.findings if f.code == "one_way_audio"]
-    assert partial and all(f.severity == "warning" and f.leg == "customer" for f in partial)
-    assert partial[0].start_s == pytest.approx(30, abs=6) and partial[0].end_s == pytest.approx(90, abs=1)
-    assert report.verdict == "degraded"
+    (lost,) = [f for f in report.findings if f.code == "one_way_audio"]
+    assert lost.severity == "critical" and lost.leg == "customer"  # lost for good: the call failed
+    assert lost.start_s == pytest.approx(30, abs=6) and lost.end_s == pytest.approx(90, abs=1)
+    assert lost.evidence["used"] == ["audio"] and lost.evidence["audio"]["unanswered_waits"] >= 2
+    assert report.verdict == "failed"
 
 
 def _agent_dominated(testdata: Path, customer_gain_db: float) -> tuple[np.ndarray, np.ndarray]:

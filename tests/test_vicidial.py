@@ -562,7 +562,9 @@ def test_carrier_location_candidates_roles_and_masking() -> None:
     cands = vd.candidates(call, "http://h/RECORDINGS")
     assert [(c.files, c.refs) for c in cands] == [
         ("legs", ("http://h/RECORDINGS/ORIG/X-in.wav", "http://h/RECORDINGS/ORIG/X-out.wav")),
-        ("mixed", ("http://h/RECORDINGS/MP3/X-all.mp3",)), ("mixed", ("http://h/RECORDINGS/X-all.wav",))]
+        ("mixed", ("http://h/RECORDINGS/MP3/X-all.mp3",)),
+        ("mixed", ("http://h/RECORDINGS/X-all.wav",)),
+    ]
     assert call.direction is None and call.context(2, None).customer_number == ""
     with pytest.raises(InputError, match="unusable file name"):
         vd.candidates(vd.VicidialCall.from_row((6, "", "", None, None, 1, "../x", "", None, "", "") + (None,) * 22),

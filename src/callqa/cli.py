@@ -334,14 +334,16 @@ def _date(text: str | None, option: str) -> datetime | None:
 
 @vicidial_app.command("sync")
 def vicidial_sync(
-    dsn: Annotated[str | None, typer.Option(help="mysql://USER:PASS@HOST:3306/asterisk (else CALLQA_VICIDIAL__DSN)")]
-    = None,
+    dsn: Annotated[
+        str | None, typer.Option(help="mysql://USER:PASS@HOST:3306/asterisk (else CALLQA_VICIDIAL__DSN)")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="recordings started at or after this date (dialer time)")] = None,
     until: Annotated[str | None, typer.Option(help="recordings started before this date (dialer time)")] = None,
     campaign: Annotated[list[str] | None, typer.Option(help="only this campaign or in-group (repeatable)")] = None,
     agent: Annotated[list[str] | None, typer.Option(help="only this agent's calls (repeatable)")] = None,
-    recordings_url: Annotated[str | None, typer.Option(help="where the recordings are served, e.g. "
-                                                            "http://10.0.0.5/RECORDINGS")] = None,
+    recordings_url: Annotated[
+        str | None, typer.Option(help="where the recordings are served, e.g. http://10.0.0.5/RECORDINGS")
+    ] = None,
     recordings_dir: Annotated[Path | None, typer.Option(help="read the recordings from this folder")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,

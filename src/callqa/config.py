@@ -42,7 +42,30 @@ class AnalysisSettings(BaseModel, frozen=True):
     dead_air_min_s: float = Field(10.0, gt=0, description="both legs without speech this long is dead air")
     one_way_share: float = Field(0.3, ge=0, le=0.5, description="quieter leg's share of all speech (70/30 rule)")
     one_way_min_speech_s: float = Field(1.0, ge=0, description="a leg with less speech than this is mute")
-    one_way_partial_min_s: float = Field(20.0, gt=0, description="one side mute while the other talks this long")
+    one_way_partial_min_s: float = Field(
+        20.0, gt=0, description="mid-call: one side silent this long while the other waits for it, then back"
+    )
+    # one-way audio over time (the reasons for these defaults are in docs/detectors.md)
+    one_way_min_talk_s: float = Field(2.0, ge=0, description="talk into the silence needed to judge one-way")
+    one_way_wait_s: float = Field(1.5, gt=0, description="a pause of the talker this long, unanswered, is a wait")
+    one_way_min_waits: int = Field(2, ge=0, description="unanswered waits before a side that spoke is 'lost'")
+    one_way_after_min_s: float = Field(8.0, gt=0, description="a side silent this long to the end may be lost")
+    one_way_hold_gap_s: float = Field(8.0, gt=0, description="talker pause this long is a hold: evidence after it")
+    one_way_noise_margin_db: float = Field(
+        10.0, ge=0, description="speech found within this of the leg's noise floor is line noise, not speech"
+    )
+    one_way_sound_margin_db: float = Field(
+        20.0, ge=0, description="sound this far above the noise floor in the other's pause is a reply, VAD or not"
+    )
+    one_way_rtp_share: float = Field(
+        0.05, ge=0, le=1, description="a direction with fewer packets than this share of the other's is missing"
+    )
+    one_way_rtp_stop_s: float = Field(
+        3.0, gt=0, description="a direction whose RTP ends this long before the other's has stopped"
+    )
+    mixed_channel_correlation: float = Field(
+        0.98, gt=0, le=1, description="stereo channels correlated this much are one (mixed) signal"
+    )
     digital_silence_dbfs: float = Field(-70.0, description="a leg whose peak is below this carries no audio")
     clip_level: float = Field(0.98, gt=0, le=1.0, description="|sample| at or above this counts as clipped")
     clipping_ratio_max: float = Field(0.001, ge=0, description="clipped-sample ratio above this is a finding")

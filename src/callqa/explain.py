@@ -12,9 +12,10 @@ from callqa.report import CallReport, Finding
 CAUSES: dict[str, tuple[str, str]] = {
     "no_audio": ("no media reached the recorder from this side (RTP blocked, muted device or a failed codec "
                  "negotiation)", "RTP in both directions, the SDP connection address, the device's mute state"),
-    "no_media": ("the call was answered but no RTP was seen in either direction (media went another way or was "
-                 "blocked)", "where the SDP says media goes, firewall/NAT rules, and whether the capture point "
-                 "sees the media path"),
+    "no_media": ("the call was answered but no RTP flowed at all: a firewall or NAT dropped both directions, "
+                 "the SDP named unreachable addresses, or the capture point does not see the media path",
+                 "the SDP c= and m= lines of both sides, firewall rules for the RTP port range, where the capture "
+                 "was taken"),
     "no_speech": ("this side never spoke (muted, silent handset or an unattended line)",
                   "the handset or softphone input, mute, and whether the line was answered by a person"),
     "one_way_audio": ("media flows in one direction only: typically NAT or a firewall drops RTP, the SDP names a "

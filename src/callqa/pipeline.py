@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from callqa import model_loaders
-from callqa.audio.levels import LevelStats, active_level_dbfs, measure_levels
+from callqa.audio.levels import (
+    LevelStats,
+    active_level_dbfs,
+    level_timeline,
+    measure_levels,
+    noise_floor_dbfs,
+    sound_segments,
+)
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
@@ -71,6 +78,9 @@ class _LegWork:
     speech: list[tuple[float, float]]
     mos: Mos
     timings: Timings
+    timeline: list[float] = field(default_factory=list)
+    floor: float | None = None
+    sound: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
@@ -84,7 +94,10 @@ def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
     options = vad.VadOptions(s.vad_threshold, s.vad_min_speech_ms, s.vad_min_silence_ms, s.vad_speech_pad_ms)
     speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options).segments]
     t2 = time.perf_counter()
-    return _LegWork(leg, lv, silences, x16, speech, Mos(), Timings(levels_s=t1 - t0, vad_s=t2 - t1))
+    timeline, floor = level_timeline(x, sr), noise_floor_dbfs(x, sr)
+    sound = sound_segments(x, sr, floor + s.one_way_sound_margin_db) if floor is not None else []
+    timings = Timings(levels_s=t1 - t0, vad_s=t2 - t1)
+    return _LegWork(leg, lv, silences, x16, speech, Mos(), timings, timeline, floor, sound)
 
 
 def _score_dnsmos(w: _LegWork, s: AnalysisSettings) -> None:
@@ -139,6 +152,9 @@ def _leg_report(w: _LegWork) -> LegReport:
         silences=[Segment(start_s=round(a, 4), end_s=round(b, 4)) for a, b in w.silences],
         mos=w.mos,
         rtp=leg.rtp,
+        noise_floor_dbfs=w.floor,
+        level_timeline_dbfs=w.timeline,
+        sound_segments=[Segment(start_s=a, end_s=b) for a, b in w.sound],
     )
 
 

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard; 1.3: context
+SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
+# 1.3: context; legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -151,6 +152,15 @@ class LegReport(BaseModel):
     silences: list[Segment]
     mos: Mos
     rtp: RtpStats | None = Field(None, description="network statistics when the leg came from a capture")
+    noise_floor_dbfs: float | None = Field(
+        None, description="background level: 5th percentile of 50 ms frame RMS, digital silence left out"
+    )
+    level_timeline_dbfs: list[float] = Field(
+        default=[], description="RMS of each second of the leg, dBFS (-150 for digital silence)"
+    )
+    sound_segments: list[Segment] = Field(
+        default=[], description="stretches louder than the noise floor by one_way_sound_margin_db, speech or not"
+    )
 
 
 class Finding(BaseModel):

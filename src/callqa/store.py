@@ -43,8 +43,7 @@ ADDED_INDEXES = ("agent", "campaign", "carrier", "started_at")
 
 # when a call happened: the SIP start of captured calls or the dialer's start time (the started_at column, or the
 # JSON of reports stored before it existed), else when it was analysed (epoch seconds)
-_WHEN = ("COALESCE(started_at, CAST(strftime('%s', json_extract(report, '$.sip.started_at')) AS REAL), "
-         "created_at)")
+_WHEN = "COALESCE(started_at, CAST(strftime('%s', json_extract(report, '$.sip.started_at')) AS REAL), created_at)"
 _FROM = "COALESCE(json_extract(report, '$.sip.from'), '')"
 _TO = "COALESCE(json_extract(report, '$.sip.to'), '')"
 _CODE = "json_extract(value, '$.code')"
@@ -180,8 +179,10 @@ class Store:
     def search(self, q: CallQuery) -> builtins.list[CallRow]:
         """Stored calls matching ``q``, newest first. Every value is a bound parameter."""
         where, args = _where(q)
-        columns = (f"id, {_WHEN} AS t, verdict, duration_s, source, {_FROM}, {_TO}, COALESCE({_CODES}, ''), "
-                   "COALESCE(agent, ''), COALESCE(campaign, ''), COALESCE(carrier, ''), COALESCE(direction, '')")
+        columns = (
+            f"id, {_WHEN} AS t, verdict, duration_s, source, {_FROM}, {_TO}, COALESCE({_CODES}, ''), "
+            "COALESCE(agent, ''), COALESCE(campaign, ''), COALESCE(carrier, ''), COALESCE(direction, '')"
+        )
         sql = f"SELECT {columns} FROM reports"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -231,8 +232,12 @@ def _where(q: CallQuery) -> tuple[list[str], list[object]]:
     if q.text:
         where.append(f"(instr(lower(source), ?) > 0 OR instr(lower({_FROM}), ?) > 0 OR instr(lower({_TO}), ?) > 0)")
         args += [q.text.lower()] * 3
-    for column, value in (("agent", q.agent), ("campaign", q.campaign), ("carrier", q.carrier),
-                          ("direction", q.direction)):
+    for column, value in (
+        ("agent", q.agent),
+        ("campaign", q.campaign),
+        ("carrier", q.carrier),
+        ("direction", q.direction),
+    ):
         if value:
             where.append(f"{column} = ?")
             args.append(value)

@@ -16,12 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from callqa.report import CallReport
 from callqa.store import CallQuery, CallRow, Store
 
-FINDING_CODES = ("no_audio", "no_speech", "one_way_audio", "dead_air", "clipping", "low_level", "low_mos",
+FINDING_CODES = ("no_audio", "no_speech", "one_way_audio", "no_media", "dead_air", "clipping", "low_level", "low_mos",
                  "mixed_legs", "packet_loss", "high_jitter", "no_transcript", "required_phrase_missing",
                  "forbidden_phrase")  # fmt: skip
 Verdict = Literal["good", "degraded", "failed"]
-GroupBy = Literal["verdict", "finding", "day", "hour", "sip_from_host", "sip_to_host", "source_host", "agent",
-                  "campaign", "carrier", "direction"]
+GroupBy = Literal[
+    "verdict",
+    "finding",
+    "day",
+    "hour",
+    "sip_from_host",
+    "sip_to_host",
+    "source_host",
+    "agent",
+    "campaign",
+    "carrier",
+    "direction",
+]
 _URI_HOST = re.compile(r"(?:sips?:|https?://|sftp:)(?:[^@/;>\s]*@)?(\[[^\]]+\]|[^:;>/\s]+)")
 
 

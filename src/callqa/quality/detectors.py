@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from callqa.audio.silences import merge_gaps
 from callqa.config import AnalysisSettings
+from callqa.quality import oneway
 from callqa.report import Finding, LegReport, RtpStream, Severity, SipInfo, Verdict
 
 
 def _segments(leg: LegReport) -> list[tuple[float, float]]:
     return [(s.start_s, s.end_s) for s in leg.speech_segments]
-
-
-def _overlap_s(segments: list[tuple[float, float]], a: float, b: float) -> float:
-    return sum(max(0.0, min(b, e) - max(a, s)) for s, e in segments)
 
 
 def _is_mute(leg: LegReport, s: AnalysisSettings) -> bool:
@@ -54,75 +51,36 @@ def no_speech(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
     ]
 
 
-def one_way_audio(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
-    """One side talks and the other is not heard.
-
-    Starts from the 70/30 rule (the quieter leg holds less than ``one_way_share`` of all speech) and needs a
-    second marker before it speaks up, because a talkative agent alone is not a fault:
-    - critical: the quiet leg has (almost) no speech or only digital silence while the other talks;
-    - warning: 70/30 split and the quiet leg's speech is very low in level (heard faintly, if at all);
-    - warning (partial): a stretch of at least ``one_way_partial_min_s`` where one leg is silent while the other
-      keeps talking (audio lost after a transfer or hold).
-    """
+def faint_quiet_side(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
+    """The 70/30 rule with a second marker: the quieter leg holds less than ``one_way_share`` of all speech and
+    its speech is very low in level (heard faintly, if at all). A talkative agent alone is not a fault."""
     if len(legs) != 2 or any(leg.role == "mixed" for leg in legs):
         return []
     quiet, loud = sorted(legs, key=lambda leg: leg.speech_s)
     total = quiet.speech_s + loud.speech_s
-    if loud.speech_s < 3 * s.one_way_min_speech_s:
-        return []  # nobody talks enough to judge: no_speech / dead_air cover it
-    share = quiet.speech_s / total if total else 0.0
-    evidence = {
-        "speech_s": {loud.role: round(loud.speech_s, 2), quiet.role: round(quiet.speech_s, 2)},
-        "quiet_share": round(share, 3),
-        "quiet_peak_dbfs": round(quiet.levels.peak_dbfs, 1),
-        "quiet_rms_dbfs": round(quiet.levels.rms_dbfs, 1),
-    }
-    if quiet.speech_s < s.one_way_min_speech_s or _is_mute(quiet, s):
-        return [
-            Finding(
-                code="one_way_audio",
-                severity="critical",
-                leg=quiet.role,
-                start_s=0.0,
-                end_s=max(leg.duration_s for leg in legs),
-                message=f"one-way audio: {loud.role} talks for {loud.speech_s:.1f} s, "
-                f"{quiet.role} is not heard ({quiet.speech_s:.1f} s of speech)",
-                evidence=evidence,
-            )
-        ]
-    duration = max(leg.duration_s for leg in legs)
+    if loud.speech_s < 3 * s.one_way_min_speech_s or quiet.speech_s < s.one_way_min_speech_s:
+        return []  # a side that says nothing is one_way_audio's case
+    share = quiet.speech_s / total
     low = quiet.levels.active_dbfs is not None and quiet.levels.active_dbfs < s.low_level_dbfs
-    if share < s.one_way_share and low:
-        return [
-            Finding(
-                code="one_way_audio",
-                severity="warning",
-                leg=quiet.role,
-                start_s=0.0,
-                end_s=duration,
-                message=f"probable one-way audio: {quiet.role} holds {share:.0%} of the speech, "
-                f"at a very low level ({quiet.levels.active_dbfs:.1f} dBFS)",
-                evidence=evidence,
-            )
-        ]
-    findings = []
-    for mute_leg, talk_leg in ((quiet, loud), (loud, quiet)):
-        for a, b in merge_gaps(_segments(mute_leg), duration, s.one_way_partial_min_s):
-            talk = _overlap_s(_segments(talk_leg), a, b)
-            if talk >= 0.3 * (b - a):
-                findings.append(
-                    Finding(
-                        code="one_way_audio",
-                        severity="warning",
-                        leg=mute_leg.role,
-                        start_s=round(a, 3),
-                        end_s=round(b, 3),
-                        message=f"{mute_leg.role} silent for {b - a:.0f} s while {talk_leg.role} talks "
-                        f"{talk:.0f} s ({a:.0f}-{b:.0f} s)",
-                        evidence={"talk_s": round(talk, 2), "silent_s": round(b - a, 2)},
-                    )
-                )
-    return findings
+    if share >= s.one_way_share or not low:
+        return []
+    return [
+        Finding(
+            code="one_way_audio",
+            severity="warning",
+            leg=quiet.role,
+            start_s=0.0,
+            end_s=max(leg.duration_s for leg in legs),
+            message=f"probable one-way audio: {quiet.role} holds {share:.0%} of the speech, "
+            f"at a very low level ({quiet.levels.active_dbfs:.1f} dBFS)",
+            evidence={
+                "used": ["audio"],
+                "speech_s": {loud.role: round(loud.speech_s, 2), quiet.role: round(quiet.speech_s, 2)},
+                "quiet_share": round(share, 3),
+                "quiet_active_dbfs": quiet.levels.active_dbfs,
+            },
+        )
+    ]
 
 
 def dead_air(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
@@ -247,33 +205,16 @@ def jitter(streams: list[RtpStream], s: AnalysisSettings) -> list[Finding]:
     ]
 
 
-def missing_direction(sip: SipInfo | None, streams: list[RtpStream]) -> list[Finding]:
-    """An answered SIP call with RTP in one direction only: the other side was never heard (classic NAT
-    or firewall one-way audio)."""
-    if sip is None or sip.answered_at is None or not streams:
-        return []
-    present = {st.leg for st in streams}
-    return [
-        Finding(
-            code="one_way_audio",
-            severity="critical",
-            leg=role,
-            message=f"no RTP from the {role} in an answered call: one-way audio (check NAT and firewalls)",
-            evidence={"directions_with_rtp": sorted(present)},
-        )
-        for role in ("caller", "callee")
-        if role not in present
-    ]
-
-
-DETECTORS = (no_audio, no_speech, one_way_audio, dead_air, clipping, low_level, low_mos, mixed_legs)
+DETECTORS = (no_audio, no_speech, dead_air, clipping, low_level, low_mos, mixed_legs)
 ROLES = ("caller", "callee")
 
 
 def run_detectors(
     legs: list[LegReport], s: AnalysisSettings, streams: list[RtpStream] | None = None, sip: SipInfo | None = None
 ) -> list[Finding]:
-    findings = missing_direction(sip, streams or [])
+    findings = oneway.no_media(streams or [], sip) + oneway.one_way_audio(legs, s, streams, sip)
+    if not any(f.code == "one_way_audio" for f in findings):
+        findings += faint_quiet_side(legs, s)
     findings += packet_loss(streams or [], s) + jitter(streams or [], s)
     return findings + [f for detect in DETECTORS for f in detect(legs, s)]
 
