@@ -10,13 +10,13 @@ import numpy as np
 
 from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
-from callqa.capture.calls import CapturedCall, Stream, iso
+from callqa.capture.calls import CapturedCall, Dialog, Stream, iso
 from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
 from callqa.capture.meter import FIXED_DEPTHS_MS
 from callqa.capture.rtp import encoding_of
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
-from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, SipInfo
+from callqa.report import CallReport, Dtmf, RtcpSummary, RtpInterval, RtpStats, RtpStream, SipEvent, SipInfo
 
 
 def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -> RtpStream:
@@ -46,6 +46,8 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, s: Settings) -
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
         network_mos_jitter_buffers=buffers, loss_bursts=m.bursts, max_loss_burst=m.longest_burst,
         start_s=round(stream.first.arrival - t0, 6), end_s=round(stream.last_arrival - t0, 6),
+        intervals=[RtpInterval(start_s=round(i.start - t0, 3), packets=i.packets, expected=i.expected, lost=i.lost,
+                               max_jitter_ms=i.max_jitter_ms) for i in m.timeline.intervals()],
     )  # fmt: skip
 
 
@@ -163,7 +165,7 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
             reason = "no BYE: RTP stopped" if last else "no BYE and no RTP in the capture"
         sip = SipInfo(call_id=d.call_id, from_=d.from_uri, to=d.to_uri, started_at=iso(d.started_at),
                       answered_at=iso(d.answered_at), ended_at=iso(ended), end_reason=reason,
-                      matched_by=call.matched_by)  # fmt: skip
+                      matched_by=call.matched_by, messages=ladder(d, call_start(call)))  # fmt: skip
     warnings: list[str] = []
     legs: list[Leg] = []
     if not stats_only:
@@ -194,6 +196,14 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     report = analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
                           streams=rtp_streams, sip=sip)  # fmt: skip
     return report.model_copy(update={"dtmf": digits})
+
+
+def ladder(d: Dialog, t0: float) -> list[SipEvent]:
+    def where(e: tuple[str, int] | None) -> str:
+        return "" if e is None else f"{e[0]}:{e[1]}"
+
+    return [SipEvent(t_s=round(t - t0, 3), src=where(src), dst=where(dst), label=label)
+            for t, src, dst, label in d.ladder]  # fmt: skip
 
 
 def _event_candidates(stream: Stream) -> Sequence[RtpPacket]:
