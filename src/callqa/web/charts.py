@@ -50,8 +50,9 @@ def _time_ticks(t0: float, t1: float, y: float, height: float, epoch: bool) -> l
             label = d.strftime("%H:%M") if step < 86400 else d.strftime("%m-%d")
         else:
             label = clock(t)
+        anchor = "end" if x > W - RIGHT - 20 else "middle"  # the last label stays inside the chart
         out.append(f'<line class="grid" x1="{_f(x)}" y1="0" x2="{_f(x)}" y2="{_f(height)}"/>'
-                   f'<text class="tick" x="{_f(x)}" y="{_f(y)}" text-anchor="middle">{escape(label)}</text>')  # fmt: skip
+                   f'<text class="tick" x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}">{escape(label)}</text>')  # fmt: skip
         t += step
     return out
 
