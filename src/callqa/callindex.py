@@ -13,8 +13,9 @@ without a carrier the SIP host of the far side stands for the trunk (To for outb
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from callqa.ai.tools import host_of
@@ -156,10 +157,9 @@ def entry_values(report: dict[str, Any], stored_at: float) -> tuple[Any, ...]:
     sip = report.get("sip") if isinstance(report.get("sip"), dict) else None
     when = stored_at
     if sip and sip.get("started_at"):
-        try:
-            when = datetime.fromisoformat(str(sip["started_at"]).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
+        with suppress(ValueError):
+            start = datetime.fromisoformat(str(sip["started_at"]).replace("Z", "+00:00"))
+            when = (start if start.tzinfo else start.replace(tzinfo=UTC)).timestamp()
     legs = [lg for lg in report.get("legs", []) if isinstance(lg, dict)]
     moss = [leg_mos(lg) for lg in legs]
     known = [m for m in moss if m is not None]

@@ -1,6 +1,7 @@
 """Loss and jitter of one RTP stream over time, per fixed interval of arrival time (5 s by default).
 
-Fed piece by piece in arrival order like the stream's meter (a live call is measured as it goes). Per
+Intervals start at the stream's first packet. Fed piece by piece in arrival order like the stream's meter (a
+live call is measured as it goes). Per
 interval: packets received; packets expected, as RTCP receiver reports count them (RFC 3550 A.3: the highest
 extended sequence number at the interval's end minus that at the previous interval's end); lost = expected -
 received (negative with duplicates); and the largest RFC 3550 interarrival jitter (A.8, J += (|D| - J) / 16)
@@ -29,8 +30,9 @@ class Interval:
 
 
 class IntervalMeter:
-    def __init__(self, origin: float = 0.0, step_s: float = INTERVAL_S) -> None:
-        self.origin, self.step_s = origin, step_s  # intervals are [origin + k step, origin + (k + 1) step)
+    def __init__(self, origin: float | None = None, step_s: float = INTERVAL_S) -> None:
+        # intervals are [origin + k step, origin + (k + 1) step); the origin is the first packet unless given
+        self.origin, self.step_s = origin, step_s
         self._last_seq: int | None = None  # extended sequence number of the last packet (for unwrapping)
         self._first_seq: int | None = None
         self._first_arrival = 0.0
@@ -49,6 +51,8 @@ class IntervalMeter:
         self._last_seq = int(ext[-1])
         if self._first_seq is None:
             self._first_seq, self._first_arrival = int(ext[0]), float(table.arrival[0])
+        if self.origin is None:
+            self.origin = self._first_arrival
         index = np.floor((table.arrival - self.origin) / self.step_s).astype(np.int64)
         top = np.maximum.accumulate(ext) if self._max_seq is None else np.maximum.accumulate(
             np.maximum(ext, self._max_seq))  # fmt: skip
@@ -97,7 +101,7 @@ class IntervalMeter:
             received = self._received.get(k, 0)
             top = self._top.get(k, before)
             expected = top - before
-            out.append(Interval(self.origin + k * self.step_s, received, expected, expected - received,
+            out.append(Interval((self.origin or 0.0) + k * self.step_s, received, expected, expected - received,
                                 round(self._jitter.get(k, 0.0), 3)))  # fmt: skip
             before = top
         out[0] = Interval(self._first_arrival, *astuple(out[0])[1:])

@@ -86,7 +86,7 @@ class StreamMeter:
         self.events: list[RtpPacket] = []  # 4-byte payloads: RFC 4733 event candidates
         self.bursts = 0
         self.longest_burst = 0
-        self.timeline = IntervalMeter(capture_start)  # loss and jitter per 5 s of arrival time
+        self.timeline = IntervalMeter()  # loss and jitter per 5 s of arrival time
         self._last_seq: int | None = None  # extended sequence number of the last packet
         self._top_seq: int | None = None  # highest extended sequence number counted for loss bursts
 

@@ -52,7 +52,8 @@ def _time_ticks(t0: float, t1: float, y: float, height: float, epoch: bool) -> l
             label = clock(t)
         anchor = "end" if x > W - RIGHT - 20 else "middle"  # the last label stays inside the chart
         out.append(f'<line class="grid" x1="{_f(x)}" y1="0" x2="{_f(x)}" y2="{_f(height)}"/>'
-                   f'<text class="tick" x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}">{escape(label)}</text>')  # fmt: skip
+                   f'<text class="tick" x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}">'
+                   f"{escape(label)}</text>")
         t += step
     return out
 
@@ -84,7 +85,7 @@ def line_chart(series: Sequence[Series], x0: float, x1: float, y0: float, y1: fl
     y = math.ceil(y0 / step) * step
     while y <= y1 + 1e-9:
         parts.append(f'<line class="grid" x1="{LEFT}" y1="{_f(py(y))}" x2="{W - RIGHT}" y2="{_f(py(y))}"/>'
-                     f'<text class="tick" x="{LEFT - 4}" y="{_f(py(y) + 4)}" text-anchor="end">{y:g}</text>')  # fmt: skip
+                     f'<text class="tick" x="{LEFT - 4}" y="{_f(py(y) + 4)}" text-anchor="end">{y:g}</text>')
         y += step
     parts += _time_ticks(x0, x1, height - 4.0, plot_h, epoch)
     if ref is not None:
@@ -143,8 +144,9 @@ def waveform(envelope_dbfs: Sequence[float], duration_s: float, bands: Sequence[
     n = len(envelope_dbfs)
     if n:
         amp = [max(0.0, min(1.0, (v - floor_dbfs) / -floor_dbfs)) for v in envelope_dbfs]
-        top = [f"{_f(LEFT + (i + 0.5) / n * PLOT_W)},{_f(mid - a * (mid - 1))}" for i, a in enumerate(amp)]
-        bottom = [f"{_f(LEFT + (i + 0.5) / n * PLOT_W)},{_f(mid + a * (mid - 1))}" for i, a in reversed(list(enumerate(amp)))]
+        xs = [_f(LEFT + (i + 0.5) / n * PLOT_W) for i in range(n)]
+        top = [f"{x},{_f(mid - a * (mid - 1))}" for x, a in zip(xs, amp, strict=True)]
+        bottom = [f"{x},{_f(mid + a * (mid - 1))}" for x, a in reversed(list(zip(xs, amp, strict=True)))]
         parts.append(f'<polygon class="env" points="{" ".join(top + bottom)}"/>')
     parts.append(f'<line class="grid" x1="{LEFT}" y1="{_f(mid)}" x2="{W - RIGHT}" y2="{_f(mid)}"/>')
     for b in bands:
@@ -153,8 +155,9 @@ def waveform(envelope_dbfs: Sequence[float], duration_s: float, bands: Sequence[
             parts.append(f'<rect class="band {b.kind}" x="{_f(px(b.start_s))}" y="{_f(y)}" '
                          f'width="{_f(max(px(b.end_s) - px(b.start_s), 1.0))}" height="{_f(lane)}">'
                          f"<title>{escape(b.label)}</title></rect>")  # fmt: skip
-    parts.append(f'<text class="tick" x="{LEFT - 4}" y="{_f(wave_h + 2 + lane)}" text-anchor="end">speech</text>'
-                 f'<text class="tick" x="{LEFT - 4}" y="{_f(wave_h + 4 + 2 * lane)}" text-anchor="end">silence</text>')  # fmt: skip
+    for k, name in enumerate(("speech", "silence")):
+        y = wave_h + 2 + lane + k * (lane + 2)
+        parts.append(f'<text class="tick" x="{LEFT - 4}" y="{_f(y)}" text-anchor="end">{name}</text>')
     parts += _time_ticks(0.0, dur, height - 4.0, plot_h, False)
     parts.append(f'<line class="playhead" x1="{LEFT}" y1="0" x2="{LEFT}" y2="{_f(plot_h)}"/>')
     parts.append("</svg>")
@@ -189,6 +192,7 @@ def ladder(arrows: Sequence[Arrow], endpoints: Sequence[str], row_h: float = 26.
                      f'<g class="msg {cls}"><title>{escape(a.detail or a.label)}</title>'
                      f'<line x1="{_f(xa)}" y1="{_f(y)}" x2="{_f(xb)}" y2="{_f(y)}"/>'
                      f'<path d="M{_f(xb)},{_f(y)} l{_f(tip)},-4 v8 z"/>'
-                     f'<text x="{_f((xa + xb) / 2)}" y="{_f(y - 4)}" text-anchor="middle">{escape(a.label)}</text></g>')  # fmt: skip
+                     f'<text x="{_f((xa + xb) / 2)}" y="{_f(y - 4)}" text-anchor="middle">'
+                     f"{escape(a.label)}</text></g>")  # fmt: skip
     parts.append("</svg>")
     return Markup("".join(parts))

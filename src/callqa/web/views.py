@@ -95,8 +95,8 @@ def mos_chart(leg: LegReport, low: float) -> Markup:
     """DNSMOS and NISQA over the leg: each window a bar at its score (DNSMOS windows are 9.01 s long)."""
     series = []
     if leg.mos.dnsmos and leg.mos.dnsmos.windows:
-        series.append(Series("DNSMOS OVRL", spans=[(w.start_s, w.start_s + 9.01, w.ovrl) for w in leg.mos.dnsmos.windows],
-                             css="s0"))  # fmt: skip
+        spans = [(w.start_s, w.start_s + 9.01, w.ovrl) for w in leg.mos.dnsmos.windows]
+        series.append(Series("DNSMOS OVRL", spans=spans, css="s0"))
     if leg.mos.nisqa and leg.mos.nisqa.windows:
         series.append(Series("NISQA MOS", spans=[(w.start_s, w.end_s, w.mos) for w in leg.mos.nisqa.windows], css="s1"))
     elif leg.mos.nisqa:

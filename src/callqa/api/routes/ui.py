@@ -104,8 +104,8 @@ def login(request: Request, state: State, key: Annotated[str, Form(max_length=30
           ) -> Response:  # fmt: skip
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf) or not _same_origin(request):
-        return RedirectResponse("/ui/login?" + urlencode({"next": _safe_next(next),
-                                                          "error": "The form expired: please try again."}), 303)  # fmt: skip
+        retry = {"next": _safe_next(next), "error": "The form expired: please try again."}
+        return RedirectResponse("/ui/login?" + urlencode(retry), 303)
     api_key = state.verify(key.strip())
     if api_key is None or api_key.revoked:
         time.sleep(0.2)  # a little friction for guessing (keys are 256-bit random: guessing cannot succeed)
@@ -190,7 +190,8 @@ async def call_list(request: Request, state: State) -> HTMLResponse:
 
 @router.post("/upload")
 async def upload(request: Request, state: State, files: Annotated[list[UploadFile], File()],
-                 csrf: Annotated[str, Form(max_length=100)] = "", roles: Annotated[str | None, Form(max_length=50)] = None,
+                 csrf: Annotated[str, Form(max_length=100)] = "",
+                 roles: Annotated[str | None, Form(max_length=50)] = None,
                  transcribe: Annotated[bool, Form()] = False) -> JSONResponse:  # fmt: skip
     """Start an analysis of uploaded files for a write key: the report's id at once (cache hit) or a job."""
     session = _session(request, state)
@@ -275,8 +276,8 @@ METRICS = {"median_mos": "median MOS", "low_mos": "low MOS, % of calls", "one_wa
 async def trends_page(request: Request, state: State) -> HTMLResponse:
     session = _session(request, state)
     params = dict(request.query_params)
-    by = params.get("by") if params.get("by") in GROUPS else "agent"
-    metric = params.get("metric") if params.get("metric") in METRICS else "median_mos"
+    by = params.get("by", "") if params.get("by") in GROUPS else "agent"
+    metric = params.get("metric", "") if params.get("metric") in METRICS else "median_mos"
     today_end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp() + 86400.0
     until = _day(params.get("until"), end=True) or today_end
     since = _day(params.get("since")) or until - 7 * 86400.0
