@@ -77,8 +77,11 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True  # not sent (some privacy settings): the CSRF token alone decides
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1].split("/", 1)[0] == host
+    def hostname(authority: str) -> str:  # without the port: a proxy may pass Host without it
+        return authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+
+    sent = origin.split("://", 1)[-1].split("/", 1)[0]
+    return hostname(sent).lower() == hostname(request.headers.get("host", "")).lower()
 
 
 def _check_post(request: Request, session: Session, token: str | None) -> None:
