@@ -44,8 +44,8 @@ def _with_context(store: Store, report: CallReport, context: dict[str, str], whe
     data = json.loads(report.model_dump_json())
     data["context"] = context
     with store.connect() as db:
-        db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (report.id, report.cache_key, when, "x", report.verdict, report.duration_s, json.dumps(data)))  # fmt: skip
+        row = (report.id, report.cache_key, when, "x", report.verdict, report.duration_s, json.dumps(data))
+        db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
 
 @pytest.fixture
