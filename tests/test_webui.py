@@ -283,6 +283,8 @@ def test_captured_call_shows_the_ladder_and_the_network(site: Site, browser: Any
     assert sum(max(i.lost, 0) for i in lossy.intervals) == lossy.lost
     page.screenshot(path=str(site.shots / "captured-phone.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling on a phone
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(site.shots / "captured.png"), full_page=True)
     w.clean()
     context.close()
 
@@ -293,9 +295,22 @@ def test_upload_shows_progress_and_opens_the_result(site: Site, browser: Any, tm
     page.click("#upload summary")
     page.set_input_files("#upload-form input[type=file]", [str(AGENT), str(CUSTOMER)])
     page.fill("#upload-form input[name=roles]", "customer,agent")  # a new analysis (other roles): a real job
+    seen: list[tuple[str, int, str]] = []
+
+    def record(route: Any) -> None:  # the answers the page's script gets, read on their way to it
+        response = route.fetch()
+        seen.append((route.request.url, response.status, response.text()))
+        route.fulfill(response=response)
+
+    page.route(re.compile(r".*/ui/jobs/.*"), record)  # (an upload's body cannot pass through a route)
+    page.on("response", lambda r: seen.append((r.url, r.status, r.text())) if r.url.endswith("/ui/upload") else None)
     page.click("#upload-form button[type=submit]")
-    page.wait_for_selector(".progress:not([hidden])")
     page.wait_for_url(re.compile(r".*/ui/calls/[0-9a-f]{16}$"), timeout=120000)
+    # the upload started a job (202), whose progress the page followed until it was done
+    assert seen[0][0].endswith("/ui/upload") and seen[0][1] == 202
+    job = json.loads(seen[0][2])["job_id"]
+    progress = [json.loads(text)["status"] for url, status, text in seen[1:] if f"/ui/jobs/{job}" in url]
+    assert progress and progress[-1] == "done" and set(progress) <= {"queued", "running", "done"}
     expected = cache_key([AGENT, CUSTOMER], site.settings, ["customer", "agent"])[:16]
     assert page.url.endswith(f"/ui/calls/{expected}")
     assert page.locator("audio").count() == 2
