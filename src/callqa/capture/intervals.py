@@ -86,8 +86,9 @@ class IntervalMeter:
         d = np.where(same, d, 0.0)
         j, _ = lfilter([1 / 16], [1, -15 / 16], d, zi=[self._j * 15 / 16])
         self._j = float(j[-1])
-        for k in np.unique(where).tolist():
-            self._jitter[k] = max(self._jitter.get(k, 0.0), float(j[where == k].max()))
+        starts = np.r_[0, np.flatnonzero(np.diff(where)) + 1]  # arrival order: each interval is one run
+        for k, top in zip(where[starts].tolist(), np.maximum.reduceat(j, starts).tolist(), strict=True):
+            self._jitter[k] = max(self._jitter.get(k, 0.0), top)
 
     def intervals(self, max_count: int = 360) -> list[Interval]:
         """Every interval from the first packet's to the last's, in order (empty ones included); neighbours are

@@ -143,7 +143,7 @@ def network_charts(report: CallReport) -> tuple[Markup, Markup]:
         loss.append(Series(name, points=[(i.start_s, 100.0 * max(i.lost, 0) / i.expected if i.expected > 0 else 0.0)
                                          for i in s.intervals], css=css))  # fmt: skip
         jitter.append(Series(name, points=[(i.start_s, i.max_jitter_ms) for i in s.intervals], css=css))
-        end = max(end, s.intervals[-1].start_s + 5.0)
+        end = max(end, s.end_s)
     if not loss:
         return Markup(""), Markup("")
     top_loss = max([5.0] + [y for s in loss for _, y in s.points])
