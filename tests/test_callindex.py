@@ -172,3 +172,15 @@ def test_envelope_of_the_kept_wav_block_by_block(tmp_path: Path, monkeypatch: py
     got, duration = wav_envelope(path, 30)
     assert duration == 3.0
     assert got == pytest.approx(peak_envelope(np.round(x * 32767) / 32768, 30), abs=0.01)
+
+
+def test_an_unreadable_report_is_left_out_and_not_read_again(store: Store) -> None:
+    index = CallIndex(store)
+    with store.connect() as db:
+        db.execute("INSERT INTO reports VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, '{not json')", (NOW,))
+    assert index.sync() == 6
+    assert "f" not in ids(index.page(ListQuery())) and index.page(ListQuery()).total == 5
+    with store.connect() as db:  # a new report arrives: only it is read
+        db.execute("INSERT INTO reports SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, report "
+                   "FROM reports WHERE id = ?", (NOW + 5, f"{3:016x}"))  # fmt: skip
+    assert index.sync() == 1 and index.page(ListQuery()).total == 6

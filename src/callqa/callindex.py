@@ -178,6 +178,36 @@ def entry_values(report: dict[str, Any], stored_at: float) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+SYNC_BATCH = 2000
+_MARKS: dict[str, tuple[Any, ...]] = {}  # store path -> (count, newest, sum of reports.created_at) at the last sync
+_J = "json_extract"
+_EXTRACT = f"""
+SELECT r.id, r.created_at, r.verdict, r.duration_s,
+       {_J}(r.report, '$.source', '$.sip.from', '$.sip.to', '$.sip.started_at', '$.context'),
+       (SELECT json_group_array({_J}(value, '$.code')) FROM json_each(r.report, '$.findings')),
+       (SELECT json_group_array(json({_J}(value, '$.role', '$.source', '$.mos.nisqa.mos', '$.mos.dnsmos.ovrl')))
+        FROM json_each(r.report, '$.legs')),
+       (SELECT json_group_array({_J}(value, '$.network_mos')) FROM json_each(r.report, '$.streams'))
+FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id AND i.stored_at = r.created_at"""
+
+
+def _compact(r: tuple[Any, ...]) -> dict[str, Any]:
+    """The parts of a report the index reads, as extracted by ``_EXTRACT``, shaped like the report."""
+    source, sip_from, sip_to, started_at, context = json.loads(r[4])
+    legs = [{"role": role, "source": src, "mos": {"nisqa": {"mos": nisqa} if nisqa is not None else None,
+                                                  "dnsmos": {"ovrl": dnsmos} if dnsmos is not None else None}}
+            for role, src, nisqa, dnsmos in json.loads(r[6] or "[]")]  # fmt: skip
+    sip = {"from": sip_from, "to": sip_to, "started_at": started_at} if sip_from is not None or started_at else None
+    return {"id": r[0], "verdict": r[2], "duration_s": r[3], "source": source or "recording", "sip": sip,
+            "findings": [{"code": c} for c in json.loads(r[5] or "[]")], "legs": legs, "context": context,
+            "streams": [{"network_mos": m} for m in json.loads(r[7] or "[]")]}  # fmt: skip
+
+
+def _unreadable(report_id: str, stored_at: float) -> tuple[Any, ...]:
+    return (report_id, stored_at, 0.0, "", 0, 0.0, "", "", "", "", ",,", 0, ",,", None, None, None, None, "", "", "",
+            "")  # fmt: skip
+
+
 class CallIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -185,26 +215,36 @@ class CallIndex:
             db.executescript(SCHEMA)
 
     def sync(self) -> int:
-        """Index reports added or replaced since the last call, forget deleted ones; returns rows written."""
+        """Index reports added or replaced since the last call, forget deleted ones; returns rows written.
+
+        The fields are extracted by SQLite's JSON functions (a whole report is never parsed in Python), and
+        nothing is scanned when the reports' count and times are what they were at the last sync."""
         with self.store.connect() as db:
-            fresh = db.execute(
-                f"SELECT r.id, r.created_at, r.report FROM reports r LEFT JOIN {TABLE} i "
-                "ON i.id = r.id AND i.stored_at = r.created_at WHERE i.id IS NULL"
-            ).fetchall()
-            rows = []
-            for report_id, created_at, text in fresh:
-                try:
-                    report = json.loads(text)
-                    rows.append(entry_values({**report, "id": report_id}, created_at))
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    continue  # unreadable report: the list leaves it out, as the store does
-            marks = ", ".join("?" * 21)
-            db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({marks})", rows)
+            mark = db.execute("SELECT count(*), max(created_at), total(created_at) FROM reports").fetchone()
+            if mark == _MARKS.get(str(self.store.path)):
+                return 0
+            written = 0
+            while True:  # in batches: a first sync of a large store does not hold every report at once
+                query = f"{_EXTRACT} WHERE i.id IS NULL AND json_valid(r.report) LIMIT {SYNC_BATCH}"
+                fresh = db.execute(query).fetchall()
+                rows = [_unreadable(*bad) for bad in db.execute(
+                    f"SELECT r.id, r.created_at FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id "
+                    "AND i.stored_at = r.created_at WHERE i.id IS NULL AND NOT json_valid(r.report)")]  # fmt: skip
+                for r in fresh:
+                    try:
+                        rows.append(entry_values(_compact(r), r[1]))
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        rows.append(_unreadable(r[0], r[1]))  # not read again; kept out of the list as the store does
+                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 21)})", rows)
+                written += len(rows)
+                if len(fresh) < SYNC_BATCH:
+                    break
             db.execute(f"DELETE FROM {TABLE} WHERE id NOT IN (SELECT id FROM reports)")
-        return len(rows)
+            _MARKS[str(self.store.path)] = mark
+        return written
 
     def _where(self, q: ListQuery) -> tuple[str, list[object]]:
-        where: list[str] = []
+        where: list[str] = ["verdict != ''"]  # not the rows of unreadable reports
         args: list[object] = []
         for column, value in (("verdict", q.verdict), ("agent", q.agent), ("campaign", q.campaign),
                               ("carrier", q.carrier), ("direction", q.direction)):  # fmt: skip
@@ -229,7 +269,7 @@ class CallIndex:
         if q.mos_max is not None:
             where.append("mos <= ?")
             args.append(q.mos_max)
-        return (" WHERE " + " AND ".join(where)) if where else "", args
+        return " WHERE " + " AND ".join(where), args
 
     def page(self, q: ListQuery) -> Page:
         """One page of calls matching ``q``, in its order (calls without the sorted value last), and the total."""
@@ -243,7 +283,7 @@ class CallIndex:
             rows = db.execute(sql, (*args, max(0, q.limit), max(0, q.offset))).fetchall()
             total = db.execute(f"SELECT count(*) FROM {TABLE}{where}", args).fetchone()[0]
             facets = {name: [r[0] for r in db.execute(
-                f"SELECT DISTINCT {name} FROM {TABLE} WHERE {name} != '' ORDER BY {name} LIMIT 500")]
+                f"SELECT DISTINCT {name} FROM {TABLE} WHERE {name} != '' AND verdict != '' ORDER BY {name} LIMIT 500")]
                 for name in ("agent", "campaign", "carrier", "direction")}  # fmt: skip
         return Page([CallEntry.from_row(r) for r in rows], int(total), q, facets)
 
