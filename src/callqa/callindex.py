@@ -178,7 +178,7 @@ def entry_values(report: dict[str, Any], stored_at: float) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-SYNC_BATCH = 2000
+SYNC_BATCH = 500
 _MARKS: dict[str, tuple[Any, ...]] = {}  # store path -> (count, newest, sum of reports.created_at) at the last sync
 _J = "json_extract"
 _EXTRACT = f"""
@@ -188,7 +188,7 @@ SELECT r.id, r.created_at, r.verdict, r.duration_s,
        (SELECT json_group_array(json({_J}(value, '$.role', '$.source', '$.mos.nisqa.mos', '$.mos.dnsmos.ovrl')))
         FROM json_each(r.report, '$.legs')),
        (SELECT json_group_array({_J}(value, '$.network_mos')) FROM json_each(r.report, '$.streams'))
-FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id AND i.stored_at = r.created_at"""
+FROM reports r"""
 
 
 def _compact(r: tuple[Any, ...]) -> dict[str, Any]:
@@ -223,22 +223,23 @@ class CallIndex:
             mark = db.execute("SELECT count(*), max(created_at), total(created_at) FROM reports").fetchone()
             if mark == _MARKS.get(str(self.store.path)):
                 return 0
-            written = 0
-            while True:  # in batches: a first sync of a large store does not hold every report at once
-                query = f"{_EXTRACT} WHERE i.id IS NULL AND json_valid(r.report) LIMIT {SYNC_BATCH}"
-                fresh = db.execute(query).fetchall()
-                rows = [_unreadable(*bad) for bad in db.execute(
-                    f"SELECT r.id, r.created_at FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id "
-                    "AND i.stored_at = r.created_at WHERE i.id IS NULL AND NOT json_valid(r.report)")]  # fmt: skip
+            missing = db.execute(f"SELECT r.id, r.created_at FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id "
+                                 "AND i.stored_at = r.created_at WHERE i.id IS NULL").fetchall()  # fmt: skip
+            for a in range(0, len(missing), SYNC_BATCH):  # a first sync of a large store: a batch at a time
+                batch = dict(missing[a : a + SYNC_BATCH])
+                marks = ", ".join("?" * len(batch))
+                fresh = db.execute(f"{_EXTRACT} WHERE r.id IN ({marks}) AND json_valid(r.report)", list(batch))
+                rows = []
                 for r in fresh:
                     try:
                         rows.append(entry_values(_compact(r), r[1]))
                     except (ValueError, TypeError, KeyError, AttributeError):
-                        rows.append(_unreadable(r[0], r[1]))  # not read again; kept out of the list as the store does
+                        continue
+                    del batch[r[0]]
+                # unreadable reports get an empty row: not read again, and kept out of the list as the store does
+                rows += [_unreadable(report_id, created) for report_id, created in batch.items()]
                 db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 21)})", rows)
-                written += len(rows)
-                if len(fresh) < SYNC_BATCH:
-                    break
+            written = len(missing)
             db.execute(f"DELETE FROM {TABLE} WHERE id NOT IN (SELECT id FROM reports)")
             _MARKS[str(self.store.path)] = mark
         return written
