@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from calls import capture_file
 
 from callqa.capture.calls import read_capture
 from callqa.capture.fastpath import PacketTable
@@ -14,7 +15,6 @@ from callqa.capture.intervals import IntervalMeter
 from callqa.capture.meter import StreamMeter, jitter_clocks
 from callqa.config import AnalysisSettings, Settings
 from callqa.service import analyze_capture
-from tests.test_webui import _gen_capture
 
 
 def _intervals_in_pieces(table: PacketTable, encodings: dict, rng: random.Random) -> list:
@@ -61,7 +61,7 @@ def test_intervals_add_up_to_the_stream_on_every_shared_capture(testdata: Path) 
 
 def test_loss_lands_in_the_intervals_where_packets_went_missing(tmp_path: Path) -> None:
     pcap = tmp_path / "calls.pcap"
-    _gen_capture(pcap, 5, 30.0)
+    capture_file(pcap, 5, 30.0)
     settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
     reports, _ = analyze_capture(pcap, settings, None, stats_only=True)
     lossy = [s for r in reports for s in r.streams if s.lost > 0]

@@ -5,12 +5,9 @@ error and asked for nothing outside the service; screenshots go to the test's te
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import random
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from calls import capture_file
 
 from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
@@ -33,22 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 AGENT = REPO / "examples" / "call-agent.wav"
 CUSTOMER = REPO / "examples" / "call-customer.wav"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _gen_capture(path: Path, calls: int, seconds: float) -> None:
-    """A capture of ``calls`` SIP calls with G.711 both ways, written by the benchmark's generator."""
-    spec = importlib.util.spec_from_file_location("gen_capture", REPO / "bench" / "gen_capture.py")
-    assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    rng = random.Random(5)
-    frames = sorted((p for i in range(calls) for p in gen.call_packets(i, 1_700_000_000.0 + i, seconds, rng)),
-                    key=lambda p: p[0])  # fmt: skip
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for ts, frame in frames:
-            f.write(struct.pack("<IIII", int(ts), int((ts - int(ts)) * 1e6), len(frame), len(frame)))
-            f.write(frame)
 
 
 def _with_context(store: Store, report_id: str, context: dict[str, str]) -> str:
@@ -84,7 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     transcribed = settings.model_copy(update={"analysis": settings.analysis.model_copy(update={"transcribe": True})})
     example, _ = analyze_files([AGENT, CUSTOMER], transcribed, store=store, audio_dir=audio_dir(settings))
     pcap = tmp / "calls.pcap"
-    _gen_capture(pcap, 5, 12.0)
+    capture_file(pcap, 5, 12.0)
     captured, _ = analyze_capture(pcap, settings, store)
     with_context = _with_context(store, example.id, {"agent": "alice", "campaign_id": "SALES", "carrier": "trunk-a",
                                                      "direction": "outbound"})  # fmt: skip
