@@ -26,7 +26,7 @@ import gen_oneway  # noqa: E402
 from callqa.config import AnalysisSettings, Settings  # noqa: E402
 from callqa.pipeline import analyze_legs  # noqa: E402
 from callqa.report import CallReport  # noqa: E402
-from callqa.service import analyze_capture  # noqa: E402
+from callqa.service.captures import analyze_capture  # noqa: E402
 from callqa.service.recordings import legs_from_files  # noqa: E402
 
 TARGETS = {"one_way_detection": 0.99, "false_alarms": 0.01, "dominant_false_alarms": 0.01, "start_error_s": 3.0,

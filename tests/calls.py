@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import random
+import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,3 +55,20 @@ def conversation(testdata: Path, duration_s: float = 60.0, gap_s: float = 1.0) -
         t += lengths[i % len(lengths)] + gap_s
         i += 1
     return a, b
+
+
+def capture_file(path: Path, calls: int, seconds: float) -> None:
+    """A capture of ``calls`` SIP calls with G.711 both ways, written by the benchmark's generator."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "gen_capture.py"
+    spec = importlib.util.spec_from_file_location("gen_capture", script)
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    rng = random.Random(5)
+    frames = sorted((p for i in range(calls) for p in gen.call_packets(i, 1_700_000_000.0 + i, seconds, rng)),
+                    key=lambda p: p[0])  # fmt: skip
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in frames:
+            f.write(struct.pack("<IIII", int(ts), int((ts - int(ts)) * 1e6), len(frame), len(frame)))
+            f.write(frame)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
-# 1.3: context; legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments
+# 1.3: context; legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments; sip.messages (the ladder),
+# streams[].intervals (loss and jitter over time)
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -110,12 +111,23 @@ class RtcpSummary(BaseModel):
     xr_r_factor: int | None = None
 
 
+class RtpInterval(BaseModel):
+    """One stretch of a stream's arrival time (5 s, longer for long calls)."""
+
+    start_s: float = Field(description="seconds from the call start")
+    packets: int
+    expected: int = Field(description="advance of the highest sequence number, as RTCP counts it (RFC 3550 A.3)")
+    lost: int = Field(description="expected - packets; negative with duplicates")
+    max_jitter_ms: float = Field(description="largest RFC 3550 interarrival jitter reached in the interval")
+
+
 class RtpStream(RtpStats):
     leg: str = Field(description="caller or callee; for RTP without SIP the source address")
     codec: str = ""
     decoded: bool = False
     note: str = ""
     rtcp: RtcpSummary | None = None
+    intervals: list[RtpInterval] = Field(default=[], description="loss and jitter over time")
 
 
 class Dtmf(BaseModel):
@@ -123,6 +135,15 @@ class Dtmf(BaseModel):
     digit: str
     start_s: float
     duration_ms: float
+
+
+class SipEvent(BaseModel):
+    """One SIP message of the dialog, for its ladder."""
+
+    t_s: float = Field(description="seconds from the call start")
+    src: str = Field(description="host:port it came from")
+    dst: str = Field("", description="host:port it went to")
+    label: str = Field(description="the request method, or the status and the CSeq method of a response")
 
 
 class SipInfo(BaseModel):
@@ -134,6 +155,7 @@ class SipInfo(BaseModel):
     ended_at: datetime | None = None
     end_reason: str = ""
     matched_by: str = Field("sdp", description="how RTP was tied to the dialog: sdp, sdp port (NAT), none")
+    messages: list[SipEvent] = Field(default=[], description="the dialog's SIP messages in order (at most 200)")
 
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
 

@@ -18,6 +18,7 @@ from callqa.service.jobs import JobStore
 from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
 from callqa.store import Store
+from callqa.web.session import COOKIE, Sessions
 
 KEY_CACHE_S = 30.0  # a revoked key stops working within this time
 
@@ -54,6 +55,14 @@ class AppState:
     limiter: RateLimiter
     hub: Hub = field(default_factory=lambda: Hub())
     verified: dict[str, tuple[ApiKey, float]] = field(default_factory=dict)
+    _sessions: Sessions | None = None
+
+    @property
+    def sessions(self) -> Sessions:
+        """Browser sessions of the web pages (their table is created on first use)."""
+        if self._sessions is None:
+            self._sessions = Sessions(self.store)
+        return self._sessions
 
     def verify(self, token: str) -> ApiKey | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
@@ -76,8 +85,20 @@ State = Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `callqa keys create`")
 
 
+def _limit(state: AppState, key_id: str) -> None:
+    wait = state.limiter.take(key_id)
+    if wait > 0:
+        raise HTTPException(429, "rate limit exceeded for this API key", {"Retry-After": str(int(wait) + 1)})
+
+
 def _authorize(needed: Scope):  # type: ignore[no-untyped-def]
-    def check(state: State, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+    def check(state: State, request: Request,
+              cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:  # fmt: skip
+        if (cred is None or not cred.credentials) and needed == "read" and request.method in ("GET", "HEAD"):
+            session = state.sessions.get(request.cookies.get(COOKIE))  # a signed-in browser may read
+            if session is not None:
+                _limit(state, session.key_id)
+                return ApiKey(session.key_id, session.scope, "", 0.0, False)
         if cred is None or not cred.credentials:
             raise HTTPException(401, "missing API key (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
         key = state.verify(cred.credentials)
@@ -85,9 +106,7 @@ def _authorize(needed: Scope):  # type: ignore[no-untyped-def]
             raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
         if not key.allows(needed):
             raise HTTPException(403, f"this API key has scope {key.scope!r}; {needed!r} is needed")
-        wait = state.limiter.take(key.id)
-        if wait > 0:
-            raise HTTPException(429, "rate limit exceeded for this API key", {"Retry-After": str(int(wait) + 1)})
+        _limit(state, key.id)
         return key
 
     return check

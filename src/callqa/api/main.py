@@ -16,8 +16,9 @@ from callqa import __version__
 from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Provider, make_provider
 from callqa.api.deps import AppState, RateLimiter
+from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
-from callqa.api.routes import ai, analyze, calls, live, ops
+from callqa.api.routes import ai, analyze, calls, live, ops, ui
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
 from callqa.service.jobs import JobStore, error_code, prune
@@ -143,12 +144,14 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
                 task.cancel()
             await state.runner.stop()
 
-    app = FastAPI(title="callqa", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="callqa", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Objective quality analysis of VoIP calls: recordings and captured calls in, "
                               "CallReports, AI assessments and answers out.")  # fmt: skip
     app.state.callqa = state
     for module in (analyze, calls, ai, live, ops):
         app.include_router(module.router)
+    ui.install(app)  # the web pages under /ui/
+    install_docs(app)  # /docs from packaged Swagger UI files
 
     @app.exception_handler(CallqaError)
     async def callqa_error(request: Request, exc: CallqaError) -> JSONResponse:

@@ -114,6 +114,7 @@ class Dialog:
     end_reason: str = ""
     media: dict[str, list[Media]] = field(default_factory=dict)  # party -> media it offered (where it receives)
     messages: int = 0
+    ladder: list[tuple[float, Endpoint, Endpoint | None, str]] = field(default_factory=list)  # (t, src, dst, label)
 
 
 @dataclass
@@ -254,7 +255,7 @@ class Tracker:
         if seg.proto == PROTO_TCP:
             for raw in self.tcp.feed((seg.src, seg.sport, seg.dst, seg.dport), seg.tcp_seq, seg.payload):
                 try:
-                    self._sip(SipMessage.parse(raw), (seg.src, seg.sport), ts)
+                    self._sip(SipMessage.parse(raw), (seg.src, seg.sport), ts, (seg.dst, seg.dport))
                 except ParseError as exc:
                     self.warn(f"frame {self.frames}: malformed SIP over TCP: {exc}")
         elif looks_like_sip(seg.payload):
@@ -263,7 +264,7 @@ class Tracker:
             except ParseError as exc:
                 self.warn(f"frame {self.frames}: malformed SIP: {exc}")
                 return
-            self._sip(msg, (seg.src, seg.sport), ts)
+            self._sip(msg, (seg.src, seg.sport), ts, (seg.dst, seg.dport))
         elif seg.proto == PROTO_UDP and looks_like_rtcp(seg.payload):
             try:
                 self.rtcp.append(RtcpDatagram(ts, (seg.src, seg.sport), (seg.dst, seg.dport),
@@ -273,8 +274,8 @@ class Tracker:
         elif seg.proto == PROTO_UDP and looks_like_rtp(seg.payload):
             self._rtp(seg)
 
-    def _sip(self, msg: SipMessage, src: Endpoint, ts: float) -> None:
-        _on_sip(self.dialogs, msg, src, ts, self.warn)
+    def _sip(self, msg: SipMessage, src: Endpoint, ts: float, dst: Endpoint | None = None) -> None:
+        _on_sip(self.dialogs, msg, src, ts, self.warn, dst)
         if msg.call_id in self.dialogs:
             self.last_seen[msg.call_id] = ts
 
@@ -376,7 +377,11 @@ def _attach_rtcp(calls: list[CapturedCall], datagrams: list[RtcpDatagram]) -> No
             owner.rtcp.append(d)
 
 
-def _on_sip(dialogs: dict[str, Dialog], msg: SipMessage, src: Endpoint, ts: float, warn) -> None:  # type: ignore[no-untyped-def]
+MAX_LADDER = 200  # SIP messages of a dialog kept for its ladder
+
+
+def _on_sip(dialogs: dict[str, Dialog], msg: SipMessage, src: Endpoint, ts: float, warn,  # type: ignore[no-untyped-def]
+            dst: Endpoint | None = None) -> None:  # fmt: skip
     d = dialogs.get(msg.call_id)
     if d is None:
         if not (msg.is_request and msg.method == "INVITE"):
@@ -384,6 +389,9 @@ def _on_sip(dialogs: dict[str, Dialog], msg: SipMessage, src: Endpoint, ts: floa
         d = dialogs[msg.call_id] = Dialog(msg.call_id, uri_of(msg.header("from")), uri_of(msg.header("to")),
                                           src, ts)  # fmt: skip
     d.messages += 1
+    if len(d.ladder) < MAX_LADDER:
+        label = msg.method if msg.is_request else f"{msg.status} {msg.reason}".strip() + f" ({msg.method})"
+        d.ladder.append((ts, src, dst, label))
     party = "caller" if src == d.caller else "callee"
     if msg.body and "sdp" in msg.header("content-type").lower():
         try:

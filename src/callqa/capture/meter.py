@@ -16,6 +16,7 @@ import numpy as np
 
 from callqa.capture.emodel import AdaptiveBuffer, FixedBuffer
 from callqa.capture.fastpath import PacketTable, table_stats, unwrap16
+from callqa.capture.intervals import IntervalMeter
 from callqa.protocol.rtp import RtpPacket, StreamStats, encoding_of
 
 FIXED_DEPTHS_MS = (50.0, 200.0)  # reported beside the configured depth, as VoIPmonitor does
@@ -84,6 +85,7 @@ class StreamMeter:
         self.events: list[RtpPacket] = []  # 4-byte payloads: RFC 4733 event candidates
         self.bursts = 0
         self.longest_burst = 0
+        self.timeline = IntervalMeter()  # loss and jitter per 5 s of arrival time
         self._last_seq: int | None = None  # extended sequence number of the last packet
         self._top_seq: int | None = None  # highest extended sequence number counted for loss bursts
 
@@ -95,7 +97,9 @@ class StreamMeter:
             self.first = table[0]
         self.last_arrival = float(table.arrival[-1])
         pt = table.pt
-        table_stats(table, jitter_clocks(table, encodings), self.capture_start, self.stats)
+        clocks = jitter_clocks(table, encodings)
+        table_stats(table, clocks, self.capture_start, self.stats)
+        self.timeline.feed(table, clocks)
         self._count_bursts(table.seq)
         arrival, ts = table.arrival, table.ts
         for kind in [int(k) for k in pt[np.sort(np.unique(pt, return_index=True)[1])]]:

@@ -10,7 +10,7 @@ from callqa.capture.calls import CapturedCall, Stream
 from callqa.capture.meter import FIXED_DEPTHS_MS
 from callqa.protocol import rtcp
 from callqa.protocol.rtp import encoding_of
-from callqa.report import RtcpSummary, RtpStats, RtpStream
+from callqa.report import RtcpSummary, RtpInterval, RtpStats, RtpStream
 
 
 def measure_stream(call: CapturedCall, stream: Stream, role: str, depth: float) -> RtpStream:
@@ -40,6 +40,8 @@ def measure_stream(call: CapturedCall, stream: Stream, role: str, depth: float) 
         mean_jitter_ms=round(stats.mean_jitter, 3), network_mos=mos, jitter_buffer_discards=late,
         network_mos_jitter_buffers=buffers, loss_bursts=m.bursts, max_loss_burst=m.longest_burst,
         start_s=round(stream.first.arrival - t0, 6), end_s=round(stream.last_arrival - t0, 6),
+        intervals=[RtpInterval(start_s=round(i.start - t0, 3), packets=i.packets, expected=i.expected, lost=i.lost,
+                               max_jitter_ms=i.max_jitter_ms) for i in m.timeline.intervals()],
     )  # fmt: skip
 
 

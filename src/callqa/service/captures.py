@@ -15,7 +15,7 @@ import numpy as np
 
 from callqa.audio.resample import resample
 from callqa.audio.wav import write_wav
-from callqa.capture.calls import CapturedCall, Stream, iso
+from callqa.capture.calls import CapturedCall, Dialog, Stream, iso
 from callqa.capture.media import UnsupportedCodec, decode_stream
 from callqa.capture.stats import aggregate, call_start, measure_stream, rtcp_summary
 from callqa.config import Settings
@@ -23,7 +23,7 @@ from callqa.digest import digest, sha256_file
 from callqa.pipeline import Leg, analyze_legs
 from callqa.protocol import dtmf
 from callqa.protocol.rtp import RtpPacket
-from callqa.report import CallReport, Dtmf, SipInfo
+from callqa.report import CallReport, Dtmf, SipEvent, SipInfo
 from callqa.service import cache
 from callqa.store import Store
 
@@ -80,7 +80,7 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
             reason = "no BYE: RTP stopped" if last else "no BYE and no RTP in the capture"
         sip = SipInfo(call_id=d.call_id, from_=d.from_uri, to=d.to_uri, started_at=iso(d.started_at),
                       answered_at=iso(d.answered_at), ended_at=iso(ended), end_reason=reason,
-                      matched_by=call.matched_by)  # fmt: skip
+                      matched_by=call.matched_by, messages=ladder(d, call_start(call)))  # fmt: skip
     warnings: list[str] = []
     legs: list[Leg] = []
     if not stats_only:
@@ -110,6 +110,16 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     report = analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
                           streams=rtp_streams, sip=sip)  # fmt: skip
     return report.model_copy(update={"dtmf": digits})
+
+
+def ladder(d: Dialog, t0: float) -> list[SipEvent]:
+    """The dialog's SIP messages on the call's timeline (time, source, destination, method or status)."""
+
+    def where(e: tuple[str, int] | None) -> str:
+        return "" if e is None else f"{e[0]}:{e[1]}"
+
+    return [SipEvent(t_s=round(t - t0, 3), src=where(src), dst=where(dst), label=label)
+            for t, src, dst, label in d.ladder]  # fmt: skip
 
 
 def _event_candidates(stream: Stream) -> Sequence[RtpPacket]:

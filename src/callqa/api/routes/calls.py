@@ -64,6 +64,12 @@ async def get_audio(state: State, key: ReadKey, call_id: str, leg: str) -> FileR
     if index is None:
         raise HTTPException(404, f"call {report.id} has no leg {leg!r} (legs: "
                                  f"{', '.join(lg.role for lg in report.legs) or 'none'})")  # fmt: skip
+    path = await leg_file(state, report, index)
+    return FileResponse(path, media_type="audio/wav", filename=f"{report.id}-{report.legs[index].role}.wav")
+
+
+async def leg_file(state: State, report: CallReport, index: int) -> Path:
+    """The kept WAV of a leg; for a call analysed from a local file, the leg is extracted once and kept."""
     lr = report.legs[index]
     path = leg_audio_path(audio_dir(state.settings), report.id, index, lr.role)
     if not path.is_file():
@@ -76,4 +82,4 @@ async def get_audio(state: State, key: ReadKey, call_id: str, leg: str) -> FileR
             raise HTTPException(410, f"the source recording can no longer be read: {exc}") from None
         samples = decoded.samples[lr.channel] if lr.channel is not None else decoded.samples.mean(axis=0)
         await asyncio.to_thread(write_wav, path, samples, decoded.sample_rate)
-    return FileResponse(path, media_type="audio/wav", filename=f"{report.id}-{lr.role}.wav")
+    return path
