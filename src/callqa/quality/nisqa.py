@@ -1,16 +1,20 @@
 """NISQA v2 (Mittag et al., Interspeech 2021): MOS plus noisiness, coloration, discontinuity and loudness.
 
-An independent implementation of the published NISQA_DIM architecture, written to load the upstream
-checkpoint (``nisqa.tar``; CC BY-NC-SA weights, never bundled): a 6-layer CNN over 15-frame log-mel segments,
-two self-attention layers, and one attention-pooling head per output. Needs the optional ``nisqa`` extra
-(PyTorch). Features follow the upstream recipe at the file's native rate: magnitude mel spectrogram, n_fft 4096,
-20 ms Hann window, 10 ms hop, 48 Slaney mel bands up to 20 kHz, 20*log10 with a 1e-4 floor and 80 dB range.
-A pass takes at most 1300 segments (~52 s); longer legs are scored on windows over speech and averaged.
+An independent implementation of the published NISQA_DIM architecture, written to load the upstream checkpoint
+(``nisqa.tar``; CC BY-NC-SA weights, never bundled): a 6-layer CNN over 15-frame log-mel segments, two self-
+attention layers, and one attention-pooling head per output. Inference runs on ONNX Runtime: the model is exported
+from the user's checkpoint once, at run time, into the models cache directory (the export is derived from the CC
+BY-NC-SA weights, so it is never shipped); PyTorch (the ``nisqa`` extra) is needed only for that export, or to run
+the model directly where the cache directory cannot be written. Features follow the upstream recipe at the file's
+native rate: magnitude mel spectrogram, n_fft 4096, 20 ms Hann window, 10 ms hop, 48 Slaney mel bands up to 20 kHz,
+20*log10 with a 1e-4 floor and 80 dB range. A pass takes at most 1300 segments (~52 s); longer legs are scored on
+windows over speech and averaged.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,14 +47,16 @@ class NisqaScores:
     loudness: float
 
 
-def unavailable_reason(weights: Path | None) -> str | None:
-    """Why NISQA cannot run (missing extra or weights), or None when it can."""
-    if importlib.util.find_spec("torch") is None:
-        return "PyTorch is not installed (install the 'nisqa' extra)"
+def unavailable_reason(weights: Path | None, cache_dir: Path | None = None) -> str | None:
+    """Why NISQA cannot run (missing weights, or PyTorch missing and no export of the weights in ``cache_dir``),
+    or None when it can."""
     if weights is None:
         return "no NISQA weights configured (run 'callqa models fetch nisqa' or pass --nisqa-weights PATH)"
     if not Path(weights).is_file():
         return f"NISQA weights not found at {weights}"
+    exported = cache_dir is not None and onnx_path(Path(weights), cache_dir).is_file()
+    if not exported and importlib.util.find_spec("torch") is None:
+        return "PyTorch is not installed (install the 'nisqa' extra) and the weights have no ONNX export yet"
     return None
 
 
@@ -91,10 +97,31 @@ def segments(spec: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(spec[:, idx].transpose(1, 0, 2)[:, None], dtype=np.float32)
 
 
+def adaptive_bins(n_in: int, n_out: int) -> np.ndarray:
+    """Input indices of each adaptive-pooling bin, (n_out, k): PyTorch's bins [floor(i n/m), ceil((i+1) n/m)),
+    shorter bins padded by repeating their last index (a repeated element does not change a maximum)."""
+    bins = [list(range(i * n_in // n_out, -(-(i + 1) * n_in // n_out))) for i in range(n_out)]
+    k = max(len(b) for b in bins)
+    return np.array([b + [b[-1]] * (k - len(b)) for b in bins], dtype=np.int64)
+
+
 def _build_model() -> Any:
     """NISQA_DIM as torch modules whose parameter names match the upstream checkpoint."""
     import torch
     from torch import nn
+
+    def pool(x: Any, size: tuple[int, int]) -> Any:
+        """adaptive_max_pool2d as gathers and maxima (the same values), which ONNX can express for any sizes."""
+        for axis, n_out in ((2, size[0]), (3, size[1])):
+            n_in = x.shape[axis]
+            if n_in == n_out:
+                continue
+            idx = torch.from_numpy(adaptive_bins(n_in, n_out))
+            x = torch.index_select(x, axis, idx.reshape(-1))
+            rest = [int(d) for d in x.shape[1:]]  # channels, height, width: fixed for a segment
+            rest[axis - 1 : axis] = [n_out, int(idx.shape[1])]
+            x = x.reshape(-1, *rest).amax(dim=axis + 1)
+        return x
 
     class Cnn(nn.Module):
         """Six 3x3 conv layers with batch norm; adaptive max pooling to 24x7, 12x5, then 6x3; output 64*6."""
@@ -111,7 +138,6 @@ def _build_model() -> Any:
             return torch.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
 
         def forward(self, x: Any) -> Any:
-            pool = nn.functional.adaptive_max_pool2d
             x = pool(self.block(1, x), (24, 7))
             x = pool(self.block(2, x), (12, 5))
             x = pool(self.block(4, self.block(3, x)), (6, 3))
@@ -125,8 +151,15 @@ def _build_model() -> Any:
             self.linear1, self.linear2 = nn.Linear(d, d), nn.Linear(d, d)
             self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
 
+        def attend(self, x: Any) -> Any:
+            """``self_attn(x, x, x)`` (one head) written out, so that an export keeps the time length dynamic."""
+            a = self.self_attn
+            q, k, v = nn.functional.linear(x.transpose(0, 1), a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1)
+            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(1, 2), dim=-1)
+            return a.out_proj(weights @ v).transpose(0, 1)
+
         def forward(self, x: Any) -> Any:  # x: (time, batch, d), post-norm transformer encoder layer
-            x = self.norm1(x + self.self_attn(x, x, x, need_weights=False)[0])
+            x = self.norm1(x + self.attend(x))
             return self.norm2(x + self.linear2(torch.relu(self.linear1(x))))
 
     class TimeModel(nn.Module):
@@ -195,22 +228,73 @@ def load_model(weights: Path) -> Any:
     return model.eval()
 
 
-def predict(batch: list[np.ndarray], weights: Path) -> list[NisqaScores]:
-    """Scores for equal-length segment arrays (each (n, 1, 48, 15)), one forward pass."""
+EXPORT_VERSION = 1  # bump when the exported graph changes: a new file name, so no stale export is used
+
+
+def onnx_path(weights: Path, cache_dir: Path) -> Path:
+    """Where the ONNX export of these weights lives: named by the checkpoint's hash."""
+    return Path(cache_dir) / f"nisqa-dim-{file_sha256(Path(weights))[:16]}-v{EXPORT_VERSION}.onnx"
+
+
+def export_onnx(weights: Path, dest: Path) -> Path:
+    """Export the checkpoint's model to ONNX (dynamic windows and segments), written atomically to ``dest``."""
+    import warnings
+
     import torch
 
     model = load_model(Path(weights))
-    with torch.inference_mode():
-        out = model(torch.from_numpy(np.stack(batch))).numpy()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    example = torch.zeros(1, 60, 1, N_MELS, SEG_LEN)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+            torch.onnx.export(model, (example,), str(tmp), input_names=["segments"], output_names=["scores"],
+                              dynamic_axes={"segments": {0: "windows", 1: "time"}}, opset_version=17,
+                              dynamo=False)  # fmt: skip
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+@lru_cache
+def onnx_model(weights: Path, cache_dir: Path) -> Any:
+    """An ONNX Runtime session of the model (one thread: legs run in parallel), exporting it first if needed.
+    None when the export cannot be written (then the PyTorch model runs directly)."""
+    from callqa import models
+
+    path = onnx_path(weights, cache_dir)
+    if not path.is_file():
+        try:
+            export_onnx(weights, path)
+        except OSError:
+            return None
+    return models.onnx_session(path, threads=1)
+
+
+def predict(batch: list[np.ndarray], weights: Path, cache_dir: Path | None = None) -> list[NisqaScores]:
+    """Scores for equal-length segment arrays (each (n, 1, 48, 15)), one forward pass: on ONNX Runtime with
+    the export in ``cache_dir``, else with PyTorch."""
+    x = np.stack(batch)
+    session = onnx_model(Path(weights), Path(cache_dir)) if cache_dir is not None else None
+    if session is not None:
+        out = session.run(None, {"segments": x})[0]
+    else:
+        import torch
+
+        model = load_model(Path(weights))
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x)).numpy()
     return [NisqaScores(*(float(v) for v in row)) for row in out]
 
 
-def score_audio(x: np.ndarray, sr: int, weights: Path) -> NisqaScores:
+def score_audio(x: np.ndarray, sr: int, weights: Path, cache_dir: Path | None = None) -> NisqaScores:
     """One pass over the whole signal (at most ~52 s), as upstream scores a file."""
     segs = segments(melspec_db(x, sr))
     if segs.shape[0] > MAX_SEGMENTS:
         raise ValueError(f"{segs.shape[0]} segments exceed NISQA's {MAX_SEGMENTS}: window the audio")
-    return predict([segs], weights)[0]
+    return predict([segs], weights, cache_dir)[0]
 
 
 def speech_windows(
@@ -229,20 +313,26 @@ def speech_windows(
 
 
 def score_leg(
-    x: np.ndarray, sr: int, speech: list[tuple[float, float]], weights: Path | None, window_s: float, max_windows: int
+    x: np.ndarray,
+    sr: int,
+    speech: list[tuple[float, float]],
+    weights: Path | None,
+    window_s: float,
+    max_windows: int,
+    cache_dir: Path | None = None,
 ) -> Nisqa:
     """NISQA for one leg: one pass when it fits, else windows over speech averaged (timeline included)."""
     if weights is None:
         raise ModelError("no NISQA weights")
     duration = x.size / sr
     if duration * 100 / SEG_HOP < MAX_SEGMENTS * 0.98:
-        s = score_audio(x, sr, weights)
+        s = score_audio(x, sr, weights, cache_dir)
         return Nisqa(mos=s.mos, noisiness=s.noisiness, coloration=s.coloration,
                      discontinuity=s.discontinuity, loudness=s.loudness)  # fmt: skip
     spans = speech_windows(duration, speech, window_s, max_windows)
     feats = [segments(melspec_db(x[int(a * sr) : int(a * sr) + int(window_s * sr)], sr)) for a, _ in spans]
     n = min(f.shape[0] for f in feats)
-    scores = predict([f[:n] for f in feats], weights)
+    scores = predict([f[:n] for f in feats], weights, cache_dir)
     windows = [
         NisqaWindow(start_s=a, end_s=b, mos=s.mos, noisiness=s.noisiness, coloration=s.coloration,
                     discontinuity=s.discontinuity, loudness=s.loudness)
