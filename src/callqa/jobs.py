@@ -251,7 +251,7 @@ def warm_up(settings_json: str) -> bool:
     from callqa import models
 
     settings = Settings.model_validate_json(settings_json)
-    models.silero_vad()
+    models.silero_vad_session()
     if settings.analysis.dnsmos:
         models.dnsmos_sessions()
     if settings.analysis.transcribe:

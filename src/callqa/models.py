@@ -48,6 +48,19 @@ def dnsmos_sessions() -> tuple[Any, Any]:
 
 
 @lru_cache
+def silero_vad_session() -> Any:
+    """The ONNX Runtime session of faster-whisper's packaged Silero VAD v6 (16 kHz, batched), opened as
+    faster-whisper opens it (one thread, no arena) but without importing faster-whisper (and its Whisper stack)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("faster-whisper (which ships Silero VAD) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "silero_vad_v6.onnx"
+    return onnx_session(path, threads=1)
+
+
+@lru_cache
 def silero_vad() -> Any:
     """faster-whisper's packaged Silero VAD v6 (16 kHz, batched ONNX)."""
     try:

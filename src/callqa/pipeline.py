@@ -228,7 +228,7 @@ def analyze_legs(
     start = time.perf_counter() - decode_s
     s = settings.analysis
     if legs:  # statistics-only captures have no audio: no model to load
-        models.silero_vad()  # load once, before the threads start
+        models.silero_vad_session()  # load once, before the threads start
     weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
         work = list(pool.map(lambda leg: _measure(leg, s), legs))

@@ -74,16 +74,19 @@ def melspec_db(x: np.ndarray, sr: int) -> np.ndarray:
     pad = N_FFT // 2
     if x.size <= pad:
         raise ValueError("audio too short for NISQA")
-    xp = np.pad(x.astype(np.float64), (pad, pad), mode="reflect")
+    from scipy import fft
+
+    xp = np.pad(np.asarray(x, dtype=np.float32), (pad, pad), mode="reflect")
     n_frames = 1 + (xp.size - N_FFT) // hop
-    frames = np.lib.stride_tricks.as_strided(
-        xp, shape=(n_frames, N_FFT), strides=(xp.strides[0] * hop, xp.strides[0]), writeable=False
-    )
-    window = np.zeros(N_FFT)
+    # The window is zero outside the centred ``win`` samples of each n_fft frame: transform only those samples,
+    # zero-padded to n_fft. Moving them to the start of the frame changes the phase of every bin, not its magnitude.
     left = (N_FFT - win) // 2
-    window[left : left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=1))
-    mel = magnitude @ mel_filterbank(sr, N_FFT, N_MELS, FMAX).T
+    frames = np.lib.stride_tricks.as_strided(
+        xp[left:], shape=(n_frames, win), strides=(xp.strides[0] * hop, xp.strides[0]), writeable=False
+    )
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
+    magnitude = np.abs(fft.rfft(frames * window, n=N_FFT, axis=1))
+    mel = magnitude @ mel_filterbank(sr, N_FFT, N_MELS, FMAX).T.astype(np.float32)
     db = 20.0 * np.log10(np.maximum(mel, 1e-4))
     return np.maximum(db, db.max() - 80.0).T
 
@@ -97,12 +100,17 @@ def segments(spec: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(spec[:, idx].transpose(1, 0, 2)[:, None], dtype=np.float32)
 
 
-def adaptive_bins(n_in: int, n_out: int) -> np.ndarray:
-    """Input indices of each adaptive-pooling bin, (n_out, k): PyTorch's bins [floor(i n/m), ceil((i+1) n/m)),
-    shorter bins padded by repeating their last index (a repeated element does not change a maximum)."""
-    bins = [list(range(i * n_in // n_out, -(-(i + 1) * n_in // n_out))) for i in range(n_out)]
-    k = max(len(b) for b in bins)
-    return np.array([b + [b[-1]] * (k - len(b)) for b in bins], dtype=np.int64)
+def adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive-pooling bins [floor(i n / m), ceil((i + 1) n / m)) for ``n_in`` -> ``n_out``."""
+    return [(i * n_in // n_out, -(-(i + 1) * n_in // n_out)) for i in range(n_out)]
+
+
+def uniform_bins(bins: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(kernel, stride) when the bins are an ordinary pooling's (equal lengths, equal steps), else None."""
+    kernel = bins[0][1] - bins[0][0]
+    stride = bins[1][0] - bins[0][0] if len(bins) > 1 else 1
+    regular = all(e - b == kernel and b == i * stride for i, (b, e) in enumerate(bins))
+    return (kernel, max(stride, 1)) if regular else None
 
 
 def _build_model() -> Any:
@@ -111,16 +119,17 @@ def _build_model() -> Any:
     from torch import nn
 
     def pool(x: Any, size: tuple[int, int]) -> Any:
-        """adaptive_max_pool2d as gathers and maxima (the same values), which ONNX can express for any sizes."""
-        for axis, n_out in ((2, size[0]), (3, size[1])):
-            n_in = x.shape[axis]
-            if n_in == n_out:
-                continue
-            idx = torch.from_numpy(adaptive_bins(n_in, n_out))
-            x = torch.index_select(x, axis, idx.reshape(-1))
-            rest = [int(d) for d in x.shape[1:]]  # channels, height, width: fixed for a segment
-            rest[axis - 1 : axis] = [n_out, int(idx.shape[1])]
-            x = x.reshape(-1, *rest).amax(dim=axis + 1)
+        """adaptive_max_pool2d (the same values) as ordinary max pooling where its bins are regular and as maxima
+        over slices where they are not: ONNX has no adaptive pooling to sizes that do not divide."""
+        bins = [adaptive_bins(int(x.shape[2]), size[0]), adaptive_bins(int(x.shape[3]), size[1])]
+        regular = [uniform_bins(b) for b in bins]
+        kernel = tuple(r[0] if r else 1 for r in regular)
+        stride = tuple(r[1] if r else 1 for r in regular)
+        if kernel != (1, 1) or stride != (1, 1):
+            x = nn.functional.max_pool2d(x, kernel, stride)
+        for axis, (b, r) in enumerate(zip(bins, regular, strict=True), start=2):
+            if r is None:
+                x = torch.cat([x.narrow(axis, i, j - i).amax(dim=axis, keepdim=True) for i, j in b], dim=axis)
         return x
 
     class Cnn(nn.Module):
@@ -228,7 +237,7 @@ def load_model(weights: Path) -> Any:
     return model.eval()
 
 
-EXPORT_VERSION = 1  # bump when the exported graph changes: a new file name, so no stale export is used
+EXPORT_VERSION = 2  # bump when the exported graph changes: a new file name, so no stale export is used
 
 
 def onnx_path(weights: Path, cache_dir: Path) -> Path:
