@@ -45,14 +45,15 @@ STAGES = ("decode_s", "levels_s", "vad_s", "dnsmos_s", "nisqa_s")
 REFERENCE_PACKAGES = ["torch==2.13.0", "librosa", "pandas", "matplotlib", "seaborn", "tqdm", "pyyaml", "scipy"]
 
 
-def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int) -> dict[str, object]:
+def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int, changes: dict[str, str]
+           ) -> dict[str, object]:  # fmt: skip
     """Run in a fresh process: one cold analysis, then ``runs`` warm ones."""
     t = time.perf_counter()
     from callqa.config import AnalysisSettings, Settings
     from callqa.service import analyze_files
 
-    settings = Settings(analysis=AnalysisSettings(nisqa=weights is not None), nisqa_weights=weights,
-                        models_dir=models_dir)  # fmt: skip
+    analysis = AnalysisSettings.model_validate({**changes, "nisqa": weights is not None})
+    settings = Settings(analysis=analysis, nisqa_weights=weights, models_dir=models_dir)
     c = time.process_time()
     report, _ = analyze_files(paths, settings)
     cold = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
@@ -71,9 +72,11 @@ def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int)
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "scores": scores}  # fmt: skip
 
 
-def run_worker(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, runs: int) -> dict:
+def run_worker(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
+               changes: list[str]) -> dict:  # fmt: skip
     args = [sys.executable, __file__, "--worker", "--runs", str(runs), "--models-dir", str(models_dir),
-            *(["--nisqa-weights", str(weights)] if weights else []), *map(str, paths)]  # fmt: skip
+            *(["--nisqa-weights", str(weights)] if weights else []), *[f"--set={c}" for c in changes],
+            *map(str, paths)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(args, capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode:
@@ -81,10 +84,12 @@ def run_worker(src: Path, paths: list[Path], weights: Path | None, models_dir: P
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cold_cli(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, tmp: Path) -> float:
+def cold_cli(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, tmp: Path, changes: list[str]
+             ) -> float:  # fmt: skip
     """Wall time of ``callqa analyze --no-cache`` in a new interpreter (imports and model loading included)."""
     env = {**os.environ, "PYTHONPATH": str(src), "CALLQA_DB": str(tmp / "cli.sqlite3"),
            "CALLQA_MODELS_DIR": str(models_dir)}  # fmt: skip
+    env.update({f"CALLQA_ANALYSIS__{k.upper()}": v for k, v in (c.split("=", 1) for c in changes)})
     args = [sys.executable, "-m", "callqa.cli", "analyze", "--no-cache", "--json", *map(str, paths)]
     args += ["--nisqa-weights", str(weights)] if weights else ["--no-nisqa"]
     t = time.perf_counter()
@@ -162,12 +167,15 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="another checkout's src/ to compare with, alternating")
     ap.add_argument("--repeat", type=int, default=1, help="alternations with --baseline")
     ap.add_argument("--only", choices=["real", "synthetic"], help="one call only")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="an analysis setting for every run, e.g. --set dnsmos_max_windows=1")  # fmt: skip
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("legs", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.legs, args.nisqa_weights, args.models_dir, args.runs)))
+        changes = dict(c.split("=", 1) for c in args.set)
+        print(json.dumps(worker(args.legs, args.nisqa_weights, args.models_dir, args.runs, changes)))
         return
     shared = bench_calls.shared_dir()
     weights = args.nisqa_weights or shared / "models" / "nisqa" / "nisqa.tar"
@@ -193,6 +201,8 @@ def main() -> None:
                     "nisqa.onnx_model(Path(sys.argv[1]), Path(sys.argv[2]))", str(weights), str(models_dir)]
             subprocess.run(prep, check=True, env={**os.environ, "PYTHONPATH": str(src)})
             print(f"NISQA ONNX export from the weights (once, into the models dir): {time.perf_counter() - t:.1f} s")
+        if args.set:
+            print("analysis settings changed for every run: " + ", ".join(args.set))
         print(f"2 legs x {bench_calls.SECONDS} s, 8 kHz G.711 u-law; cold = first analysis in a fresh process "
               f"(models loaded); warm = median of {args.runs} runs; cpu = process CPU time of that run (all "
               "threads); stages in s, summed over legs; peak RSS of the process")  # fmt: skip
@@ -207,8 +217,8 @@ def main() -> None:
                 if args.baseline:
                     cur_runs, base_runs = [], []
                     for _ in range(args.repeat):
-                        base_runs.append(run_worker(args.baseline, paths, w, models_dir, args.runs))
-                        cur_runs.append(run_worker(src, paths, w, models_dir, args.runs))
+                        base_runs.append(run_worker(args.baseline, paths, w, models_dir, args.runs, args.set))
+                        cur_runs.append(run_worker(src, paths, w, models_dir, args.runs, args.set))
                         print(fmt_row(label + " (baseline)", base_runs[-1]))
                         print(fmt_row(label, cur_runs[-1]), flush=True)
                     base_results[key] = base_runs
@@ -218,11 +228,11 @@ def main() -> None:
                     )
                     print(f"  current / baseline warm wall: {ratio:.2f} (median over {args.repeat} pairs)")
                 else:
-                    results[key] = run_worker(src, paths, w, models_dir, args.runs)
+                    results[key] = run_worker(src, paths, w, models_dir, args.runs, args.set)
                     print(fmt_row(label, results[key]), flush=True)
         if "real" in calls:
             for use_nisqa in (False, True) if weights else (False,):
-                wall = cold_cli(src, calls["real"], weights if use_nisqa else None, models_dir, tmp)
+                wall = cold_cli(src, calls["real"], weights if use_nisqa else None, models_dir, tmp, args.set)
                 print(f"cold CLI, real call{' + NISQA' if use_nisqa else '':8}: {wall:5.2f} s  "
                       "(callqa analyze --no-cache, new interpreter)")
         if weights is not None and not args.no_reference and "real" in calls:

@@ -44,7 +44,7 @@ def dnsmos_sessions() -> tuple[Any, Any]:
     except ImportError as exc:
         raise ModelError("the speechmos package (DNSMOS ONNX files) is not installed") from exc
     base = Path(speechmos.__file__).parent / "dnsmos_models"
-    return onnx_session(base / "sig_bak_ovr.onnx", threads=2), onnx_session(base / "model_v8.onnx")
+    return onnx_session(base / "sig_bak_ovr.onnx", threads=2), onnx_session(base / "model_v8.onnx", threads=2)
 
 
 @lru_cache
