@@ -121,6 +121,16 @@ def test_nisqa_export_is_made_once_and_agrees_with_torch(testdata: Path, nisqa_w
     assert nisqa.unavailable_reason(nisqa_weights, cache) is None
 
 
+def test_nisqa_runs_on_pytorch_when_the_export_cannot_be_written(nisqa_weights: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cache = blocker / "models"  # cannot be created
+    x = np.random.default_rng(3).normal(0, 0.1, 16000 * 3).astype(np.float32)
+    segs = nisqa.segments(nisqa.melspec_db(x, 16000))
+    assert nisqa.onnx_model(nisqa_weights, cache) is None
+    assert nisqa.predict([segs], nisqa_weights, cache) == nisqa.predict([segs], nisqa_weights)
+
+
 def test_nisqa_rejects_too_short_audio(nisqa_weights: Path) -> None:
     with pytest.raises(ValueError, match="too short"):
         nisqa.score_audio(np.zeros(100, np.float32), 8000, nisqa_weights)

@@ -270,14 +270,15 @@ def export_onnx(weights: Path, dest: Path) -> Path:
 @lru_cache
 def onnx_model(weights: Path, cache_dir: Path) -> Any:
     """An ONNX Runtime session of the model (one thread: legs run in parallel), exporting it first if needed.
-    None when the export cannot be written (then the PyTorch model runs directly)."""
+    None when the export cannot be made (a read-only cache directory, or the ``onnx`` package missing): then the
+    PyTorch model runs directly."""
     from callqa import models
 
     path = onnx_path(weights, cache_dir)
     if not path.is_file():
         try:
             export_onnx(weights, path)
-        except OSError:
+        except (OSError, RuntimeError, ImportError):  # the exporter raises RuntimeError without ``onnx``
             return None
     return models.onnx_session(path, threads=1)
 
