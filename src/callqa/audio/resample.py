@@ -26,7 +26,8 @@ def kaiser_lowpass(up: int, down: int) -> tuple[np.ndarray, int]:
     half_len = 10 * max_rate
     n = 2 * half_len + 1
     m = np.arange(n) - (n - 1) / 2
-    h = np.sinc(m / max_rate) / max_rate * np.kaiser(n, 5.0)
+    cutoff = 1.0 / max_rate
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(n, 5.0)
     return h / h.sum(), half_len
 
 
