@@ -115,10 +115,21 @@ def test_nisqa_export_is_made_once_and_agrees_with_torch(testdata: Path, nisqa_w
     assert nisqa.predict([short], nisqa_weights, cache)[0].mos == pytest.approx(
         nisqa.predict([short], nisqa_weights)[0].mos, abs=1e-4
     )
-    nisqa.onnx_model.cache_clear()
+    nisqa._onnx_model.cache_clear()
     nisqa.predict(feats[:1], nisqa_weights, cache)
     assert path.stat().st_mtime_ns == mtime  # loaded, not exported again
     assert nisqa.unavailable_reason(nisqa_weights, cache) is None
+
+
+def test_nisqa_export_made_once_when_legs_ask_at_the_same_time(nisqa_weights: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.random.default_rng(4).normal(0, 0.1, 8000 * 3).astype(np.float32)
+    segs = nisqa.segments(nisqa.melspec_db(x, 8000))
+    with ThreadPoolExecutor(2) as pool:
+        scores = list(pool.map(lambda _: nisqa.predict([segs], nisqa_weights, tmp_path), range(2)))
+    assert scores[0] == scores[1]
+    assert [p.name for p in tmp_path.iterdir()] == [nisqa.onnx_path(nisqa_weights, tmp_path).name]
 
 
 def test_nisqa_runs_on_pytorch_when_the_export_cannot_be_written(nisqa_weights: Path, tmp_path: Path) -> None:

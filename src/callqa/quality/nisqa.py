@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -267,8 +268,18 @@ def export_onnx(weights: Path, dest: Path) -> Path:
     return dest
 
 
-@lru_cache
+_EXPORT_LOCK = threading.Lock()
+
+
 def onnx_model(weights: Path, cache_dir: Path) -> Any:
+    """The session for these weights, made once per process even when legs ask for it at the same time (the
+    exporter is not thread-safe)."""
+    with _EXPORT_LOCK:
+        return _onnx_model(weights, cache_dir)
+
+
+@lru_cache
+def _onnx_model(weights: Path, cache_dir: Path) -> Any:
     """An ONNX Runtime session of the model (one thread: legs run in parallel), exporting it first if needed.
     None when the export cannot be made (a read-only cache directory, or the ``onnx`` package missing): then the
     PyTorch model runs directly."""
