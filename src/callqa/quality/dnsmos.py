@@ -153,7 +153,9 @@ def score(
     starts = pick_windows(candidates, speech or [], options.max_windows)
     primary, p808 = models.dnsmos_sessions()
     # P.835 one window at a time (its activations take ~130 MB a window); P.808 is small: all windows in one run
-    raw = [primary.run(None, {"input_1": audio[None, s : s + WINDOW]})[0][0] for s in starts]
+    last = len(starts) - 1  # its run hands the arena back: held memory does not add to later stages' peaks
+    raw = [primary.run(None, {"input_1": audio[None, s : s + WINDOW]}, models.arena_release() if i == last else None)
+           [0][0] for i, s in enumerate(starts)]  # fmt: skip
     feats = np.stack([p808_features(audio[s : s + WINDOW]) for s in starts])
     p808_scores = p808.run(None, {"input_1": feats})[0][:, 0]
     rows = [
