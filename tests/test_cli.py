@@ -17,7 +17,7 @@ from callqa.report import SCHEMA_VERSION
 
 
 def callqa(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CALLQA_DB": str(db), "COLUMNS": "200"}
+    env = {**os.environ, "CALLQA_DB": str(db), "CALLQA_MODELS_DIR": str(db.parent / "models"), "COLUMNS": "200"}
     if "--nisqa-weights" not in args:
         env["CALLQA_ANALYSIS__NISQA"] = "false"  # keep the report independent of weights a machine may have
     proc = subprocess.run([sys.executable, "-m", "callqa.cli", *args], capture_output=True, text=True, env=env,

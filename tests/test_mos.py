@@ -42,10 +42,19 @@ def test_dnsmos_matches_reference(testdata: Path, row: dict[str, str]) -> None:
     assert r.p808 == pytest.approx(float(row["dnsmos_p808"]), abs=0.1)
 
 
+@pytest.fixture(scope="module")
+def nisqa_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_nisqa_matches_reference(testdata: Path, nisqa_weights: Path, row: dict[str, str]) -> None:
+def test_nisqa_matches_reference(
+    testdata: Path, nisqa_weights: Path, nisqa_cache: Path, row: dict[str, str], runtime: str
+) -> None:
+    """Both runtimes: the ONNX export made at run time (the analysis path) and the PyTorch model it comes from."""
     x, sr = mono(testdata, row["file"])
-    s = nisqa.score_audio(x, sr, nisqa_weights)
+    s = nisqa.score_audio(x, sr, nisqa_weights, nisqa_cache if runtime == "onnx" else None)
     assert s.mos == pytest.approx(float(row["nisqa_mos"]), abs=0.05)
     assert s.noisiness == pytest.approx(float(row["nisqa_noi"]), abs=0.05)
     assert s.discontinuity == pytest.approx(float(row["nisqa_dis"]), abs=0.05)
@@ -86,6 +95,51 @@ def test_nisqa_windows_long_legs_over_speech(testdata: Path, nisqa_weights: Path
     assert abs(result.mos - single.mos) < 1.0  # same speech, padded with silence: similar score
     assert nisqa.unavailable_reason(tmp_path / "missing.tar") is not None
     assert nisqa.unavailable_reason(nisqa_weights) is None
+
+
+def test_nisqa_export_is_made_once_and_agrees_with_torch(testdata: Path, nisqa_weights: Path, tmp_path: Path) -> None:
+    """The export is written to the cache directory named by the weights' hash, reused, and scores windows of
+    any count and length as the PyTorch model does."""
+    cache = tmp_path / "models"
+    path = nisqa.onnx_path(nisqa_weights, cache)
+    assert not path.exists()
+    x, sr = mono(testdata, "audio/silero_vad/test.wav")  # 60 s: several windows, and lengths not exported
+    feats = [nisqa.segments(nisqa.melspec_db(x[int(a * sr) : int((a + 10) * sr)], sr)) for a in (0, 12, 30, 45)]
+    theirs = nisqa.predict(feats, nisqa_weights)
+    ours = nisqa.predict(feats, nisqa_weights, cache)
+    assert path.is_file() and [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left
+    mtime = path.stat().st_mtime_ns
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.allclose(list(vars(a).values()), list(vars(b).values()), atol=1e-4)
+    short = nisqa.segments(nisqa.melspec_db(x[: 2 * sr], sr))
+    assert nisqa.predict([short], nisqa_weights, cache)[0].mos == pytest.approx(
+        nisqa.predict([short], nisqa_weights)[0].mos, abs=1e-4
+    )
+    nisqa._onnx_model.cache_clear()
+    nisqa.predict(feats[:1], nisqa_weights, cache)
+    assert path.stat().st_mtime_ns == mtime  # loaded, not exported again
+    assert nisqa.unavailable_reason(nisqa_weights, cache) is None
+
+
+def test_nisqa_export_made_once_when_legs_ask_at_the_same_time(nisqa_weights: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.random.default_rng(4).normal(0, 0.1, 8000 * 3).astype(np.float32)
+    segs = nisqa.segments(nisqa.melspec_db(x, 8000))
+    with ThreadPoolExecutor(2) as pool:
+        scores = list(pool.map(lambda _: nisqa.predict([segs], nisqa_weights, tmp_path), range(2)))
+    assert scores[0] == scores[1]
+    assert [p.name for p in tmp_path.iterdir()] == [nisqa.onnx_path(nisqa_weights, tmp_path).name]
+
+
+def test_nisqa_runs_on_pytorch_when_the_export_cannot_be_written(nisqa_weights: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cache = blocker / "models"  # cannot be created
+    x = np.random.default_rng(3).normal(0, 0.1, 16000 * 3).astype(np.float32)
+    segs = nisqa.segments(nisqa.melspec_db(x, 16000))
+    assert nisqa.onnx_model(nisqa_weights, cache) is None
+    assert nisqa.predict([segs], nisqa_weights, cache) == nisqa.predict([segs], nisqa_weights)
 
 
 def test_nisqa_rejects_too_short_audio(nisqa_weights: Path) -> None:

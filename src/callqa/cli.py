@@ -418,7 +418,7 @@ def models_status() -> None:
     for name, ver in model_loaders.versions().items():
         out.print(f"{name:10} {ver}")
     weights = settings.resolved_nisqa_weights()
-    reason = nisqa.unavailable_reason(weights)
+    reason = nisqa.unavailable_reason(weights, settings.models_dir)
     out.print(f"{'nisqa':10} " + (f"unavailable: {reason}" if reason else nisqa.version(weights)))
 
 

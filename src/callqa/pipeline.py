@@ -116,17 +116,17 @@ def _score_dnsmos(w: _LegWork, s: AnalysisSettings) -> None:
     w.timings.dnsmos_s = time.perf_counter() - t0
 
 
-def _score_nisqa(w: _LegWork, s: AnalysisSettings, weights: Path | None) -> None:
-    """Stage 3 (legs in parallel, one torch thread each)."""
+def _score_nisqa(w: _LegWork, s: AnalysisSettings, weights: Path | None, cache_dir: Path) -> None:
+    """Stage 3 (legs in parallel, one thread each; the model's ONNX export is kept in ``cache_dir``)."""
     t0 = time.perf_counter()
-    reason = "disabled in settings" if not s.nisqa else nisqa.unavailable_reason(weights)
+    reason = "disabled in settings" if not s.nisqa else nisqa.unavailable_reason(weights, cache_dir)
     if reason is None and not w.speech:
         reason = "no speech on this leg"
     if reason:
         w.mos.skipped["nisqa"] = reason
     else:
         x, sr = w.leg.samples, w.leg.sample_rate
-        w.mos.nisqa = nisqa.score_leg(x, sr, w.speech, weights, s.nisqa_window_s, s.nisqa_max_windows)
+        w.mos.nisqa = nisqa.score_leg(x, sr, w.speech, weights, s.nisqa_window_s, s.nisqa_max_windows, cache_dir)
     w.timings.nisqa_s = time.perf_counter() - t0
 
 
@@ -173,13 +173,13 @@ def analyze_legs(
     start = time.perf_counter() - decode_s
     s = settings.analysis
     if legs:  # statistics-only captures have no audio: no model to load
-        model_loaders.silero_vad()  # load once, before the threads start
+        model_loaders.silero_vad_session()  # load once, before the threads start
     weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
         work = list(pool.map(lambda leg: _measure(leg, s), legs))
         for w in work:
             _score_dnsmos(w, s)
-        list(pool.map(lambda w: _score_nisqa(w, s, weights), work))
+        list(pool.map(lambda w: _score_nisqa(w, s, weights, settings.models_dir), work))
     leg_reports = [_leg_report(w) for w in work]
     stage_times = [w.timings for w in work]
     findings = detectors.run_detectors(leg_reports, s, streams, sip)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from callqa.audio.riff import read_wav
 from callqa.errors import DecodeError, InputError, LimitError
 
 
@@ -37,7 +38,6 @@ def decode_file(path: str | Path, max_duration_s: float, max_bytes: int | None =
     Raises :class:`InputError` for a missing file, :class:`DecodeError` for bytes FFmpeg cannot decode,
     :class:`LimitError` when a limit is exceeded (checked while decoding, so a huge file is not read whole).
     """
-    import av  # PyAV: imported here so that importing callqa stays cheap
 
     p = Path(path)
     if not p.exists():
@@ -49,6 +49,11 @@ def decode_file(path: str | Path, max_duration_s: float, max_bytes: int | None =
         raise DecodeError(f"empty file: {p}")
     if max_bytes is not None and size > max_bytes:
         raise LimitError(f"{p} is {size} bytes, over the {max_bytes}-byte limit")
+    plain = read_wav(p, max_duration_s)  # plain PCM/G.711 WAV: read directly, the same samples as FFmpeg's
+    if plain is not None:
+        return DecodedAudio(samples=plain[0], sample_rate=plain[1], codec=plain[2], source=str(p))
+    import av  # PyAV: imported here so that importing callqa stays cheap
+
     try:
         container = av.open(str(p), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:

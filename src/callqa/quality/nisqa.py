@@ -1,16 +1,21 @@
 """NISQA v2 (Mittag et al., Interspeech 2021): MOS plus noisiness, coloration, discontinuity and loudness.
 
-An independent implementation of the published NISQA_DIM architecture, written to load the upstream
-checkpoint (``nisqa.tar``; CC BY-NC-SA weights, never bundled): a 6-layer CNN over 15-frame log-mel segments,
-two self-attention layers, and one attention-pooling head per output. Needs the optional ``nisqa`` extra
-(PyTorch). Features follow the upstream recipe at the file's native rate: magnitude mel spectrogram, n_fft 4096,
-20 ms Hann window, 10 ms hop, 48 Slaney mel bands up to 20 kHz, 20*log10 with a 1e-4 floor and 80 dB range.
-A pass takes at most 1300 segments (~52 s); longer legs are scored on windows over speech and averaged.
+An independent implementation of the published NISQA_DIM architecture, written to load the upstream checkpoint
+(``nisqa.tar``; CC BY-NC-SA weights, never bundled): a 6-layer CNN over 15-frame log-mel segments, two self-
+attention layers, and one attention-pooling head per output. Inference runs on ONNX Runtime: the model is exported
+from the user's checkpoint once, at run time, into the models cache directory (the export is derived from the CC
+BY-NC-SA weights, so it is never shipped); PyTorch (the ``nisqa`` extra) is needed only for that export, or to run
+the model directly where the cache directory cannot be written. Features follow the upstream recipe at the file's
+native rate: magnitude mel spectrogram, n_fft 4096, 20 ms Hann window, 10 ms hop, 48 Slaney mel bands up to 20 kHz,
+20*log10 with a 1e-4 floor and 80 dB range. A pass takes at most 1300 segments (~52 s); longer legs are scored on
+windows over speech and averaged.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,14 +48,16 @@ class NisqaScores:
     loudness: float
 
 
-def unavailable_reason(weights: Path | None) -> str | None:
-    """Why NISQA cannot run (missing extra or weights), or None when it can."""
-    if importlib.util.find_spec("torch") is None:
-        return "PyTorch is not installed (install the 'nisqa' extra)"
+def unavailable_reason(weights: Path | None, cache_dir: Path | None = None) -> str | None:
+    """Why NISQA cannot run (missing weights, or PyTorch missing and no export of the weights in ``cache_dir``),
+    or None when it can."""
     if weights is None:
         return "no NISQA weights configured (run 'callqa models fetch nisqa' or pass --nisqa-weights PATH)"
     if not Path(weights).is_file():
         return f"NISQA weights not found at {weights}"
+    exported = cache_dir is not None and onnx_path(Path(weights), cache_dir).is_file()
+    if not exported and importlib.util.find_spec("torch") is None:
+        return "PyTorch is not installed (install the 'nisqa' extra) and the weights have no ONNX export yet"
     return None
 
 
@@ -68,16 +75,19 @@ def melspec_db(x: np.ndarray, sr: int) -> np.ndarray:
     pad = N_FFT // 2
     if x.size <= pad:
         raise ValueError("audio too short for NISQA")
-    xp = np.pad(x.astype(np.float64), (pad, pad), mode="reflect")
+    from scipy import fft
+
+    xp = np.pad(np.asarray(x, dtype=np.float32), (pad, pad), mode="reflect")
     n_frames = 1 + (xp.size - N_FFT) // hop
-    frames = np.lib.stride_tricks.as_strided(
-        xp, shape=(n_frames, N_FFT), strides=(xp.strides[0] * hop, xp.strides[0]), writeable=False
-    )
-    window = np.zeros(N_FFT)
+    # The window is zero outside the centred ``win`` samples of each n_fft frame: transform only those samples,
+    # zero-padded to n_fft. Moving them to the start of the frame changes the phase of every bin, not its magnitude.
     left = (N_FFT - win) // 2
-    window[left : left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=1))
-    mel = magnitude @ mel_filterbank(sr, N_FFT, N_MELS, FMAX).T
+    frames = np.lib.stride_tricks.as_strided(
+        xp[left:], shape=(n_frames, win), strides=(xp.strides[0] * hop, xp.strides[0]), writeable=False
+    )
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
+    magnitude = np.abs(fft.rfft(frames * window, n=N_FFT, axis=1))
+    mel = magnitude @ mel_filterbank(sr, N_FFT, N_MELS, FMAX).T.astype(np.float32)
     db = 20.0 * np.log10(np.maximum(mel, 1e-4))
     return np.maximum(db, db.max() - 80.0).T
 
@@ -91,10 +101,37 @@ def segments(spec: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(spec[:, idx].transpose(1, 0, 2)[:, None], dtype=np.float32)
 
 
+def adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive-pooling bins [floor(i n / m), ceil((i + 1) n / m)) for ``n_in`` -> ``n_out``."""
+    return [(i * n_in // n_out, -(-(i + 1) * n_in // n_out)) for i in range(n_out)]
+
+
+def uniform_bins(bins: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(kernel, stride) when the bins are an ordinary pooling's (equal lengths, equal steps), else None."""
+    kernel = bins[0][1] - bins[0][0]
+    stride = bins[1][0] - bins[0][0] if len(bins) > 1 else 1
+    regular = all(e - b == kernel and b == i * stride for i, (b, e) in enumerate(bins))
+    return (kernel, max(stride, 1)) if regular else None
+
+
 def _build_model() -> Any:
     """NISQA_DIM as torch modules whose parameter names match the upstream checkpoint."""
     import torch
     from torch import nn
+
+    def pool(x: Any, size: tuple[int, int]) -> Any:
+        """adaptive_max_pool2d (the same values) as ordinary max pooling where its bins are regular and as maxima
+        over slices where they are not: ONNX has no adaptive pooling to sizes that do not divide."""
+        bins = [adaptive_bins(int(x.shape[2]), size[0]), adaptive_bins(int(x.shape[3]), size[1])]
+        regular = [uniform_bins(b) for b in bins]
+        kernel = tuple(r[0] if r else 1 for r in regular)
+        stride = tuple(r[1] if r else 1 for r in regular)
+        if kernel != (1, 1) or stride != (1, 1):
+            x = nn.functional.max_pool2d(x, kernel, stride)
+        for axis, (b, r) in enumerate(zip(bins, regular, strict=True), start=2):
+            if r is None:
+                x = torch.cat([x.narrow(axis, i, j - i).amax(dim=axis, keepdim=True) for i, j in b], dim=axis)
+        return x
 
     class Cnn(nn.Module):
         """Six 3x3 conv layers with batch norm; adaptive max pooling to 24x7, 12x5, then 6x3; output 64*6."""
@@ -111,7 +148,6 @@ def _build_model() -> Any:
             return torch.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
 
         def forward(self, x: Any) -> Any:
-            pool = nn.functional.adaptive_max_pool2d
             x = pool(self.block(1, x), (24, 7))
             x = pool(self.block(2, x), (12, 5))
             x = pool(self.block(4, self.block(3, x)), (6, 3))
@@ -125,8 +161,15 @@ def _build_model() -> Any:
             self.linear1, self.linear2 = nn.Linear(d, d), nn.Linear(d, d)
             self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
 
+        def attend(self, x: Any) -> Any:
+            """``self_attn(x, x, x)`` (one head) written out, so that an export keeps the time length dynamic."""
+            a = self.self_attn
+            q, k, v = nn.functional.linear(x.transpose(0, 1), a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1)
+            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(1, 2), dim=-1)
+            return a.out_proj(weights @ v).transpose(0, 1)
+
         def forward(self, x: Any) -> Any:  # x: (time, batch, d), post-norm transformer encoder layer
-            x = self.norm1(x + self.self_attn(x, x, x, need_weights=False)[0])
+            x = self.norm1(x + self.attend(x))
             return self.norm2(x + self.linear2(torch.relu(self.linear1(x))))
 
     class TimeModel(nn.Module):
@@ -195,22 +238,84 @@ def load_model(weights: Path) -> Any:
     return model.eval()
 
 
-def predict(batch: list[np.ndarray], weights: Path) -> list[NisqaScores]:
-    """Scores for equal-length segment arrays (each (n, 1, 48, 15)), one forward pass."""
+EXPORT_VERSION = 2  # bump when the exported graph changes: a new file name, so no stale export is used
+
+
+def onnx_path(weights: Path, cache_dir: Path) -> Path:
+    """Where the ONNX export of these weights lives: named by the checkpoint's hash."""
+    return Path(cache_dir) / f"nisqa-dim-{file_sha256(Path(weights))[:16]}-v{EXPORT_VERSION}.onnx"
+
+
+def export_onnx(weights: Path, dest: Path) -> Path:
+    """Export the checkpoint's model to ONNX (dynamic windows and segments), written atomically to ``dest``."""
+    import warnings
+
     import torch
 
     model = load_model(Path(weights))
-    with torch.inference_mode():
-        out = model(torch.from_numpy(np.stack(batch))).numpy()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    example = torch.zeros(1, 60, 1, N_MELS, SEG_LEN)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+            torch.onnx.export(model, (example,), str(tmp), input_names=["segments"], output_names=["scores"],
+                              dynamic_axes={"segments": {0: "windows", 1: "time"}}, opset_version=17,
+                              dynamo=False)  # fmt: skip
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+_EXPORT_LOCK = threading.Lock()
+
+
+def onnx_model(weights: Path, cache_dir: Path) -> Any:
+    """The session for these weights, made once per process even when legs ask for it at the same time (the
+    exporter is not thread-safe)."""
+    with _EXPORT_LOCK:
+        return _onnx_model(weights, cache_dir)
+
+
+@lru_cache
+def _onnx_model(weights: Path, cache_dir: Path) -> Any:
+    """An ONNX Runtime session of the model (one thread: legs run in parallel), exporting it first if needed.
+    None when the export cannot be made (a read-only cache directory, or the ``onnx`` package missing): then the
+    PyTorch model runs directly."""
+    from callqa import model_loaders
+
+    path = onnx_path(weights, cache_dir)
+    if not path.is_file():
+        try:
+            export_onnx(weights, path)
+        except (OSError, RuntimeError, ImportError):  # the exporter raises RuntimeError without ``onnx``
+            return None
+    return model_loaders.onnx_session(path, threads=1)
+
+
+def predict(batch: list[np.ndarray], weights: Path, cache_dir: Path | None = None) -> list[NisqaScores]:
+    """Scores for equal-length segment arrays (each (n, 1, 48, 15)), one forward pass: on ONNX Runtime with
+    the export in ``cache_dir``, else with PyTorch."""
+    x = np.stack(batch)
+    session = onnx_model(Path(weights), Path(cache_dir)) if cache_dir is not None else None
+    if session is not None:
+        out = session.run(None, {"segments": x})[0]
+    else:
+        import torch
+
+        model = load_model(Path(weights))
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x)).numpy()
     return [NisqaScores(*(float(v) for v in row)) for row in out]
 
 
-def score_audio(x: np.ndarray, sr: int, weights: Path) -> NisqaScores:
+def score_audio(x: np.ndarray, sr: int, weights: Path, cache_dir: Path | None = None) -> NisqaScores:
     """One pass over the whole signal (at most ~52 s), as upstream scores a file."""
     segs = segments(melspec_db(x, sr))
     if segs.shape[0] > MAX_SEGMENTS:
         raise ValueError(f"{segs.shape[0]} segments exceed NISQA's {MAX_SEGMENTS}: window the audio")
-    return predict([segs], weights)[0]
+    return predict([segs], weights, cache_dir)[0]
 
 
 def speech_windows(
@@ -229,20 +334,26 @@ def speech_windows(
 
 
 def score_leg(
-    x: np.ndarray, sr: int, speech: list[tuple[float, float]], weights: Path | None, window_s: float, max_windows: int
+    x: np.ndarray,
+    sr: int,
+    speech: list[tuple[float, float]],
+    weights: Path | None,
+    window_s: float,
+    max_windows: int,
+    cache_dir: Path | None = None,
 ) -> Nisqa:
     """NISQA for one leg: one pass when it fits, else windows over speech averaged (timeline included)."""
     if weights is None:
         raise ModelError("no NISQA weights")
     duration = x.size / sr
     if duration * 100 / SEG_HOP < MAX_SEGMENTS * 0.98:
-        s = score_audio(x, sr, weights)
+        s = score_audio(x, sr, weights, cache_dir)
         return Nisqa(mos=s.mos, noisiness=s.noisiness, coloration=s.coloration,
                      discontinuity=s.discontinuity, loudness=s.loudness)  # fmt: skip
     spans = speech_windows(duration, speech, window_s, max_windows)
     feats = [segments(melspec_db(x[int(a * sr) : int(a * sr) + int(window_s * sr)], sr)) for a, _ in spans]
     n = min(f.shape[0] for f in feats)
-    scores = predict([f[:n] for f in feats], weights)
+    scores = predict([f[:n] for f in feats], weights, cache_dir)
     windows = [
         NisqaWindow(start_s=a, end_s=b, mos=s.mos, noisiness=s.noisiness, coloration=s.coloration,
                     discontinuity=s.discontinuity, loudness=s.loudness)

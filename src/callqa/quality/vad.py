@@ -52,7 +52,7 @@ class StreamingVad:
 
     def __init__(self, min_frames: int = 1) -> None:
         self.min_frames = min_frames  # run the model only once this many windows are waiting (fewer, larger runs)
-        self.session = model_loaders.silero_vad().session
+        self.session = model_loaders.silero_vad_session()
         self.h = np.zeros((1, 1, 128), np.float32)
         self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)

@@ -21,7 +21,8 @@ def analysis_material(settings: Settings) -> dict[str, object]:
     """What every cache key includes: the analysis settings and the versions of the models that will run."""
     s = settings.analysis
     weights = settings.resolved_nisqa_weights()
-    nisqa_version = nisqa.version(weights) if s.nisqa and not nisqa.unavailable_reason(weights) else ""
+    runs_nisqa = s.nisqa and not nisqa.unavailable_reason(weights, settings.models_dir)
+    nisqa_version = nisqa.version(weights) if runs_nisqa else ""
     extra = {"whisper": model_loaders.whisper_version(s.whisper_model)} if s.transcribe else {}
     rules = sha256_file(s.rules_file) if s.rules_file is not None else ""
     return {"analysis": s.model_dump(mode="json"), "rules": rules,

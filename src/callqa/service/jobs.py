@@ -261,7 +261,7 @@ def warm_up(settings_json: str) -> bool:
     from callqa import model_loaders
 
     settings = Settings.model_validate_json(settings_json)
-    model_loaders.silero_vad()
+    model_loaders.silero_vad_session()
     if settings.analysis.dnsmos:
         model_loaders.dnsmos_sessions()
     if settings.analysis.transcribe:
