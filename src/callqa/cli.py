@@ -300,7 +300,7 @@ def sniff(
 
             publisher = Publisher(publish, os.environ.get("CALLQA_PUBLISH_KEY"))
             ruleset = load_rules(settings.analysis.rules_file) if settings.analysis.rules_file else None
-            follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset))
+            follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset), settings.limits)
 
         def ended(call) -> None:  # type: ignore[no-untyped-def]
             if follower is not None:

@@ -69,6 +69,23 @@ class AnalysisSettings(BaseModel, frozen=True):
     rules_file: Path | None = Field(None, description="YAML phrase rules (required/forbidden phrases)")
 
 
+class LimitSettings(BaseModel, frozen=True):
+    """Bounds on untrusted input, checked before the work they bound is allocated. Each violation is a
+    ``LimitError`` naming its setting (exit 2 in the CLI, 413 in the API). The longest leg is
+    ``analysis.max_leg_duration_s`` (it also bounds a captured direction's timeline)."""
+
+    max_sample_rate: int = Field(192_000, ge=8000, description="highest sample rate a file may declare, Hz")
+    max_channels: int = Field(8, ge=1, description="most channels a file may declare")
+    max_decoded_bytes: int = Field(
+        1024**3, gt=0, description="largest decoded size of one file (float32 samples, all channels), bytes"
+    )
+    max_rtp_jump_s: float = Field(
+        60.0, gt=0, description="RTP timestamps may run ahead of the packets' arrival times by this much per stream"
+    )
+    max_rtp_payload_bytes: int = Field(2048, ge=160, description="largest RTP payload decoded as audio, bytes")
+    max_streams_per_call: int = Field(32, ge=1, description="most RTP streams decoded for one call")
+
+
 class SftpServer(BaseModel, frozen=True):
     """A recording server reachable over SFTP with key authentication and a pinned host key."""
 
@@ -150,6 +167,7 @@ class Settings(BaseSettings):
     nat_aliases: dict[str, str] = Field(
         default={}, description="capture: private address in SDP -> public address its media comes from"
     )
+    limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()

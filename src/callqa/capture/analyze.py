@@ -11,10 +11,10 @@ import numpy as np
 from callqa.audio.resample import resample
 from callqa.capture import dtmf, emodel, rtcp
 from callqa.capture.calls import CapturedCall, Stream, iso
-from callqa.capture.media import RtpPacket, UnsupportedCodec, decode_stream
+from callqa.capture.media import RtpPacket, UnsupportedCodec, check_leg, decode_stream
 from callqa.capture.meter import FIXED_DEPTHS_MS
 from callqa.capture.rtp import encoding_of
-from callqa.config import Settings
+from callqa.config import LimitSettings, Settings
 from callqa.pipeline import Leg, analyze_legs
 from callqa.report import CallReport, Dtmf, RtcpSummary, RtpStats, RtpStream, SipInfo
 
@@ -106,8 +106,10 @@ def aggregate(streams: list[RtpStream]) -> RtpStats:
     )  # fmt: skip
 
 
-def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float) -> tuple[np.ndarray, int, str, list[str]]:
+def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float,
+               limits: LimitSettings | None = None) -> tuple[np.ndarray, int, str, list[str]]:  # fmt: skip
     """A direction's audio on the call's timeline (silence before the first packet and in gaps)."""
+    check_leg([(s.packets, call.encodings.get(s.key) or {}) for s in streams if not s.encrypted], limits, max_s)
     t0 = call_start(call)
     pieces, notes = [], []
     for st in sorted(streams, key=lambda x: x.first.arrival):
@@ -169,7 +171,7 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     if not stats_only:
         for role, sts in call.streams.items():
             try:
-                x, rate, codec, notes = decode_leg(call, sts, settings.analysis.max_leg_duration_s)
+                x, rate, codec, notes = decode_leg(call, sts, settings.analysis.max_leg_duration_s, settings.limits)
             except UnsupportedCodec as exc:
                 warnings.append(f"{role} not decoded: {exc}")
                 continue
