@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from callqa.config import Settings
 from callqa.errors import CallqaError, FetchError, InputError, LimitError, ModelError, StoreError
+from callqa.private import private_dir
 from callqa.report import CallReport, Role
 from callqa.store import Store
 
@@ -155,9 +156,7 @@ def new_job_id() -> str:
 
 
 def spool_dir(settings: Settings, job_id: str) -> Path:
-    path = settings.data_dir / "spool" / job_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(settings.data_dir / "spool" / job_id)
 
 
 def audio_dir(settings: Settings) -> Path:

@@ -18,6 +18,7 @@ from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
 from callqa.errors import CallqaError, FetchError
 from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
 from callqa.pipeline import parse_roles
+from callqa.private import open_private
 from callqa.report import CallReport
 from callqa.service import cache_key
 from callqa.sources import safe_name
@@ -50,7 +51,7 @@ async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[st
         name = safe_name(upload.filename or "", f"leg{i}")
         dest = folder / f"{i}-{name}"
         total, h = 0, hashlib.sha256()
-        with open(dest, "wb") as out:
+        with open_private(dest) as out:
             while chunk := await upload.read(1 << 20):
                 total += len(chunk)
                 h.update(chunk)
