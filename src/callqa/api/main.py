@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from callqa import __version__
 from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Provider, make_provider
+from callqa.api import logs
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.keys import KeyStore
 from callqa.api.metrics import Metrics
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     """The app. ``provider=True`` builds the configured LLM provider (raising ConfigError on unsafe settings);
     tests may pass a provider or None (offline)."""
     settings = settings or get_settings()
+    logs.install()
     llm = make_provider(settings.llm) if provider is True else provider or None
     store = Store(settings.db)
     metrics = Metrics()
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
         try:
             yield
         finally:
+            state.hub.close()  # WebSocket followers are told the service is going away, not left waiting
             pruner.cancel()
             await state.runner.stop()
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
 from callqa.api.deps import State, WriteKey
-from callqa.api.hub import QUEUE
+from callqa.api.hub import CLOSED
 
 router = APIRouter(tags=["live"])
 
@@ -34,16 +35,33 @@ async def _follow(websocket: WebSocket, state: Any, call_id: str | None) -> None
         await websocket.close(code=1008, reason="missing or invalid API key")
         return
     await websocket.accept()
-    q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
-    entry = (call_id, q)
-    state.hub.subscribers.add(entry)
-    try:
-        while True:
-            await websocket.send_json(await q.get())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        state.hub.subscribers.discard(entry)
+    with state.hub.subscribe(call_id) as q:
+        # events go out while the client's side is watched: a client that leaves is forgotten at once, not
+        # when the next event fails to reach it (which for a quiet call may be never)
+        sender = asyncio.create_task(_send(websocket, q))
+        watcher = asyncio.create_task(_until_disconnect(websocket))
+        try:
+            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, watcher):
+                task.cancel()
+            await asyncio.gather(sender, watcher, return_exceptions=True)
+    if sender.done() and not sender.cancelled() and sender.exception() is None:  # the hub closed: shutdown
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code=1001, reason="the service is shutting down")
+
+
+async def _send(websocket: WebSocket, q: asyncio.Queue[dict[str, Any]]) -> None:
+    """Relay events until the hub closes (returns) or the connection fails (raises)."""
+    while (event := await q.get()) is not CLOSED:
+        await websocket.send_json(event)
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
 
 
 @router.websocket("/ws/calls")
