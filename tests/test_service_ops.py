@@ -114,3 +114,25 @@ def test_redact_query_credentials_and_bearer_tokens() -> None:
     assert redact("/ws/calls/c1?since=3&api_key=abc") == "/ws/calls/c1?since=3&api_key=[REDACTED]"
     assert redact("Authorization: Bearer cqa_x_y") == "Authorization: Bearer [REDACTED]"
     assert redact("/calls?tokens=1&monkey=2") == "/calls?tokens=1&monkey=2"  # other parameters stay
+
+
+def test_live_events_are_masked_before_relay(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from callqa.api.main import create_app
+    from callqa.config import AnalysisSettings, Settings
+
+    settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
+    keys = KeyStore(Store(settings.db))
+    write, read = keys.create("write"), keys.create("read")
+    spoken = "my card is four one one one one one one one one one one one one one one one"
+    said = spoken.split()
+    event = {"type": "final", "call_id": "c1", "leg": "customer", "text": " ".join(said),
+             "words": [{"word": w, "start_s": i / 4, "end_s": i / 4 + 0.2, "probability": 0.9}
+                       for i, w in enumerate(said)]}  # fmt: skip
+    app = create_app(settings, provider=None)
+    with TestClient(app) as client, client.websocket_connect(f"/ws/calls/c1?token={read}") as ws:
+        r = client.post("/live/events", json={"events": [event]}, headers={"Authorization": f"Bearer {write}"})
+        assert r.status_code == 202
+        got = ws.receive_json()
+    assert got["text"] == "my card is [CARD]" and "one" not in [w["word"] for w in got["words"]]

@@ -19,6 +19,7 @@ from callqa.errors import CallqaError, FetchError
 from callqa.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
 from callqa.pipeline import parse_roles
 from callqa.private import open_private
+from callqa.redact import mask_file_name
 from callqa.report import CallReport
 from callqa.service import cache_key
 from callqa.sources import safe_name
@@ -48,7 +49,7 @@ async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[st
     """Uploads written to the job's spool folder: (paths, labels, SHA-256 of each, taken as it streams in)."""
     paths, labels, hashes = [], [], []
     for i, upload in enumerate(files):
-        name = safe_name(upload.filename or "", f"leg{i}")
+        name = safe_name(mask_file_name(upload.filename or ""), f"leg{i}")  # no email or number in a label
         dest = folder / f"{i}-{name}"
         total, h = 0, hashlib.sha256()
         with open_private(dest) as out:
