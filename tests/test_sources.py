@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,7 +20,7 @@ from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.config import AnalysisSettings, FetchSettings, Settings, SftpServer
 from callqa.errors import FetchError, InputError, LimitError
-from callqa.sources.http import fetch_http
+from callqa.sources.http import check_resolved, fetch_http
 from callqa.sources.sftp import fetch_sftp, resolve
 from callqa.store import Store
 
@@ -245,3 +246,24 @@ def test_analyze_by_sftp_through_the_api(sshd, tmp_path: Path) -> None:  # type:
         assert r.json()["legs"][0]["source"] == "sftp:rec:call.wav"
         r = client.post("/analyze", headers=auth, data={"sftp": "rec:../../etc/shadow"})
         assert r.status_code == 403
+
+
+def test_allowed_names_must_resolve_to_public_addresses(http_server: str, tmp_path: Path) -> None:
+    """A name on the allowlist that resolves to loopback (or metadata, or a private range) is refused; the
+    same address listed literally is allowed."""
+    port = http_server.split(":")[1]
+    by_name = FetchSettings(http_hosts=[f"localhost:{port}"], timeout_s=2.0)
+    with pytest.raises(FetchError, match="localhost resolves to .*internal address"):
+        fetch_http(f"http://localhost:{port}/call.wav", by_name, tmp_path)
+    assert fetch_http(f"http://{http_server}/call.wav", FetchSettings(http_hosts=[http_server]), tmp_path).is_file()
+
+    def fake(addresses: list[str]):  # type: ignore[no-untyped-def]
+        return lambda host, port: addresses
+
+    url = httpx.URL("https://recordings.example.com/a.wav")
+    for internal in ("169.254.169.254", "10.1.2.3", "192.168.0.7", "100.64.0.1", "::1", "fd00:ec2::254",
+                     "::ffff:127.0.0.1", "0.0.0.0"):  # fmt: skip
+        with pytest.raises(FetchError, match="internal address"):
+            check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", internal]))
+    check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", "2606:2800:220:1::1"]))
+    check_resolved(url, ["recordings.example.com", "10.1.2.3:443"], fake(["10.1.2.3"]))  # listed by address
