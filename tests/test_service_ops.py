@@ -136,3 +136,46 @@ def test_live_events_are_masked_before_relay(tmp_path: Path) -> None:
         assert r.status_code == 202
         got = ws.receive_json()
     assert got["text"] == "my card is [CARD]" and "one" not in [w["word"] for w in got["words"]]
+
+
+def test_internal_errors_are_logged_with_an_id_and_answered_without_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from callqa import jobs
+    from callqa.api.main import create_app
+    from callqa.config import AnalysisSettings, Settings
+
+    settings = Settings(db=tmp_path / "data" / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
+    read = KeyStore(Store(settings.db)).create("read")
+    app = create_app(settings, provider=None)
+    secret_path = f"{settings.data_dir}/spool/x/0-agent.wav"
+
+    def broken(call_id: str) -> None:
+        raise RuntimeError(f"bug while reading {secret_path}")
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
+        monkeypatch.setattr(app.state.callqa.store, "get_json", broken)
+        r = client.get("/calls/abcd1234", headers={"Authorization": f"Bearer {read}"})
+    assert r.status_code == 500
+    body = r.json()
+    assert str(settings.data_dir) not in r.text and "RuntimeError" not in r.text
+    logged = [rec for rec in caplog.records if body["error_id"] in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None and "/calls/abcd1234" in logged[0].getMessage()
+
+    # a job: a typed error names the upload, not the spool; a bug gives an id that the runner logs with the job
+    spec = jobs.JobSpec(source=jobs.Source(files=[secret_path], labels=["upload:agent.wav"]))
+    out = jobs.safe_run(spec.model_dump_json(), settings.model_dump_json())
+    assert out["ok"] is False and out["code"] == 422 and "upload:agent.wav" in out["error"]
+    assert str(settings.data_dir) not in out["error"]
+
+    def bug(spec: object, settings: object) -> None:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(jobs, "run_job", bug)
+    out = jobs.safe_run(spec.model_dump_json(), settings.model_dump_json())
+    assert out["code"] == 500 and out["incident"] in out["error"] and "KeyError" in out["trace"]
+    assert "oops" not in out["error"]

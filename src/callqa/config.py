@@ -119,7 +119,10 @@ class ApiSettings(BaseModel, frozen=True):
     worker_nice: int = Field(5, ge=0, le=19, description="workers yield the CPU to request handling by this much")
     queue_max: int = Field(100, ge=1, description="jobs queued or running; more are refused with 429")
     max_upload_bytes: int = Field(250 * 1024**2, gt=0, description="largest request body (keep nginx in line)")
-    rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")
+    rate_per_minute: int = Field(600, ge=1, description="writes (POST) per API key per minute (burst: the same)")
+    read_rate_per_minute: int = Field(
+        1200, ge=1, description="reads (GET, e.g. job polling) per API key per minute, counted apart from writes"
+    )
     max_wait_s: float = Field(600.0, ge=0, description="longest ?wait= a caller may ask for")
     min_free_bytes: int = Field(1024**3, ge=0, description="/ready fails below this much free disk")
     keep_audio_days: float = Field(

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from callqa.config import Settings
 from callqa.errors import CallqaError, FetchError, InputError, LimitError, ModelError, StoreError
 from callqa.private import private_dir
+from callqa.public import public_message
 from callqa.report import CallReport, Role
 from callqa.store import Store
 
@@ -223,13 +225,17 @@ def safe_run(spec_json: str, settings_json: str) -> dict[str, Any]:
     """Process-pool entry point: JSON in, JSON out, every error turned into a result (never a pickling issue)."""
     settings = Settings.model_validate_json(settings_json)
     spec = JobSpec.model_validate_json(spec_json)
+    src = spec.source
     try:
         report, cached = run_job(spec, settings)
         return {"ok": True, "report": report.model_dump_json(), "cached": cached}
-    except CallqaError as exc:
-        return {"ok": False, "error": str(exc), "code": error_code(exc)}
+    except CallqaError as exc:  # without server paths: a spooled file is named by its upload label
+        error = public_message(str(exc), src.files, src.labels, [settings.data_dir])
+        return {"ok": False, "error": error, "code": error_code(exc)}
     except Exception as exc:  # noqa: BLE001 - a bug must fail the job with its message, not kill the worker
-        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 500}
+        incident = secrets.token_hex(4)  # the client sees this id; the service log has it with the traceback
+        return {"ok": False, "error": f"internal error {incident} ({type(exc).__name__}); see the service log",
+                "code": 500, "incident": incident, "trace": traceback.format_exc()}  # fmt: skip
 
 
 def worker_init(nice: int) -> None:

@@ -45,8 +45,17 @@ _FILTER = RedactSecrets()
 
 
 def install() -> None:
-    """Attach the filter to uvicorn's loggers (once; configuring logging later keeps logger filters)."""
+    """Attach the filter to uvicorn's loggers (once; configuring logging later keeps logger filters), and give
+    callqa's own loggers (internal errors of requests and jobs, with their ids) a handler on stderr when the
+    process has none."""
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+    own = logging.getLogger("callqa")
+    if not own.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_FILTER)
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)

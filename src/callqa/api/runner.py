@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,6 +22,8 @@ from callqa.api.metrics import Metrics
 from callqa.config import Settings
 from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
 from callqa.report import CallReport
+
+log = logging.getLogger("callqa.jobs")
 
 
 class QueueFull(Exception):
@@ -144,6 +147,8 @@ class Runner:
 
     async def _finish(self, job: Job, result: dict[str, Any]) -> None:
         if not result["ok"]:
+            if "trace" in result:  # a bug: logged with the job and the id the client was given
+                log.error("job %s: internal error %s\n%s", job.id, result["incident"], result["trace"])
             self._fail(job, result["error"], result["code"])
             return
         report = CallReport.model_validate_json(result["report"])
