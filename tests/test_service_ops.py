@@ -179,3 +179,19 @@ def test_internal_errors_are_logged_with_an_id_and_answered_without_paths(
     out = jobs.safe_run(spec.model_dump_json(), settings.model_dump_json())
     assert out["code"] == 500 and out["incident"] in out["error"] and "KeyError" in out["trace"]
     assert "oops" not in out["error"]
+
+
+def test_retry_after_follows_the_measured_drain_rate() -> None:
+    from callqa.api.drain import DrainRate
+
+    d = DrainRate()
+    assert d.retry_after(100, 5.0, 1) == 500  # nothing measured yet: the analysis-time estimate
+    t = 1000.0
+    d.done(t, 0)
+    t += 300  # idle for five minutes: says nothing about the rate
+    for left in range(99, 89, -1):  # then a backlog drains one job every 0.9 s (cache hits, short calls)
+        d.done(t, left)
+        t += 0.9
+    assert d.jobs_per_s() == pytest.approx(1 / 0.9)
+    assert d.retry_after(100, 5.0, 1) == 90
+    assert d.retry_after(0, 5.0, 1) == 1

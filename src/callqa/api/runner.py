@@ -13,11 +13,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from callqa.ai.assistant import Assistant
+from callqa.api.drain import DrainRate
 from callqa.api.metrics import Metrics
 from callqa.config import Settings
 from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
@@ -40,6 +42,7 @@ class Runner:
         self.running = 0
         self.events: dict[str, asyncio.Event] = {}
         self.avg_job_s = 5.0
+        self.drain = DrainRate()  # Retry-After comes from how fast jobs really finish
         self.pool: ProcessPoolExecutor | None = None
         self.warm: list[Future[Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -89,7 +92,7 @@ class Runner:
         return self.queue.qsize() + self.running
 
     def retry_after(self) -> int:
-        return max(1, min(600, int(self.depth() * self.avg_job_s / self.settings.api.workers)))
+        return self.drain.retry_after(self.depth(), self.avg_job_s, self.settings.api.workers)
 
     def _enqueue(self, job_id: str) -> None:
         self.events.setdefault(job_id, asyncio.Event())
@@ -133,6 +136,7 @@ class Runner:
                 self.running -= 1
                 self.metrics.queue.set(self.depth())
             await self._finish(job, result)
+            self.drain.done(time.monotonic(), self.depth())
             event = self.events.pop(job_id, None)
             if event is not None:
                 event.set()
