@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -65,6 +66,10 @@ class Recordings(BaseHTTPRequestHandler):
                 self.wfile.write(b"x" * 100)
                 self.wfile.flush()
                 time.sleep(0.1)
+        elif self.path == "/stall":  # a host that accepts and then says nothing for a long time
+            time.sleep(10)
+            with contextlib.suppress(OSError):  # the client has given up by then
+                self.send_error(503)
         elif self.path == "/huge":
             self.send_response(200)
             self.send_header("Content-Length", str(10**12))
@@ -267,3 +272,30 @@ def test_allowed_names_must_resolve_to_public_addresses(http_server: str, tmp_pa
             check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", internal]))
     check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", "2606:2800:220:1::1"]))
     check_resolved(url, ["recordings.example.com", "10.1.2.3:443"], fake(["10.1.2.3"]))  # listed by address
+
+
+def test_a_stalled_recording_host_does_not_hold_the_analysis_worker(http_server: str, tmp_path: Path) -> None:
+    """Fetching happens in the service, not in the (single) analysis worker: an upload posted after a URL whose
+    host stalls is analysed while that fetch still waits; the stalled job then fails with the fetch's error."""
+    settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(nisqa=False),
+                        fetch=FetchSettings(http_hosts=[http_server], timeout_s=8.0))  # fmt: skip
+    token = KeyStore(Store(settings.db)).create("write")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, provider=None)) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/ready", headers=auth).status_code != 200:  # the worker has loaded its models
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        stalled = client.post("/analyze", headers=auth, data={"url": f"http://{http_server}/stall"})
+        assert stalled.status_code == 202
+        upload = client.post("/analyze", headers=auth,
+                             files=[("files", ("agent.wav", AGENT.read_bytes(), "audio/wav"))])  # fmt: skip
+        assert upload.status_code == 202
+        while (mine := client.get(f"/jobs/{upload.json()['id']}", headers=auth).json())["status"] == "queued":
+            time.sleep(0.05)  # with the fetch in the worker, it would wait here until the fetch gave up
+        other = client.get(f"/jobs/{stalled.json()['id']}", headers=auth).json()
+        assert mine["status"] in ("running", "done") and other["status"] in ("queued", "running"), (mine, other)
+        assert client.get(f"/jobs/{upload.json()['id']}?wait=120", headers=auth).json()["status"] == "done"
+        job = client.get(f"/jobs/{stalled.json()['id']}?wait=30", headers=auth).json()
+        assert job["status"] == "failed" and job["error_code"] == 502 and "timed out" in job["error"], job
+    assert not any((settings.data_dir / "spool").iterdir())

@@ -110,6 +110,7 @@ class FetchSettings(BaseModel, frozen=True):
     max_bytes: int = Field(500 * 1024**2, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="whole-fetch deadline")
     max_redirects: int = Field(5, ge=0)
+    concurrency: int = Field(4, ge=1, description="fetches at once, in the service (never in analysis workers)")
 
 
 class ApiSettings(BaseModel, frozen=True):

@@ -127,11 +127,13 @@ class JobStore:
                    assessment=json.loads(row[10]) if row[10] else None)  # fmt: skip
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment"}
+        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "assessment" in fields and fields["assessment"] is not None:
             fields["assessment"] = json.dumps(fields["assessment"])
+        if isinstance(fields.get("spec"), JobSpec):
+            fields["spec"] = fields["spec"].model_dump_json()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.store.connect() as db:
             db.execute(f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
@@ -196,15 +198,15 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
     store = Store(settings.db)
     src = spec.source
     with tempfile.TemporaryDirectory(prefix="callqa-fetch-") as tmp:
-        if src.url:
+        if src.files:  # an upload, or a recording the service has fetched already
+            paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
+        elif src.url:
             paths, labels = [fetch_http(src.url, settings.fetch, Path(tmp))], [src.url]
         elif src.sftp:
             paths, labels = [fetch_sftp(src.sftp, settings.fetch, Path(tmp))], [f"sftp:{src.sftp}"]
-        elif src.files:
-            paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
         else:
             raise InputError("the job names no recording")
-        hashes = src.hashes if src.files else None
+        hashes = src.hashes if src.files and src.hashes and len(src.hashes) == len(src.files) else None
         return analyze_files(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings),
                              hashes=hashes)  # fmt: skip
 

@@ -21,6 +21,7 @@ from typing import Any
 from callqa.ai.assistant import Assistant
 from callqa.api.drain import DrainRate
 from callqa.api.metrics import Metrics
+from callqa.api.prefetch import Prefetcher
 from callqa.config import Settings
 from callqa.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
 from callqa.report import CallReport
@@ -46,6 +47,7 @@ class Runner:
         self.pool: ProcessPoolExecutor | None = None
         self.warm: list[Future[Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.prefetch = Prefetcher(settings, jobs, self._enqueue, self._fail)  # fetches outside the workers
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -63,7 +65,7 @@ class Runner:
     async def stop(self) -> None:
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, self.prefetch.stop(), return_exceptions=True)
         if self.pool is not None:
             # stop the workers now (an analysis in progress is abandoned: its job stays 'running' in the store
             # and is resumed by the next start), then reap them
@@ -81,7 +83,7 @@ class Runner:
                 self._fail(job, "the uploaded recording was lost before the job could run; upload it again", 410)
             else:
                 self.jobs.update(job.id, status="queued")
-                self._enqueue(job.id)
+                self.prefetch.admit(job)
 
     def ready(self) -> bool:
         return bool(self.warm) and all(f.done() and not f.exception() for f in self.warm)
@@ -89,7 +91,7 @@ class Runner:
     # --- queue -----------------------------------------------------------------------------------------
 
     def depth(self) -> int:
-        return self.queue.qsize() + self.running
+        return self.queue.qsize() + self.running + self.prefetch.active
 
     def retry_after(self) -> int:
         return self.drain.retry_after(self.depth(), self.avg_job_s, self.settings.api.workers)
@@ -104,7 +106,8 @@ class Runner:
             self.metrics.jobs.labels("rejected").inc()
             raise QueueFull(self.retry_after())
         job = self.jobs.create(spec, key_id, job_id)
-        self._enqueue(job.id)
+        self.events.setdefault(job.id, asyncio.Event())
+        self.prefetch.admit(job)
         return job
 
     async def wait(self, job_id: str, timeout_s: float) -> Job | None:
@@ -118,6 +121,8 @@ class Runner:
         self.jobs.update(job.id, status="failed", error=error, error_code=code)
         self.metrics.jobs.labels("failed").inc()
         remove_spool(job.spec)
+        if (event := self.events.pop(job.id, None)) is not None:
+            event.set()
 
     # --- work ------------------------------------------------------------------------------------------
 
