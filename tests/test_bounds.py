@@ -183,3 +183,29 @@ def test_live_follower_skips_a_forged_window_and_goes_on(testdata: Path) -> None
         path.unlink()
     assert follower.refused == 1 and "limits.max_rtp_jump_s" in follower.warnings[0]
     assert max(fed) < 8000 * 10 and sum(fed) > 8000 * 10  # pieces of a second, most of the 17 s fed
+
+
+def test_live_follower_bounds_the_streams_of_a_call(testdata: Path) -> None:
+    path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
+    fed: set[tuple[str, str]] = set()
+
+    class Sink:
+        def feed(self, call_id, leg, pcm, rate, call_time_s, arrival=None) -> None:  # type: ignore[no-untyped-def]
+            fed.add((call_id, leg))
+
+        def end_call(self, call_id: str) -> None:
+            pass
+
+    tracker = Tracker()
+    for frame in CaptureFile(path).frames():
+        tracker.feed_frame(frame.ts, frame.linktype, frame.data)
+    calls = tracker.finish()
+    assert all(sum(len(s) for s in c.streams.values()) == 1 for c in calls)  # one stream per call here
+    follower = LiveAudio(Sink(), LimitSettings(max_streams_per_call=1))
+    follower.poll(tracker)
+    assert len(fed) == 2 and not follower.warnings
+    for call in calls:  # the same stream twice in a call: the second one is over the bound
+        leg, streams = next(iter(call.streams.items()))
+        call.streams["callee" if leg == "caller" else "caller"] = list(streams)
+        follower.poll_call(call)
+    assert "limits.max_streams_per_call" in follower.warnings[0]

@@ -96,6 +96,8 @@ def test_websocket_followers_leak_nothing_and_shutdown_is_prompt(service: Servic
                        headers={"Authorization": f"Bearer {service.write_key}"})  # fmt: skip
         assert r.status_code == 202
         assert '"call_id":"c"' in ws.recv(timeout=5).replace(" ", "")
+        # a key put in an HTTP URL by mistake is not accepted there, and not logged either
+        assert httpx.get(f"http://{service.url}/calls?token={service.read_key}").status_code == 401
         # shutdown with a follower still connected
         t0 = time.monotonic()
         service.proc.send_signal(signal.SIGINT)
@@ -105,7 +107,7 @@ def test_websocket_followers_leak_nothing_and_shutdown_is_prompt(service: Servic
     log = service.log.read_text()
     assert "Traceback" not in log, log[-3000:]
     # keys travelled in URLs 601 times: the log shows the requests, never a key
-    assert "/ws/calls?token=[REDACTED]" in log
+    assert "/ws/calls?token=[REDACTED]" in log and "/calls?token=[REDACTED]" in log
     assert service.read_key not in log and service.read_key.split("_")[-1] not in log
 
 

@@ -49,8 +49,7 @@ class LiveAudio:
                                   self.max_span_s)  # fmt: skip
         except LimitError as exc:
             self.refused += 1
-            if len(self.warnings) < 100:
-                self.warnings.append(f"call {call.id} {leg}: live audio skipped: {exc}")
+            self._warn(f"call {call.id} {leg}: live audio skipped: {exc}")
             return
         except UnsupportedCodec:
             if not any(p.payload for p in (packets[i] for i in range(first, n)) if len(p.payload) != 4):
@@ -83,6 +82,18 @@ class LiveAudio:
         if call.dialog is None:
             return  # RTP without SIP: no call to follow live
         start = call.dialog.started_at or call.capture_start
+        followed = 0
         for leg, streams in call.streams.items():
             for s in streams:
+                followed += 1
+                if followed > self.limits.max_streams_per_call:  # forged SSRCs must not multiply the work
+                    if s.key not in self.unsupported:
+                        self.unsupported.add(s.key)
+                        self._warn(f"call {call.id}: more than {self.limits.max_streams_per_call} RTP streams; "
+                                   f"the others are not followed live (limits.max_streams_per_call)")  # fmt: skip
+                    continue
                 self._stream(call, leg, s, start)
+
+    def _warn(self, text: str) -> None:
+        if len(self.warnings) < 100:
+            self.warnings.append(text)
