@@ -209,3 +209,22 @@ def test_live_follower_bounds_the_streams_of_a_call(testdata: Path) -> None:
         call.streams["callee" if leg == "caller" else "caller"] = list(streams)
         follower.poll_call(call)
     assert "limits.max_streams_per_call" in follower.warnings[0]
+
+
+def test_replay_faster_than_real_time_is_not_a_jump(testdata: Path) -> None:
+    """Captures replayed ten times faster (HEP agents, benchmarks) move their timestamps on 10 ms per 1 ms of
+    arrival time over the whole call: no single jump, so nothing is refused."""
+    from callqa.capture.calls import read_capture
+
+    call = read_capture(testdata / "pcap/sipnab/harness_g711a.pcap").calls[0]  # 110 s of RTP
+    (stream,) = [s for sts in call.streams.values() for s in sts]
+    packets = list(stream.packets)
+    t0 = packets[0].arrival
+    fast = [RtpPacket(t0 + (p.arrival - t0) / 10, p.seq, p.timestamp, p.pt, p.marker, p.payload) for p in packets]
+    enc = call.encodings.get(stream.key) or {}
+    check_leg([(fast, enc)], LimitSettings(), 7200)  # 110 s of audio arriving in 11 s
+    last = fast[-1]  # the last packet's timestamp 61 s on: the timeline would end a minute later than it does
+    forged = [*fast[:-1], RtpPacket(last.arrival, last.seq, last.timestamp + 8000 * 61, last.pt, False,
+                                    last.payload)]  # fmt: skip
+    with pytest.raises(LimitError, match="jump 6[01] s.*limits.max_rtp_jump_s"):
+        check_leg([(forged, enc)], LimitSettings(), 7200)

@@ -80,7 +80,7 @@ class LimitSettings(BaseModel, frozen=True):
         1024**3, gt=0, description="largest decoded size of one file (float32 samples, all channels), bytes"
     )
     max_rtp_jump_s: float = Field(
-        60.0, gt=0, description="RTP timestamps may run ahead of the packets' arrival times by this much per stream"
+        60.0, gt=0, description="an RTP timestamp may run ahead of its neighbour's by this much more than arrival times"
     )
     max_rtp_payload_bytes: int = Field(2048, ge=160, description="largest RTP payload decoded as audio, bytes")
     max_streams_per_call: int = Field(32, ge=1, description="most RTP streams decoded for one call")
