@@ -134,6 +134,28 @@ def test_bad_requests_get_clear_errors(service, tmp_path: Path) -> None:  # type
     big.write_bytes(b"\x00" * (5 * 1024**2))
     r = client.post("/analyze", headers=write, files=upload(big))
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    # the same without a Content-Length (chunked): refused as it streams, still 413 (was 400)
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.wav\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n").encode()  # fmt: skip
+
+    def chunked():  # type: ignore[no-untyped-def]
+        yield head
+        for _ in range(5 * 16):
+            yield b"\x00" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post("/analyze", headers={**write, "content-type": f"multipart/form-data; boundary={boundary}"},
+                    content=chunked())  # fmt: skip
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    assert not any((service[3].data_dir / "spool").iterdir())
+    # a header declaring 1.6 GHz: refused with 413 naming the limit, never a 500
+    ghz = tmp_path / "ghz.wav"
+    pcm = AGENT.read_bytes()
+    ghz.write_bytes(pcm[:24] + (1_600_000_001).to_bytes(4, "little") + pcm[28:])
+    r = client.post("/analyze?wait=60", headers=write, files=upload(ghz))
+    assert r.status_code == 413 and "limits.max_sample_rate" in r.json()["detail"]
+    assert str(service[3].data_dir) not in r.json()["detail"]  # the spool's path is not shown
 
 
 def test_browse_calls_and_listen_to_a_leg(service) -> None:  # type: ignore[no-untyped-def]
@@ -175,12 +197,16 @@ def test_rate_limit_per_key(tmp_path: Path) -> None:
     assert limiter.take("a", now=0.2) == pytest.approx(29.8)
     assert limiter.take("b", now=0.2) == 0  # other keys are not affected
     assert limiter.take("a", now=30.1) == 0  # refilled
-    settings = make_settings(tmp_path, rate_per_minute=3)
-    token = KeyStore(Store(settings.db)).create("read")
+    settings = make_settings(tmp_path, rate_per_minute=2, read_rate_per_minute=3)
+    token = KeyStore(Store(settings.db)).create("write")
+    auth = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(settings, provider=None)) as client:
-        codes = [client.get("/calls", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(4)]
-        r = client.get("/calls", headers={"Authorization": f"Bearer {token}"})
+        codes = [client.get("/calls", headers=auth).status_code for _ in range(4)]
+        r = client.get("/calls", headers=auth)
+        # writes are counted apart: polling used up the reads, not the POSTs (422: no input given)
+        posts = [client.post("/analyze", headers=auth).status_code for _ in range(3)]
     assert codes == [200, 200, 200, 429] and r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert posts == [422, 422, 429]
 
 
 def test_full_queue_answers_429_and_loses_nothing(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,7 +21,7 @@ from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.config import AnalysisSettings, FetchSettings, Settings, SftpServer
 from callqa.errors import FetchError, InputError, LimitError
-from callqa.sources.http import fetch_http
+from callqa.sources.http import check_resolved, fetch_http
 from callqa.sources.sftp import fetch_sftp, resolve
 from callqa.store import Store
 
@@ -64,6 +66,10 @@ class Recordings(BaseHTTPRequestHandler):
                 self.wfile.write(b"x" * 100)
                 self.wfile.flush()
                 time.sleep(0.1)
+        elif self.path == "/stall":  # a host that accepts and then says nothing for a long time
+            time.sleep(10)
+            with contextlib.suppress(OSError):  # the client has given up by then
+                self.send_error(503)
         elif self.path == "/huge":
             self.send_response(200)
             self.send_header("Content-Length", str(10**12))
@@ -245,3 +251,51 @@ def test_analyze_by_sftp_through_the_api(sshd, tmp_path: Path) -> None:  # type:
         assert r.json()["legs"][0]["source"] == "sftp:rec:call.wav"
         r = client.post("/analyze", headers=auth, data={"sftp": "rec:../../etc/shadow"})
         assert r.status_code == 403
+
+
+def test_allowed_names_must_resolve_to_public_addresses(http_server: str, tmp_path: Path) -> None:
+    """A name on the allowlist that resolves to loopback (or metadata, or a private range) is refused; the
+    same address listed literally is allowed."""
+    port = http_server.split(":")[1]
+    by_name = FetchSettings(http_hosts=[f"localhost:{port}"], timeout_s=2.0)
+    with pytest.raises(FetchError, match="localhost resolves to .*internal address"):
+        fetch_http(f"http://localhost:{port}/call.wav", by_name, tmp_path)
+    assert fetch_http(f"http://{http_server}/call.wav", FetchSettings(http_hosts=[http_server]), tmp_path).is_file()
+
+    def fake(addresses: list[str]):  # type: ignore[no-untyped-def]
+        return lambda host, port: addresses
+
+    url = httpx.URL("https://recordings.example.com/a.wav")
+    for internal in ("169.254.169.254", "10.1.2.3", "192.168.0.7", "100.64.0.1", "::1", "fd00:ec2::254",
+                     "::ffff:127.0.0.1", "0.0.0.0"):  # fmt: skip
+        with pytest.raises(FetchError, match="internal address"):
+            check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", internal]))
+    check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", "2606:2800:220:1::1"]))
+    check_resolved(url, ["recordings.example.com", "10.1.2.3:443"], fake(["10.1.2.3"]))  # listed by address
+
+
+def test_a_stalled_recording_host_does_not_hold_the_analysis_worker(http_server: str, tmp_path: Path) -> None:
+    """Fetching happens in the service, not in the (single) analysis worker: an upload posted after a URL whose
+    host stalls is analysed while that fetch still waits; the stalled job then fails with the fetch's error."""
+    settings = Settings(db=tmp_path / "s.sqlite3", analysis=AnalysisSettings(nisqa=False),
+                        fetch=FetchSettings(http_hosts=[http_server], timeout_s=8.0))  # fmt: skip
+    token = KeyStore(Store(settings.db)).create("write")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, provider=None)) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/ready", headers=auth).status_code != 200:  # the worker has loaded its models
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        stalled = client.post("/analyze", headers=auth, data={"url": f"http://{http_server}/stall"})
+        assert stalled.status_code == 202
+        upload = client.post("/analyze", headers=auth,
+                             files=[("files", ("agent.wav", AGENT.read_bytes(), "audio/wav"))])  # fmt: skip
+        assert upload.status_code == 202
+        while (mine := client.get(f"/jobs/{upload.json()['id']}", headers=auth).json())["status"] == "queued":
+            time.sleep(0.05)  # with the fetch in the worker, it would wait here until the fetch gave up
+        other = client.get(f"/jobs/{stalled.json()['id']}", headers=auth).json()
+        assert mine["status"] in ("running", "done") and other["status"] in ("queued", "running"), (mine, other)
+        assert client.get(f"/jobs/{upload.json()['id']}?wait=120", headers=auth).json()["status"] == "done"
+        job = client.get(f"/jobs/{stalled.json()['id']}?wait=30", headers=auth).json()
+        assert job["status"] == "failed" and job["error_code"] == 502 and "timed out" in job["error"], job
+    assert not any((settings.data_dir / "spool").iterdir())

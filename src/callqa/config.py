@@ -92,6 +92,23 @@ class AnalysisSettings(BaseModel, frozen=True):
     rules_file: Path | None = Field(None, description="YAML phrase rules (required/forbidden phrases)")
 
 
+class LimitSettings(BaseModel, frozen=True):
+    """Bounds on untrusted input, checked before the work they bound is allocated. Each violation is a
+    ``LimitError`` naming its setting (exit 2 in the CLI, 413 in the API). The longest leg is
+    ``analysis.max_leg_duration_s`` (it also bounds a captured direction's timeline)."""
+
+    max_sample_rate: int = Field(192_000, ge=8000, description="highest sample rate a file may declare, Hz")
+    max_channels: int = Field(8, ge=1, description="most channels a file may declare")
+    max_decoded_bytes: int = Field(
+        1024**3, gt=0, description="largest decoded size of one file (float32 samples, all channels), bytes"
+    )
+    max_rtp_jump_s: float = Field(
+        60.0, gt=0, description="an RTP timestamp may run ahead of its neighbour's by this much more than arrival times"
+    )
+    max_rtp_payload_bytes: int = Field(2048, ge=160, description="largest RTP payload decoded as audio, bytes")
+    max_streams_per_call: int = Field(32, ge=1, description="most RTP streams decoded for one call")
+
+
 class SftpServer(BaseModel, frozen=True):
     """A recording server reachable over SFTP with key authentication and a pinned host key."""
 
@@ -116,6 +133,7 @@ class FetchSettings(BaseModel, frozen=True):
     max_bytes: int = Field(500 * 1024**2, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="whole-fetch deadline")
     max_redirects: int = Field(5, ge=0)
+    concurrency: int = Field(4, ge=1, description="fetches at once, in the service (never in analysis workers)")
 
 
 class ApiSettings(BaseModel, frozen=True):
@@ -125,7 +143,10 @@ class ApiSettings(BaseModel, frozen=True):
     worker_nice: int = Field(5, ge=0, le=19, description="workers yield the CPU to request handling by this much")
     queue_max: int = Field(100, ge=1, description="jobs queued or running; more are refused with 429")
     max_upload_bytes: int = Field(250 * 1024**2, gt=0, description="largest request body (keep nginx in line)")
-    rate_per_minute: int = Field(600, ge=1, description="requests per API key per minute (burst: the same)")
+    rate_per_minute: int = Field(600, ge=1, description="writes (POST) per API key per minute (burst: the same)")
+    read_rate_per_minute: int = Field(
+        1200, ge=1, description="reads (GET, e.g. job polling) per API key per minute, counted apart from writes"
+    )
     max_wait_s: float = Field(600.0, ge=0, description="longest ?wait= a caller may ask for")
     min_free_bytes: int = Field(1024**3, ge=0, description="/ready fails below this much free disk")
     keep_audio_days: float = Field(
@@ -207,6 +228,7 @@ class Settings(BaseSettings):
     publish_key: SecretStr | None = Field(
         None, description="write API key that live capture uses to publish events to a service (CALLQA_PUBLISH_KEY)"
     )
+    limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from callqa.errors import StoreError
+from callqa.private import private_file
 from callqa.report import CallReport
 
 SCHEMA = """
@@ -97,7 +98,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # 0600, and so are the WAL and shared-memory files SQLite makes beside it
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)

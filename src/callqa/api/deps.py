@@ -24,15 +24,19 @@ KEY_CACHE_S = 30.0  # a revoked key stops working within this time
 
 
 class RateLimiter:
-    """Token bucket per key: ``per_minute`` requests a minute, bursts up to the same number."""
+    """Token bucket per key: ``per_minute`` requests a minute, bursts up to the same number. With
+    ``read_per_minute``, reads (GET) have buckets of their own: polling a job does not use up the key's writes."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, read_per_minute: int | None = None) -> None:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.reads = RateLimiter(read_per_minute) if read_per_minute else None
 
-    def take(self, key_id: str, now: float | None = None) -> float:
+    def take(self, key_id: str, now: float | None = None, scope: Scope = "write") -> float:
         """0 when allowed, else the seconds to wait."""
+        if scope == "read" and self.reads is not None:
+            return self.reads.take(key_id, now)
         now = time.monotonic() if now is None else now
         tokens, last = self.buckets.get(key_id, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
@@ -85,8 +89,8 @@ State = Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `callqa keys create`")
 
 
-def _limit(state: AppState, key_id: str) -> None:
-    wait = state.limiter.take(key_id)
+def _limit(state: AppState, key_id: str, scope: Scope) -> None:
+    wait = state.limiter.take(key_id, scope=scope)
     if wait > 0:
         raise HTTPException(429, "rate limit exceeded for this API key", {"Retry-After": str(int(wait) + 1)})
 
@@ -97,7 +101,7 @@ def _authorize(needed: Scope):  # type: ignore[no-untyped-def]
         if (cred is None or not cred.credentials) and needed == "read" and request.method in ("GET", "HEAD"):
             session = state.sessions.get(request.cookies.get(COOKIE))  # a signed-in browser may read
             if session is not None:
-                _limit(state, session.key_id)
+                _limit(state, session.key_id, needed)
                 return ApiKey(session.key_id, session.scope, "", 0.0, False)
         if cred is None or not cred.credentials:
             raise HTTPException(401, "missing API key (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
@@ -106,7 +110,7 @@ def _authorize(needed: Scope):  # type: ignore[no-untyped-def]
             raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
         if not key.allows(needed):
             raise HTTPException(403, f"this API key has scope {key.scope!r}; {needed!r} is needed")
-        _limit(state, key.id)
+        _limit(state, key.id, needed)
         return key
 
     return check

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,12 +16,14 @@ from fastapi.responses import JSONResponse
 from callqa import __version__
 from callqa.ai.assistant import Assistant
 from callqa.ai.providers import Provider, make_provider
+from callqa.api import logs
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
 from callqa.api.routes import ai, analyze, calls, live, ops, ui
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
+from callqa.public import public_message
 from callqa.service.jobs import JobStore, error_code, prune
 from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
@@ -53,19 +56,27 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        started = over = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise _TooLarge
             return message  # type: ignore[no-any-return]
 
         async def tracking_send(message: dict[str, Any]) -> None:
+            # a body parser may turn the interruption into its own error (400 "error parsing the body"): once
+            # the limit is crossed, the answer is 413 whatever the app says
             nonlocal started
+            if over:
+                if not started and message["type"] == "http.response.start":
+                    started = True
+                    await self._refuse(send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -115,6 +126,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     """The app. ``provider=True`` builds the configured LLM provider (raising ConfigError on unsafe settings);
     tests may pass a provider or None (offline)."""
     settings = settings or get_settings()
+    logs.install()
     llm = make_provider(settings.llm) if provider is True else provider or None
     store = Store(settings.db)
     metrics = Metrics()
@@ -122,7 +134,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     jobs = JobStore(store)
     state = AppState(settings=settings, store=store, keys=KeyStore(store), jobs=jobs, metrics=metrics,
                      assistant=assistant, runner=Runner(settings, jobs, metrics, assistant),
-                     limiter=RateLimiter(settings.api.rate_per_minute))  # fmt: skip
+                     limiter=RateLimiter(settings.api.rate_per_minute, settings.api.read_rate_per_minute))  # fmt: skip
 
     async def retention() -> None:
         """Old kept audio and job records go at start (below), then every hour."""
@@ -140,6 +152,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
         try:
             yield
         finally:
+            state.hub.close()  # WebSocket followers are told the service is going away, not left waiting
             for task in tasks:
                 task.cancel()
             await state.runner.stop()
@@ -155,7 +168,17 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
 
     @app.exception_handler(CallqaError)
     async def callqa_error(request: Request, exc: CallqaError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=error_code(exc))
+        return JSONResponse({"detail": public_message(str(exc), roots=[settings.data_dir])},
+                            status_code=error_code(exc))  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: logged with its traceback under an id the client is given (no paths, no internals)."""
+        incident = secrets.token_hex(4)
+        logs.log.error("request %s %s: internal error %s", request.method, logs.redact(str(request.url.path)),
+                       incident, exc_info=exc)  # fmt: skip
+        return JSONResponse({"detail": f"internal error {incident}; see the service log", "error_id": incident},
+                            status_code=500)  # fmt: skip
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -15,7 +15,10 @@ from math import gcd
 
 import numpy as np
 
+from callqa.errors import LimitError
+
 CHUNK_S = 60
+MAX_FACTOR = 1_000_000  # the filter has ~20 taps per unit of max(up, down): beyond this it alone is gigabytes
 
 
 @lru_cache
@@ -62,8 +65,13 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if sr_in == sr_out:
         return x
+    if sr_in <= 0 or sr_out <= 0:
+        raise LimitError(f"cannot convert {sr_in} Hz to {sr_out} Hz")
     g = gcd(sr_in, sr_out)
     up, down = sr_out // g, sr_in // g
+    if max(up, down) > MAX_FACTOR:
+        raise LimitError(f"cannot convert {sr_in} Hz to {sr_out} Hz (a ratio of {up}/{down}): the rates are "
+                         f"implausible")  # fmt: skip
     chunk = CHUNK_S * sr_in
     if x.size <= 2 * chunk:
         return _resample_poly(x, up, down)

@@ -9,6 +9,8 @@ import numpy as np
 
 from callqa.capture.calls import CapturedCall, Stream, StreamKey, Tracker
 from callqa.capture.media import UnsupportedCodec, decode_stream
+from callqa.config import LimitSettings
+from callqa.errors import LimitError
 
 MAX_GAP_S = 2.0  # a longer pause in a direction's RTP (silence suppression, hold) is not filled with zeros
 
@@ -21,8 +23,13 @@ class Sink(Protocol):
 
 
 class LiveAudio:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, limits: LimitSettings | None = None, max_span_s: float = 3600.0) -> None:
         self.sink = sink
+        # a poll's new packets of a stream are bounded like a capture's (a forged timestamp must not make the
+        # decoder allocate hours of silence); a window that breaks a bound is skipped, the next one is fed
+        self.limits, self.max_span_s = limits or LimitSettings(), max_span_s
+        self.refused = 0  # windows skipped because they broke a bound
+        self.warnings: list[str] = []
         self.done: dict[StreamKey, int] = {}  # stream key -> packets already fed
         self.fed_until: dict[tuple[str, str], float] = {}  # (call, leg) -> call time the audio reached
         self.unsupported: set[StreamKey] = set()
@@ -38,7 +45,12 @@ class LiveAudio:
             return
         self.done[key] = n
         try:
-            audio = decode_stream((packets[i] for i in range(first, n)), call.encodings.get(key, {}))
+            audio = decode_stream((packets[i] for i in range(first, n)), call.encodings.get(key, {}), self.limits,
+                                  self.max_span_s)  # fmt: skip
+        except LimitError as exc:
+            self.refused += 1
+            self._warn(f"call {call.id} {leg}: live audio skipped: {exc}")
+            return
         except UnsupportedCodec:
             if not any(p.payload for p in (packets[i] for i in range(first, n)) if len(p.payload) != 4):
                 return  # only events so far
@@ -70,6 +82,18 @@ class LiveAudio:
         if call.dialog is None:
             return  # RTP without SIP: no call to follow live
         start = call.dialog.started_at or call.capture_start
+        followed = 0
         for leg, streams in call.streams.items():
             for s in streams:
+                followed += 1
+                if followed > self.limits.max_streams_per_call:  # forged SSRCs must not multiply the work
+                    if s.key not in self.unsupported:
+                        self.unsupported.add(s.key)
+                        self._warn(f"call {call.id}: more than {self.limits.max_streams_per_call} RTP streams; "
+                                   f"the others are not followed live (limits.max_streams_per_call)")  # fmt: skip
+                    continue
                 self._stream(call, leg, s, start)
+
+    def _warn(self, text: str) -> None:
+        if len(self.warnings) < 100:
+            self.warnings.append(text)

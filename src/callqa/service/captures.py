@@ -16,10 +16,11 @@ import numpy as np
 from callqa.audio.resample import resample
 from callqa.audio.wav import write_wav
 from callqa.capture.calls import CapturedCall, Dialog, Stream, iso
-from callqa.capture.media import UnsupportedCodec, decode_stream
+from callqa.capture.media import UnsupportedCodec, check_leg, decode_stream
 from callqa.capture.stats import aggregate, call_start, measure_stream, rtcp_summary
-from callqa.config import Settings
+from callqa.config import LimitSettings, Settings
 from callqa.digest import digest, sha256_file
+from callqa.errors import LimitError
 from callqa.pipeline import Leg, analyze_legs
 from callqa.protocol import dtmf
 from callqa.protocol.rtp import RtpPacket
@@ -28,8 +29,12 @@ from callqa.service import cache
 from callqa.store import Store
 
 
-def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float) -> tuple[np.ndarray, int, str, list[str]]:
-    """A direction's audio on the call's timeline (silence before the first packet and in gaps)."""
+def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float,
+               limits: LimitSettings | None = None) -> tuple[np.ndarray, int, str, list[str]]:  # fmt: skip
+    """A direction's audio on the call's timeline (silence before the first packet and in gaps). The packets are
+    checked against ``limits`` first (timestamp jumps, timeline span, payload sizes, streams): a forged packet
+    cannot make the timeline, and so the memory, unbounded."""
+    check_leg([(s.packets, call.encodings.get(s.key) or {}) for s in streams if not s.encrypted], limits, max_s)
     t0 = call_start(call)
     pieces, notes = [], []
     for st in sorted(streams, key=lambda x: x.first.arrival):
@@ -86,8 +91,8 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     if not stats_only:
         for role, sts in call.streams.items():
             try:
-                x, rate, codec, notes = decode_leg(call, sts, settings.analysis.max_leg_duration_s)
-            except UnsupportedCodec as exc:
+                x, rate, codec, notes = decode_leg(call, sts, settings.analysis.max_leg_duration_s, settings.limits)
+            except (UnsupportedCodec, LimitError) as exc:  # this direction is measured, not heard; the call goes on
                 warnings.append(f"{role} not decoded: {exc}")
                 continue
             warnings += notes

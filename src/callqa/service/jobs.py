@@ -17,6 +17,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from pydantic import BaseModel, Field
 
 from callqa.config import Settings
 from callqa.errors import CallqaError, FetchError, InputError, LimitError, ModelError, StoreError
+from callqa.private import private_dir
+from callqa.public import public_message
 from callqa.report import CallReport, Role
 from callqa.store import Store
 
@@ -130,11 +133,13 @@ class JobStore:
                    assessment=json.loads(row[10]) if row[10] else None)  # fmt: skip
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment"}
+        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "assessment" in fields and fields["assessment"] is not None:
             fields["assessment"] = json.dumps(fields["assessment"])
+        if isinstance(fields.get("spec"), JobSpec):
+            fields["spec"] = fields["spec"].model_dump_json()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.store.connect() as db:
             db.execute(f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
@@ -161,9 +166,7 @@ def new_job_id() -> str:
 
 
 def spool_dir(settings: Settings, job_id: str) -> Path:
-    path = settings.data_dir / "spool" / job_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(settings.data_dir / "spool" / job_id)
 
 
 def audio_dir(settings: Settings) -> Path:
@@ -205,15 +208,15 @@ def run_job(spec: JobSpec, settings: Settings) -> tuple[CallReport, bool]:
 
         return analyze_recording_id(src.vicidial, settings)
     with tempfile.TemporaryDirectory(prefix="callqa-fetch-") as tmp:
-        if src.url:
+        if src.files:  # an upload, or a recording the service has fetched already
+            paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
+        elif src.url:
             paths, labels = [fetch_http(src.url, settings.fetch, Path(tmp))], [src.url]
         elif src.sftp:
             paths, labels = [fetch_sftp(src.sftp, settings.fetch, Path(tmp))], [f"sftp:{src.sftp}"]
-        elif src.files:
-            paths, labels = [Path(f) for f in src.files], src.labels or [Path(f).name for f in src.files]
         else:
             raise InputError("the job names no recording")
-        hashes = src.hashes if src.files else None
+        hashes = src.hashes if src.files and src.hashes and len(src.hashes) == len(src.files) else None
         return analyze_recording(paths, settings, spec.roles, store, labels=labels, audio_dir=audio_dir(settings),
                              hashes=hashes)  # fmt: skip
 
@@ -234,13 +237,17 @@ def safe_run(spec_json: str, settings_json: str) -> dict[str, Any]:
     """Process-pool entry point: JSON in, JSON out, every error turned into a result (never a pickling issue)."""
     settings = Settings.model_validate_json(settings_json)
     spec = JobSpec.model_validate_json(spec_json)
+    src = spec.source
     try:
         report, cached = run_job(spec, settings)
         return {"ok": True, "report": report.model_dump_json(), "cached": cached}
-    except CallqaError as exc:
-        return {"ok": False, "error": str(exc), "code": error_code(exc)}
+    except CallqaError as exc:  # without server paths: a spooled file is named by its upload label
+        error = public_message(str(exc), src.files, src.labels, [settings.data_dir])
+        return {"ok": False, "error": error, "code": error_code(exc)}
     except Exception as exc:  # noqa: BLE001 - a bug must fail the job with its message, not kill the worker
-        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 500}
+        incident = secrets.token_hex(4)  # the client sees this id; the service log has it with the traceback
+        return {"ok": False, "error": f"internal error {incident} ({type(exc).__name__}); see the service log",
+                "code": 500, "incident": incident, "trace": traceback.format_exc()}  # fmt: skip
 
 
 def worker_init(nice: int) -> None:

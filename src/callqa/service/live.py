@@ -70,7 +70,7 @@ def run_live(
         key = settings.publish_key.get_secret_value() if settings.publish_key else None
         publisher = Publisher(options.publish_url, key)
         ruleset = load_rules(settings.analysis.rules_file) if settings.analysis.rules_file else None
-        follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset))
+        follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset), settings.limits)
 
     def analyse(call: CapturedCall) -> None:
         try:

@@ -65,7 +65,7 @@ def legs_from_files(
     """Decode recordings into legs; returns the legs and warnings about how they were formed."""
     check_file_count(paths)
     limit = settings.analysis.max_leg_duration_s
-    decoded = [decode_file(p, limit, settings.max_file_bytes) for p in paths]
+    decoded = [decode_file(p, limit, settings.max_file_bytes, settings.limits) for p in paths]
     warnings: list[str] = []
     if len(decoded) == 2:
         defaults: tuple[Role, Role] = ("caller", "callee")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -19,10 +21,14 @@ from typing import Any
 from callqa.ai.assistant import Assistant
 from callqa.config import Settings
 from callqa.report import CallReport
+from callqa.service.drain import DrainRate
 from callqa.service.jobs import MAX_ATTEMPTS, Job, JobSpec, JobStore, remove_spool, safe_run, warm_up, worker_init
 from callqa.service.metrics import Metrics
+from callqa.service.prefetch import Prefetcher
 
 FINISHED_KEPT = 64
+
+log = logging.getLogger("callqa.service.jobs")
 
 
 class QueueFull(Exception):
@@ -41,9 +47,11 @@ class Runner:
         self.events: dict[str, asyncio.Event] = {}
         self.finished: dict[str, CallReport] = {}  # reports of jobs just done, for a request waiting on them
         self.avg_job_s = 5.0
+        self.drain = DrainRate()  # Retry-After comes from how fast jobs really finish
         self.pool: ProcessPoolExecutor | None = None
         self.warm: list[Future[Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.prefetch = Prefetcher(settings, jobs, self._enqueue, self._fail)  # fetches outside the workers
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -61,7 +69,7 @@ class Runner:
     async def stop(self) -> None:
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, self.prefetch.stop(), return_exceptions=True)
         if self.pool is not None:
             # stop the workers now (an analysis in progress is abandoned: its job stays 'running' in the store
             # and is resumed by the next start), then reap them
@@ -79,7 +87,7 @@ class Runner:
                 self._fail(job, "the uploaded recording was lost before the job could run; upload it again", 410)
             else:
                 self.jobs.update(job.id, status="queued")
-                self._enqueue(job.id)
+                self.prefetch.admit(job)
 
     def ready(self) -> bool:
         return bool(self.warm) and all(f.done() and not f.exception() for f in self.warm)
@@ -87,10 +95,10 @@ class Runner:
     # --- queue -----------------------------------------------------------------------------------------
 
     def depth(self) -> int:
-        return self.queue.qsize() + self.running
+        return self.queue.qsize() + self.running + self.prefetch.active
 
     def retry_after(self) -> int:
-        return max(1, min(600, int(self.depth() * self.avg_job_s / self.settings.api.workers)))
+        return self.drain.retry_after(self.depth(), self.avg_job_s, self.settings.api.workers)
 
     def _enqueue(self, job_id: str) -> None:
         self.events.setdefault(job_id, asyncio.Event())
@@ -102,7 +110,8 @@ class Runner:
             self.metrics.jobs.labels("rejected").inc()
             raise QueueFull(self.retry_after())
         job = self.jobs.create(spec, key_id, job_id)
-        self._enqueue(job.id)
+        self.events.setdefault(job.id, asyncio.Event())
+        self.prefetch.admit(job)
         return job
 
     def take_report(self, job: Job) -> CallReport | None:
@@ -123,6 +132,8 @@ class Runner:
         self.jobs.update(job.id, status="failed", error=error, error_code=code)
         self.metrics.jobs.labels("failed").inc()
         remove_spool(job.spec)
+        if (event := self.events.pop(job.id, None)) is not None:
+            event.set()
 
     # --- work ------------------------------------------------------------------------------------------
 
@@ -141,6 +152,7 @@ class Runner:
                 self.running -= 1
                 self.metrics.queue.set(self.depth())
             await self._finish(job, result)
+            self.drain.done(time.monotonic(), self.depth())
             event = self.events.pop(job_id, None)
             if event is not None:
                 event.set()
@@ -155,6 +167,8 @@ class Runner:
 
     async def _finish(self, job: Job, result: dict[str, Any]) -> None:
         if not result["ok"]:
+            if "trace" in result:  # a bug: logged with the job and the id the client was given
+                log.error("job %s: internal error %s\n%s", job.id, result["incident"], result["trace"])
             self._fail(job, result["error"], result["code"])
             return
         report = CallReport.model_validate_json(result["report"])

@@ -2,12 +2,18 @@
 
 Only hosts in ``fetch.http_hosts`` are contacted ('host' allows the scheme's default port, 'host:port' that
 port), every redirect is checked against the same list, no proxy from the environment is used, and size and
-time limits hold while the body streams to disk.
+time limits hold while the body streams to disk. An allowed *name* must resolve to public addresses only: a
+name that resolves to a loopback, link-local (cloud metadata at 169.254.169.254), private, shared or reserved
+address is refused unless the allowlist names that address itself (``10.0.0.5:8080``), so that a DNS record
+cannot turn an allowed host into a way into the service's own network.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,6 +35,43 @@ def allowed(url: httpx.URL, hosts: list[str]) -> bool:
                for entry in hosts)  # fmt: skip
 
 
+def _listed_addresses(hosts: list[str]) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    out = set()
+    for entry in hosts:
+        host = entry.strip()
+        if host.startswith("["):
+            host = host[1 : host.find("]")]
+        elif host.count(":") == 1:
+            host = host.split(":")[0]
+        try:
+            out.add(ipaddress.ip_address(host))
+        except ValueError:
+            continue
+    return out
+
+
+def check_resolved(url: httpx.URL, hosts: list[str],
+                   resolve: Callable[[str, int], list[str]] | None = None) -> None:  # fmt: skip
+    """Refuse a host whose addresses are not public, unless each such address is listed literally."""
+    host = url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = (resolve or _resolve)(host, port)
+    except OSError as exc:
+        raise FetchError(f"cannot resolve {host}: {exc}") from exc
+    listed = _listed_addresses(hosts)
+    for text in addresses:
+        ip = ipaddress.ip_address(text.split("%")[0])
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if not (mapped or ip).is_global and (mapped or ip) not in listed and ip not in listed:
+            raise FetchError(f"{host} resolves to {ip}, an internal address (loopback, link-local, private or "
+                             f"metadata): only an address listed in fetch.http_hosts may be internal")  # fmt: skip
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
 def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
     """Stream ``url`` into ``dest_dir``; returns the file. Raises FetchError, LimitError or InputError."""
     try:
@@ -42,6 +85,7 @@ def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
             for _ in range(fetch.max_redirects + 1):
                 if not allowed(current, fetch.http_hosts):
                     raise FetchError(f"{current.host or url!r} is not an allowed recording host")
+                check_resolved(current, fetch.http_hosts)
                 with client.stream("GET", current) as resp:
                     if resp.is_redirect:
                         current = current.join(resp.headers.get("location", ""))

@@ -10,47 +10,33 @@ time span is recorded in ``redacted``, and the same span can be replaced by a to
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from callqa.pii import luhn_ok, mask_text, spans
-from callqa.report import Segment, Utterance
+from callqa.pii import digits_of, mask_text, mask_value, number_label, spans
+from callqa.report import Segment, Utterance, Word
 
 TONE_HZ = 1000.0
 TONE_DBFS = -20.0
-# digits as Whisper may write them when a number is read out ("for" is how it often hears a lone "four")
-DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "for": "4",
-               "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}  # fmt: skip
-_STRIP = re.compile(r"^[^\w+]+|[^\w]+$")
-
-
-def _digits(word: str) -> str | None:
-    """The digits a word stands for ("488," -> "488", "Zero" -> "0"), or None if it is not a number."""
-    core = _STRIP.sub("", word.lower()).replace(",", "").replace("-", "")
-    if core.isdigit():
-        return core
-    return DIGIT_WORDS.get(core)
 
 
 def spoken_number_runs(words: list[str]) -> list[tuple[int, int, str]]:
-    """(first word, last word, label) of digit runs that form a card number or a phone number."""
+    """(first word, last word, label) of digit runs that form a card number or a phone number (the digit
+    words and labels of :func:`callqa.pii.number_label`)."""
     out: list[tuple[int, int, str]] = []
     i = 0
     while i < len(words):
-        if _digits(words[i]) is None:
+        if digits_of(words[i]) is None:
             i += 1
             continue
         j, digits = i, ""
-        while j < len(words) and (d := _digits(words[j])) is not None:
+        while j < len(words) and (d := digits_of(words[j])) is not None:
             digits += d
             j += 1
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            out.append((i, j - 1, "[CARD]"))
-        elif 7 <= len(digits) <= 15:
-            out.append((i, j - 1, "[PHONE]"))
-        elif len(digits) > 15:  # a long number that is not a valid card (perhaps a misheard one): masked too
-            out.append((i, j - 1, "[NUMBER]"))
+        if label := number_label(digits):
+            out.append((i, j - 1, label))
         i = j
     return out
 
@@ -94,4 +80,26 @@ def tone_over(samples: np.ndarray, rate: int, segments: list[Segment]) -> np.nda
         if b > a:
             t = np.arange(b - a) / rate
             out[a:b] = (amplitude * np.sin(2 * np.pi * TONE_HZ * t)).astype(out.dtype)
+    return out
+
+
+TEXT_FIELDS = ("text", "words", "message")  # what a live event says; ids, legs and times are left as they are
+
+
+def redact_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A live event (``final``/``partial`` with ``text`` and ``words``, ``rule`` with the matched ``words``)
+    with personal data masked the way stored transcripts are; the service applies it before relaying, whatever
+    the publisher did. Only what the event says is masked: a Call-ID that looks like an email stays usable."""
+    out = {k: mask_value(v) if k in TEXT_FIELDS else v for k, v in event.items()}
+    words = event.get("words")
+    if isinstance(words, list) and words and all(isinstance(w, dict) and isinstance(w.get("word"), str)
+                                                 for w in words):  # fmt: skip
+        try:
+            utt = Utterance(leg="mixed", start_s=0.0, end_s=0.0, text=str(event.get("text", "")),
+                            words=[Word.model_validate(w) for w in words], confidence=1.0)  # fmt: skip
+        except ValidationError:
+            return out
+        masked = redact_utterance(utt)
+        out["text"] = masked.text
+        out["words"] = [{**w, "word": m.word} for w, m in zip(words, masked.words, strict=True)]
     return out

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from callqa.api.deps import ReadKey, State, WriteKey
 from callqa.api.schemas import AiAnalysis, Assessment, JobOut, Problem
 from callqa.errors import CallqaError, FetchError
+from callqa.pii import mask_file_name
+from callqa.private import open_private
 from callqa.report import CallReport
 from callqa.service.jobs import Job, JobSpec, Source, new_job_id, spool_dir, with_transcription
 from callqa.service.recordings import cached_recording, parse_roles
@@ -47,10 +49,10 @@ async def _spool_uploads(folder: Path, files: list[UploadFile]) -> tuple[list[st
     """Uploads written to the job's spool folder: (paths, labels, SHA-256 of each, taken as it streams in)."""
     paths, labels, hashes = [], [], []
     for i, upload in enumerate(files):
-        name = safe_name(upload.filename or "", f"leg{i}")
+        name = safe_name(mask_file_name(upload.filename or ""), f"leg{i}")  # no email or number in a label
         dest = folder / f"{i}-{name}"
         total, h = 0, hashlib.sha256()
-        with open(dest, "wb") as out:
+        with open_private(dest) as out:
             while chunk := await upload.read(1 << 20):
                 total += len(chunk)
                 h.update(chunk)
