@@ -1,7 +1,10 @@
 """Detection benchmark: the labelled suite of bench/gen_oneway.py through the real analysis path (stereo files
 through ``legs_from_files``, captures through ``analyze_capture``), scored per class.
 
-    python bench/bench_detection.py [--per-class 12] [--seed 1] [--espeak-only] [--keep DIR]
+    python bench/bench_detection.py [--per-class 12] [--seed 1] [--espeak-only] [--keep DIR] [--classes A,B]
+
+``--keep DIR`` writes the suite there and keeps it; when DIR already holds one (labels.json) it is analysed
+again without generating (e.g. to compare two versions of the detectors on the same calls).
 
 Prints per class: calls, detection rate (the expected finding on the expected side), false alarms (a one-way
 finding of warning or critical where none belongs, on the wrong side, or a wrong verdict), the median error of
@@ -11,6 +14,7 @@ finding of warning or critical where none belongs, on the wrong side, or a wrong
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -76,7 +80,10 @@ def run(per_class: int, seed: int, espeak_only: bool, keep: Path | None, classes
     with tempfile.TemporaryDirectory() as tmp:
         out = keep or Path(tmp)
         t0 = time.perf_counter()
-        labels = [asdict(x) for x in gen_oneway.build(out, per_class, seed, espeak_only, classes)]
+        if keep is not None and (keep / "labels.json").is_file():  # a suite written before: analyse it again
+            labels = [x for x in json.loads((keep / "labels.json").read_text()) if not classes or x["cls"] in classes]
+        else:
+            labels = [asdict(x) for x in gen_oneway.build(out, per_class, seed, espeak_only, classes)]
         t_gen = time.perf_counter() - t0
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         t0 = time.perf_counter()
@@ -90,8 +97,10 @@ def run(per_class: int, seed: int, espeak_only: bool, keep: Path | None, classes
                 print(f"  miss/false alarm {label['name']} ({label['variant'] or '-'}): expected {expected}; "
                       f"found {found}", flush=True)  # fmt: skip
         t_run = time.perf_counter() - t0
-    print(f"\n{len(labels)} calls, generated in {t_gen:.0f} s, analysed in {t_run:.0f} s "
-          f"({t_run / max(1, len(labels)):.2f} s per call), seed {seed}{', espeak only' if espeak_only else ''}\n")
+    print(
+        f"\n{len(labels)} calls, generated in {t_gen:.0f} s, analysed in {t_run:.0f} s "
+        f"({t_run / max(1, len(labels)):.2f} s per call), seed {seed}{', espeak only' if espeak_only else ''}\n"
+    )
     print(f"{'class':22} {'calls':>5} {'detected':>9} {'false alarms':>13} {'median |start error| s':>23}")
     for cls in gen_oneway.CLASSES:
         r = rows.get(cls, [])
@@ -100,8 +109,10 @@ def run(per_class: int, seed: int, espeak_only: bool, keep: Path | None, classes
         det = [x["detected"] for x in r if x["detected"] is not None]
         errs = [x["start_error_s"] for x in r if x["start_error_s"] is not None]
         fa = sum(x["false_alarm"] for x in r)
-        print(f"{cls:22} {len(r):5} {_rate(det):>9} {f'{fa}/{len(r)}':>13} "
-              f"{(f'{statistics.median(errs):.2f}' if errs else '-'):>23}")
+        print(
+            f"{cls:22} {len(r):5} {_rate(det):>9} {f'{fa}/{len(r)}':>13} "
+            f"{(f'{statistics.median(errs):.2f}' if errs else '-'):>23}"
+        )
     ow = [x for c in gen_oneway.ONE_WAY_CLASSES for x in rows.get(c, [])]
     neg = [x for c, r in rows.items() if c not in gen_oneway.ONE_WAY_CLASSES for x in r]
     dom = rows.get("dominant", []) + rows.get("cap_dominant", [])
@@ -138,7 +149,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--espeak-only", action="store_true")
-    ap.add_argument("--keep", type=Path, help="write the suite here and keep it")
+    ap.add_argument("--keep", type=Path, help="write the suite here and keep it (or analyse the one already there)")
     ap.add_argument("--classes", help="comma-separated classes (default: all)")
     args = ap.parse_args()
     classes = args.classes.split(",") if args.classes else None

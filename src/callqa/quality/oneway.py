@@ -143,6 +143,7 @@ class Silence:
     spoke_before: bool
     talk_s: float
     waits: int  # talker pauses of at least one_way_wait_s that nobody answered, followed by more talk
+    waiting_s: float  # their total length
     hold_s: float  # the talker's longest pause skipped at the start (a hold or transfer)
 
 
@@ -171,9 +172,14 @@ def silences(quiet: LegReport, talker: LegReport, end: float, s: AnalysisSetting
                 start, hold = x, max(hold, x - prev)
             prev = max(prev, y)
         talk = _clip(talk, start, b)
-        waits = sum(1 for (_, y), (x, _) in zip(talk, talk[1:], strict=False) if x - y >= s.one_way_wait_s)
+        # pauses that wait for the quiet side: between the talker's words, and before its first words when they
+        # follow the quiet side's last ones (the reply that does not come)
+        pauses = [x - y for (_, y), (x, _) in zip(talk, talk[1:], strict=False)]
+        if a > 0.0 and start == a:
+            pauses.append(talk[0][0] - a)
+        waits = [p for p in pauses if p >= s.one_way_wait_s]
         out.append(Silence(quiet.role, talker.role, start, b, to_end, a > 0.0 or bool(q),
-                           sum(y - x for x, y in talk), waits, hold))  # fmt: skip
+                           sum(y - x for x, y in talk), len(waits), sum(waits), hold))  # fmt: skip
     return out
 
 
@@ -186,12 +192,14 @@ def audio_evidence(legs: list[LegReport], end: float, s: AnalysisSettings) -> di
         for sil in silences(quiet, talker, end, s):
             if sil.talk_s < s.one_way_min_talk_s:
                 continue
+            waiting = sil.waiting_s >= s.one_way_wait_share * sil.talk_s  # waits for a reply, not a monologue
             if not sil.spoke_before and sil.to_end:
                 severity: Severity = "critical"  # never heard at all while the other talks
-            elif sil.to_end and sil.end_s - sil.start_s >= s.one_way_after_min_s and sil.waits >= s.one_way_min_waits:
+            elif (sil.to_end and sil.end_s - sil.start_s >= s.one_way_after_min_s and waiting
+                  and sil.waits >= s.one_way_min_waits):  # fmt: skip
                 content = _content(quiet, sil.start_s, sil.end_s, s)
                 severity = "warning" if content.startswith("sound") else "critical"
-            elif sil.end_s - sil.start_s >= s.one_way_partial_min_s and sil.waits >= s.one_way_min_waits + 1:
+            elif sil.end_s - sil.start_s >= s.one_way_partial_min_s and waiting and sil.waits > s.one_way_min_waits:
                 severity = "warning"  # lost for a while, then back
             else:
                 continue
@@ -291,6 +299,7 @@ def one_way_audio(
                 "talker": sil.talker,
                 "talk_s": round(sil.talk_s, 2),
                 "unanswered_waits": sil.waits,
+                "waiting_s": round(sil.waiting_s, 2),
                 "after_pause_s": round(sil.hold_s, 2),
                 "quiet_side_carries": _content(by_role.get(role), sil.start_s, sil.end_s, s),
             }
