@@ -115,6 +115,16 @@ def heard(quiet: LegReport, talker: LegReport, s: AnalysisSettings) -> list[tupl
     return sorted(segs)
 
 
+def _audio_end(leg: LegReport, s: AnalysisSettings) -> float:
+    """Where the leg's audio ends: its last sample, or the start of the digital silence that runs to it (a
+    stream that goes on sending G.711 silence), to the second."""
+    t = leg.level_timeline_dbfs
+    k = len(t)
+    while k > 0 and t[k - 1] < s.digital_silence_dbfs:
+        k -= 1
+    return min(float(k), leg.duration_s)
+
+
 def _content(leg: LegReport | None, a: float, b: float, s: AnalysisSettings) -> str:
     """What the silent side carries in [a, b]: no audio, digital silence, line noise or sound without speech."""
     if leg is None or leg.duration_s <= a + 1.0:
@@ -308,8 +318,9 @@ def one_way_audio(
             if start is None:
                 start = sil.start_s if sil.spoke_before else max(sil.start_s, media_start)
                 quiet_leg = by_role.get(role)
-                if quiet_leg is not None and start < quiet_leg.duration_s < end - s.one_way_rtp_stop_s:
-                    start = quiet_leg.duration_s  # its audio (a captured stream's voice packets) ends there
+                quiet_end = _audio_end(quiet_leg, s) if quiet_leg is not None else None
+                if quiet_end is not None and start < quiet_end < end - s.one_way_rtp_stop_s:
+                    start = quiet_end  # its audio ends there (voice packets stop, or only digital silence follows)
             what = "says nothing" if not sil.spoke_before else f"is silent from {sil.start_s:.1f} s"
             reasons.append(f"the {role} {what} while the {sil.talker} talks {sil.talk_s:.0f} s into it"
                            + (f" and waits for a reply {sil.waits} times" if sil.waits else ""))  # fmt: skip
