@@ -38,7 +38,8 @@ class Direction:
     """One direction's RTP, over all its streams."""
 
     role: str
-    packets: int
+    packets: int  # received
+    sent: int  # what the sender sent, from the sequence numbers (at least what was received)
     first_s: float
     last_s: float
     payloads: frozenset[str]
@@ -58,7 +59,9 @@ def directions(streams: list[RtpStream]) -> dict[str, Direction]:
         mine = [st for st in streams if st.leg == role]
         if mine:
             names = {n.strip().upper() for st in mine for n in st.payload.split(",") if n.strip()}
-            out[role] = Direction(role, sum(st.packets for st in mine), min(st.start_s for st in mine),
+            received = sum(st.packets for st in mine)
+            sent = max(received, sum(st.expected for st in mine))
+            out[role] = Direction(role, received, sent, min(st.start_s for st in mine),
                                   max(st.end_s for st in mine), frozenset(names))  # fmt: skip
     return out
 
@@ -239,12 +242,12 @@ def network_evidence(
     out: dict[str, tuple[float, str, dict[str, Any]]] = {}
     for role, other in (DIRECTIONS, DIRECTIONS[::-1]):
         o = d.get(other)
-        if o is None or o.packets < MIN_TALKER_PACKETS or o.comfort_noise_only:
+        if o is None or o.sent < MIN_TALKER_PACKETS or o.comfort_noise_only:
             continue
         me = d.get(role)
         if me is None:
             out[role] = (o.first_s, f"no RTP from the {role}", figures)
-        elif me.packets < s.one_way_rtp_share * o.packets:
+        elif me.packets < s.one_way_rtp_share * o.sent:
             out[role] = (o.first_s, f"the {role} sent {me.packets} RTP packets, the {other} {o.packets}", figures)
         elif me.comfort_noise_only:
             out[role] = (o.first_s, f"the {role}'s RTP carries only comfort noise", figures)
