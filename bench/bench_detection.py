@@ -1,7 +1,10 @@
 """Detection benchmark: the labelled suite of bench/gen_oneway.py through the real analysis path (stereo files
 through ``legs_from_files``, captures through ``analyze_capture``), scored per class.
 
-    python bench/bench_detection.py [--per-class 12] [--seed 1] [--espeak-only] [--keep DIR]
+    python bench/bench_detection.py [--per-class 12] [--seed 1] [--espeak-only] [--keep DIR] [--classes A,B]
+
+``--keep DIR`` writes the suite there and keeps it; when DIR already holds one (labels.json) it is analysed
+again without generating (e.g. to compare two versions of the detectors on the same calls).
 
 Prints per class: calls, detection rate (the expected finding on the expected side), false alarms (a one-way
 finding of warning or critical where none belongs, on the wrong side, or a wrong verdict), the median error of
@@ -11,6 +14,7 @@ finding of warning or critical where none belongs, on the wrong side, or a wrong
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -77,7 +81,10 @@ def run(per_class: int, seed: int, espeak_only: bool, keep: Path | None, classes
     with tempfile.TemporaryDirectory() as tmp:
         out = keep or Path(tmp)
         t0 = time.perf_counter()
-        labels = [asdict(x) for x in gen_oneway.build(out, per_class, seed, espeak_only, classes)]
+        if keep is not None and (keep / "labels.json").is_file():  # a suite written before: analyse it again
+            labels = [x for x in json.loads((keep / "labels.json").read_text()) if not classes or x["cls"] in classes]
+        else:
+            labels = [asdict(x) for x in gen_oneway.build(out, per_class, seed, espeak_only, classes)]
         t_gen = time.perf_counter() - t0
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         t0 = time.perf_counter()
@@ -143,7 +150,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--espeak-only", action="store_true")
-    ap.add_argument("--keep", type=Path, help="write the suite here and keep it")
+    ap.add_argument("--keep", type=Path, help="write the suite here and keep it (or analyse the one already there)")
     ap.add_argument("--classes", help="comma-separated classes (default: all)")
     args = ap.parse_args()
     classes = args.classes.split(",") if args.classes else None

@@ -232,13 +232,16 @@ def conversation(rng: random.Random, sp: dict[str, Speaker], t0: float, until: f
     events: list[Event] = []
     t, side = t0, "agent"
     reply_rate = rng.uniform(0.7, 1.0)  # how often the customer answers at all
+    skipped = 0
     while t < until:
         if dominant and side == "customer":
-            if rng.random() < reply_rate:
+            if rng.random() < reply_rate or skipped:  # never two agent turns in a row without a reply
+                skipped = 0
                 x = sp["customer"].say(rng.choice(REPLIES))
                 events.append(("customer", t, x))
                 t += x.size / RATE + rng.uniform(0.2, 0.8)
             else:
+                skipped = 1
                 t += rng.uniform(0.0, 1.8)  # the agent waits a moment for a reply that does not come, goes on
         else:
             x = sp[side].turn(rng.randint(2, 3) if dominant else rng.randint(1, 2))

@@ -56,16 +56,22 @@ def test_one_way_audio_digital_silence(testdata: Path, settings: Settings) -> No
     assert report.verdict == "failed"
 
 
-def test_partial_one_way_after_transfer(testdata: Path, settings: Settings) -> None:
+def test_customer_lost_after_30_s(testdata: Path, settings: Settings) -> None:
     a, b = calls.conversation(testdata, 90.0)
-    a_all = a + [t for t in b if t > 30]  # from 30 s on only the agent speaks ("hello? are you there?")
-    b_early = [t for t in b if t <= 25]
-    report = run(settings, calls.leg(testdata, 90, a_all), calls.leg(testdata, 90, b_early, seed=1))
+    b_early = [t for t in b if t <= 25]  # not heard from ~30 s on: the agent's turns go on, each waits for a reply
+    report = run(settings, calls.leg(testdata, 90, a), calls.leg(testdata, 90, b_early, seed=1))
     (lost,) = [f for f in report.findings if f.code == "one_way_audio"]
     assert lost.severity == "critical" and lost.leg == "customer"  # lost for good: the call failed
     assert lost.start_s == pytest.approx(30, abs=6) and lost.end_s == pytest.approx(90, abs=1)
     assert lost.evidence["used"] == ["audio"] and lost.evidence["audio"]["unanswered_waits"] >= 2
     assert report.verdict == "failed"
+
+
+def test_monologue_after_the_last_reply_is_not_one_way(testdata: Path, settings: Settings) -> None:
+    a, b = calls.conversation(testdata, 90.0)
+    a_all = a + [t for t in b if t > 30]  # from 30 s on the agent talks on, 1 s pauses, waiting for no one
+    report = run(settings, calls.leg(testdata, 90, a_all), calls.leg(testdata, 90, [t for t in b if t <= 25], seed=1))
+    assert "one_way_audio" not in codes(report)
 
 
 def _agent_dominated(testdata: Path, customer_gain_db: float) -> tuple[np.ndarray, np.ndarray]:

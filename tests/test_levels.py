@@ -70,3 +70,24 @@ def test_write_wav_round_trips_decoded_samples_exactly(tmp_path: Path) -> None:
     out = write_wav(tmp_path / "x.wav", x, 8000)
     back = decode_file(out, 60).samples[0]
     assert np.array_equal(np.round(back * 32768.0).astype(np.int16), pcm)
+
+
+def test_level_timeline_floor_and_sound_segments() -> None:
+    from callqa.audio.levels import level_timeline, noise_floor_dbfs, sound_segments
+
+    sr = 8000
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 10 ** (-60 / 20), 10 * sr)  # line noise at -60 dBFS RMS
+    t = np.arange(sr) / sr
+    x[3 * sr : 4 * sr] += np.sqrt(2) * 10 ** (-20 / 20) * np.sin(2 * np.pi * 440 * t)  # 1 s tone, -20 dBFS RMS
+    x[6 * sr + 4000 : 6 * sr + 4800] += 0.1 * np.sign(np.sin(2 * np.pi * 300 * t[:800]))  # 0.1 s burst
+    x[8 * sr :] = 0.0  # digital silence at the end
+    timeline = level_timeline(x, sr)
+    assert len(timeline) == 10
+    assert timeline[3] == pytest.approx(-20.0, abs=0.1) and timeline[0] == pytest.approx(-60.0, abs=0.3)
+    assert timeline[9] == -150.0
+    floor = noise_floor_dbfs(x, sr)
+    assert floor is not None and -64.0 < floor < -60.0  # a low percentile of 50 ms frames of the noise
+    assert noise_floor_dbfs(np.zeros(sr), sr) is None
+    segs = sound_segments(x, sr, floor + 20)
+    assert segs == [(3.0, 4.0), (6.5, 6.6)]

@@ -55,7 +55,7 @@ def test_each_fault_class_is_found_on_the_right_side(suite: dict, cls: str) -> N
             assert judged["start_error_s"] <= 3.0, what
             (found,) = [f for f in report.findings if f.code == "one_way_audio"]
             assert found.evidence["used"], what
-            if label["kind"] == "capture" and cls in ("cap_never_sent", "cap_stopped", "cap_comfort_noise"):
+            if cls in ("cap_never_sent", "cap_stopped"):
                 assert "network" in found.evidence["used"], what  # the RTP of each direction is looked at
 
 
@@ -63,7 +63,8 @@ def test_each_fault_class_is_found_on_the_right_side(suite: dict, cls: str) -> N
 def test_normal_and_dominant_calls_are_not_one_way(suite: dict, cls: str) -> None:  # type: ignore[type-arg]
     for label, (judged, report) in suite[cls]:
         assert not judged["false_alarm"], f"{label['name']}: {[(f.code, f.severity, f.leg) for f in report.findings]}"
-        assert report.verdict == "good", (label["name"], report.reasons)
+        if cls != "hold_ok":  # a hold is dead air, a warning
+            assert report.verdict == "good", (label["name"], report.reasons)
 
 
 def test_dominant_speaker_is_dominant(suite: dict) -> None:  # type: ignore[type-arg]

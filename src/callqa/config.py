@@ -46,9 +46,12 @@ class AnalysisSettings(BaseModel, frozen=True):
         20.0, gt=0, description="mid-call: one side silent this long while the other waits for it, then back"
     )
     # one-way audio over time (the reasons for these defaults are in docs/detectors.md)
-    one_way_min_talk_s: float = Field(2.0, ge=0, description="talk into the silence needed to judge one-way")
+    one_way_min_talk_s: float = Field(1.0, ge=0, description="talk into the silence needed to judge one-way")
     one_way_wait_s: float = Field(1.5, gt=0, description="a pause of the talker this long, unanswered, is a wait")
     one_way_min_waits: int = Field(2, ge=0, description="unanswered waits before a side that spoke is 'lost'")
+    one_way_wait_share: float = Field(
+        0.5, ge=0, description="the talker's waits must last this share of its talk (waiting, not a monologue)"
+    )
     one_way_after_min_s: float = Field(8.0, gt=0, description="a side silent this long to the end may be lost")
     one_way_hold_gap_s: float = Field(8.0, gt=0, description="talker pause this long is a hold: evidence after it")
     one_way_noise_margin_db: float = Field(

@@ -97,4 +97,4 @@ def sound_segments(x: np.ndarray, sr: int, threshold_dbfs: float, frame_s: float
             out[-1] = (out[-1][0], end)
         else:
             out.append((start, end))
-    return [(round(a, 3), round(b, 3)) for a, b in out if b - a >= min_s]
+    return [(round(a, 3), round(b, 3)) for a, b in out if b - a >= min_s - 1e-9]

@@ -38,7 +38,8 @@ class Direction:
     """One direction's RTP, over all its streams."""
 
     role: str
-    packets: int
+    packets: int  # received
+    sent: int  # what the sender sent, from the sequence numbers (at least what was received)
     first_s: float
     last_s: float
     payloads: frozenset[str]
@@ -58,7 +59,9 @@ def directions(streams: list[RtpStream]) -> dict[str, Direction]:
         mine = [st for st in streams if st.leg == role]
         if mine:
             names = {n.strip().upper() for st in mine for n in st.payload.split(",") if n.strip()}
-            out[role] = Direction(role, sum(st.packets for st in mine), min(st.start_s for st in mine),
+            received = sum(st.packets for st in mine)
+            sent = max(received, sum(st.expected for st in mine))
+            out[role] = Direction(role, received, sent, min(st.start_s for st in mine),
                                   max(st.end_s for st in mine), frozenset(names))  # fmt: skip
     return out
 
@@ -115,6 +118,16 @@ def heard(quiet: LegReport, talker: LegReport, s: AnalysisSettings) -> list[tupl
     return sorted(segs)
 
 
+def _audio_end(leg: LegReport, s: AnalysisSettings) -> float:
+    """Where the leg's audio ends: its last sample, or the start of the digital silence that runs to it (a
+    stream that goes on sending G.711 silence), to the second."""
+    t = leg.level_timeline_dbfs
+    k = len(t)
+    while k > 0 and t[k - 1] < s.digital_silence_dbfs:
+        k -= 1
+    return min(float(k), leg.duration_s)
+
+
 def _content(leg: LegReport | None, a: float, b: float, s: AnalysisSettings) -> str:
     """What the silent side carries in [a, b]: no audio, digital silence, line noise or sound without speech."""
     if leg is None or leg.duration_s <= a + 1.0:
@@ -143,6 +156,7 @@ class Silence:
     spoke_before: bool
     talk_s: float
     waits: int  # talker pauses of at least one_way_wait_s that nobody answered, followed by more talk
+    waiting_s: float  # their total length
     hold_s: float  # the talker's longest pause skipped at the start (a hold or transfer)
 
 
@@ -171,9 +185,14 @@ def silences(quiet: LegReport, talker: LegReport, end: float, s: AnalysisSetting
                 start, hold = x, max(hold, x - prev)
             prev = max(prev, y)
         talk = _clip(talk, start, b)
-        waits = sum(1 for (_, y), (x, _) in zip(talk, talk[1:], strict=False) if x - y >= s.one_way_wait_s)
+        # pauses that wait for the quiet side: between the talker's words, and before its first words when they
+        # follow the quiet side's last ones (the reply that does not come)
+        pauses = [x - y for (_, y), (x, _) in zip(talk, talk[1:], strict=False)]
+        if a > 0.0 and start == a:
+            pauses.append(talk[0][0] - a)
+        waits = [p for p in pauses if p >= s.one_way_wait_s]
         out.append(Silence(quiet.role, talker.role, start, b, to_end, a > 0.0 or bool(q),
-                           sum(y - x for x, y in talk), waits, hold))  # fmt: skip
+                           sum(y - x for x, y in talk), len(waits), sum(waits), hold))  # fmt: skip
     return out
 
 
@@ -186,12 +205,14 @@ def audio_evidence(legs: list[LegReport], end: float, s: AnalysisSettings) -> di
         for sil in silences(quiet, talker, end, s):
             if sil.talk_s < s.one_way_min_talk_s:
                 continue
+            waiting = sil.waiting_s >= s.one_way_wait_share * sil.talk_s  # waits for a reply, not a monologue
             if not sil.spoke_before and sil.to_end:
                 severity: Severity = "critical"  # never heard at all while the other talks
-            elif sil.to_end and sil.end_s - sil.start_s >= s.one_way_after_min_s and sil.waits >= s.one_way_min_waits:
+            elif (sil.to_end and sil.end_s - sil.start_s >= s.one_way_after_min_s and waiting
+                  and sil.waits >= s.one_way_min_waits):  # fmt: skip
                 content = _content(quiet, sil.start_s, sil.end_s, s)
                 severity = "warning" if content.startswith("sound") else "critical"
-            elif sil.end_s - sil.start_s >= s.one_way_partial_min_s and sil.waits >= s.one_way_min_waits + 1:
+            elif sil.end_s - sil.start_s >= s.one_way_partial_min_s and waiting and sil.waits > s.one_way_min_waits:
                 severity = "warning"  # lost for a while, then back
             else:
                 continue
@@ -221,12 +242,12 @@ def network_evidence(
     out: dict[str, tuple[float, str, dict[str, Any]]] = {}
     for role, other in (DIRECTIONS, DIRECTIONS[::-1]):
         o = d.get(other)
-        if o is None or o.packets < MIN_TALKER_PACKETS or o.comfort_noise_only:
+        if o is None or o.sent < MIN_TALKER_PACKETS or o.comfort_noise_only:
             continue
         me = d.get(role)
         if me is None:
             out[role] = (o.first_s, f"no RTP from the {role}", figures)
-        elif me.packets < s.one_way_rtp_share * o.packets:
+        elif me.packets < s.one_way_rtp_share * o.sent:
             out[role] = (o.first_s, f"the {role} sent {me.packets} RTP packets, the {other} {o.packets}", figures)
         elif me.comfort_noise_only:
             out[role] = (o.first_s, f"the {role}'s RTP carries only comfort noise", figures)
@@ -291,6 +312,7 @@ def one_way_audio(
                 "talker": sil.talker,
                 "talk_s": round(sil.talk_s, 2),
                 "unanswered_waits": sil.waits,
+                "waiting_s": round(sil.waiting_s, 2),
                 "after_pause_s": round(sil.hold_s, 2),
                 "quiet_side_carries": _content(by_role.get(role), sil.start_s, sil.end_s, s),
             }
@@ -299,8 +321,9 @@ def one_way_audio(
             if start is None:
                 start = sil.start_s if sil.spoke_before else max(sil.start_s, media_start)
                 quiet_leg = by_role.get(role)
-                if quiet_leg is not None and start < quiet_leg.duration_s < end - s.one_way_rtp_stop_s:
-                    start = quiet_leg.duration_s  # its audio (a captured stream's voice packets) ends there
+                quiet_end = _audio_end(quiet_leg, s) if quiet_leg is not None else None
+                if quiet_end is not None and start < quiet_end < end - s.one_way_rtp_stop_s:
+                    start = quiet_end  # its audio ends there (voice packets stop, or only digital silence follows)
             what = "says nothing" if not sil.spoke_before else f"is silent from {sil.start_s:.1f} s"
             reasons.append(f"the {role} {what} while the {sil.talker} talks {sil.talk_s:.0f} s into it"
                            + (f" and waits for a reply {sil.waits} times" if sil.waits else ""))  # fmt: skip
