@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from callqa.capture.pcap import CaptureFile
 from conftest import REPO, write_wav
 from hostile import rtp_offsets, shift_rtp_timestamp, wav_with
 
@@ -22,10 +21,12 @@ from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 from callqa.capture.calls import Tracker
 from callqa.capture.live_audio import LiveAudio
-from callqa.capture.media import RtpPacket, check_leg
+from callqa.capture.media import check_leg
 from callqa.config import LimitSettings, Settings
 from callqa.errors import DecodeError, LimitError
-from callqa.service import analyze_capture
+from callqa.protocol.pcap import CaptureFile
+from callqa.protocol.rtp import RtpPacket
+from callqa.service.captures import analyze_capture
 
 MEMORY_CAP = 1536 * 1024**2  # address space allowed to a CLI run here (a regression fails instead of swapping)
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from callqa.capture.analyze import decode_leg
 from conftest import REPO, TESTDATA
 from hostile import rtp_offsets
 
@@ -34,7 +33,8 @@ from callqa.capture.calls import read_capture
 from callqa.capture.media import UnsupportedCodec
 from callqa.config import AnalysisSettings, LimitSettings, Settings
 from callqa.errors import CallqaError
-from callqa.pipeline import legs_from_files
+from callqa.service.captures import decode_leg
+from callqa.service.recordings import legs_from_files
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given  # noqa: E402
@@ -115,12 +115,12 @@ def analyse_recording(path: Path) -> None:
 
 def analyse_capture(path: Path) -> None:
     """What `callqa pcap` does up to the models: parse, assemble calls, measure streams, decode each leg."""
-    from callqa.capture.analyze import measure_stream
+    from callqa.capture.stats import measure_stream
 
     for call in read_capture(path).calls:
         for role, streams in call.streams.items():
             for s in streams:
-                measure_stream(call, s, role, SETTINGS)
+                measure_stream(call, s, role, SETTINGS.analysis.jitter_buffer_ms)
             with contextlib.suppress(UnsupportedCodec):  # named in the report; the other legs go on
                 decode_leg(call, streams, SETTINGS.analysis.max_leg_duration_s, LIMITS)
 

@@ -14,8 +14,8 @@ from conftest import write_wav
 from callqa.api.keys import KeyStore
 from callqa.config import AnalysisSettings, Settings
 from callqa.private import open_private, private_dir, private_file
-from callqa.service import analyze_files
 from callqa.service.jobs import audio_dir, spool_dir
+from callqa.service.recordings import analyze_recording
 from callqa.store import Store
 
 
@@ -38,7 +38,7 @@ def test_store_audio_spool_and_keys_are_private(tmp_path: Path, open_umask: None
     store = Store(settings.db)
     KeyStore(store).create("write")  # API key hashes live in the store
     leg = write_wav(tmp_path / "agent.wav", np.sin(np.arange(16000) / 3) * 0.3, 8000)
-    analyze_files([leg], settings, None, store, audio_dir=audio_dir(settings))
+    analyze_recording([leg], settings, None, store, audio_dir=audio_dir(settings))
     spool = spool_dir(settings, "job1")
     with open_private(spool / "0-upload.wav") as f:
         f.write(b"RIFF")
