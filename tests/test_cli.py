@@ -58,14 +58,14 @@ def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no stored report" in proc.stderr
 
 
-def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path, testdata: Path) -> None:
+def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path) -> None:
     rec = tmp_path / "recordings"
     rec.mkdir()
-    a, b = calls.conversation(testdata, 20.0)
-    write_wav(rec / "1001-in.wav", calls.leg(testdata, 20, a), calls.RATE)
-    write_wav(rec / "1001-out.wav", calls.leg(testdata, 20, b, seed=1), calls.RATE)
-    write_wav(rec / "1002.wav", np.vstack([calls.leg(testdata, 20, a), calls.leg(testdata, 20, b)]), calls.RATE)
-    write_wav(rec / "1003.wav", calls.leg(testdata, 10, [1.0]), calls.RATE)
+    a, b = calls.conversation(20.0)
+    write_wav(rec / "1001-in.wav", calls.leg(20, a), calls.RATE)
+    write_wav(rec / "1001-out.wav", calls.leg(20, b, seed=1), calls.RATE)
+    write_wav(rec / "1002.wav", np.vstack([calls.leg(20, a), calls.leg(20, b)]), calls.RATE)
+    write_wav(rec / "1003.wav", calls.leg(10, [1.0]), calls.RATE)
     (rec / "1004.wav").write_bytes(b"garbage" * 100)
     (rec / "1005.mp3").write_bytes(b"")
     out = tmp_path / "results.jsonl"

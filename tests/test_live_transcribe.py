@@ -260,7 +260,7 @@ def test_a_pause_shorter_than_the_end_of_utterance_silence_does_not_split_it(tes
     utterance), fed in real time: the early decode made in the pause is dropped and one final holds both."""
     import calls
 
-    first, second = (_trimmed(u, calls.RATE) for u in calls.utterances(testdata)[1:3])
+    first, second = (_trimmed(u, calls.RATE) for u in calls.utterances()[1:3])
     silence = lambda s: np.zeros(int(s * calls.RATE))  # noqa: E731
     x = np.concatenate([silence(0.5), first, silence(0.4), second, silence(1.5)]).astype(np.float32)
     events: list[dict] = []

@@ -61,19 +61,19 @@ def test_stereo_gives_one_leg_per_channel(testdata: Path, settings: Settings) ->
 
 
 def test_stereo_with_identical_channels_is_mixed(tmp_path: Path, settings: Settings, testdata: Path) -> None:
-    x = calls.leg(testdata, 5, [0.5])
+    x = calls.leg(5, [0.5])
     f = write_wav(tmp_path / "dual-mono.wav", np.vstack([x, x]), calls.RATE)
     legs, warnings = legs_from_files([f], settings)
     assert [leg.role for leg in legs] == ["mixed"] and warnings
 
 
 def test_two_files_are_two_legs_with_roles_from_names(tmp_path: Path, settings: Settings, testdata: Path) -> None:
-    a = write_wav(tmp_path / "agent-in.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
-    c = write_wav(tmp_path / "customer-out.wav", calls.leg(testdata, 5, [1.0], seed=1), calls.RATE)
+    a = write_wav(tmp_path / "agent-in.wav", calls.leg(5, [0.5]), calls.RATE)
+    c = write_wav(tmp_path / "customer-out.wav", calls.leg(5, [1.0], seed=1), calls.RATE)
     legs, warnings = legs_from_files([a, c], settings)
     assert [leg.role for leg in legs] == ["agent", "customer"] and not warnings
-    x = write_wav(tmp_path / "x-in.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
-    y = write_wav(tmp_path / "x-out.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
+    x = write_wav(tmp_path / "x-in.wav", calls.leg(5, [0.5]), calls.RATE)
+    y = write_wav(tmp_path / "x-out.wav", calls.leg(5, [0.5]), calls.RATE)
     assert [leg.role for leg in legs_from_files([x, y], settings)[0]] == ["caller", "callee"]
 
 

@@ -13,8 +13,8 @@ from callqa.quality.vad import VAD_RATE, VadOptions, detect_speech
 
 
 def test_speech_found_where_placed(testdata: Path) -> None:
-    x = calls.leg(testdata, 30.0, [2.0, 15.0])
-    lengths = [u.size / calls.RATE for u in calls.utterances(testdata)[:2]]
+    x = calls.leg(30.0, [2.0, 15.0])
+    lengths = [u.size / calls.RATE for u in calls.utterances()[:2]]
     result = detect_speech(resample(x, calls.RATE, VAD_RATE), VadOptions())
     assert result.segments
     placed = [(2.0, 2.0 + lengths[0]), (15.0, 15.0 + lengths[1])]
