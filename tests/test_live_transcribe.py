@@ -255,7 +255,7 @@ def _trimmed(x: np.ndarray, rate: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("early_s", [0.3, 0.0], ids=["early decoding", "decoding after the end"])
-def test_a_pause_shorter_than_the_end_of_utterance_silence_does_not_split_it(testdata: Path, early_s: float) -> None:
+def test_a_pause_shorter_than_the_end_of_utterance_silence_does_not_split_it(early_s: float) -> None:
     """Two sentences 0.4 s apart (longer than the early-decoding point, shorter than the 0.5 s that ends an
     utterance), fed in real time: the early decode made in the pause is dropped and one final holds both."""
     import calls
