@@ -3,16 +3,20 @@ SIP call (UDP sockets on 127.0.0.0/8) and a replayed capture."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import captures
 import pytest
 from conftest import REPO
 
@@ -28,6 +32,57 @@ def sniff(*args: str, db: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "CALLQA_DB": str(db)}
     return subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--jsonl", "--stats-only", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                out.add(target[8:-1])
+    return out
+
+
+def _bound(table: str, port: int | None) -> set[str]:
+    """Inodes of the sockets in /proc/net/TABLE ("packet": raw sockets bound to a protocol and running, so
+    capturing; "udp": bound to ``port``)."""
+    rows = [line.split() for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
+    if table == "packet":  # sk RefCnt Type Proto Iface R Rmem User Inode
+        return {r[8] for r in rows if r[3] != "0000" and r[5] == "1"}
+    return {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port}
+
+
+def wait_listening(proc: subprocess.Popen[str], table: str, port: int | None = None, timeout_s: float = 120) -> None:
+    """Wait until ``proc`` holds a capture socket (``table`` "packet") or a UDP socket bound to ``port``: from
+    then on nothing sent is missed, however long the start took."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sniff exited early: {proc.communicate()[1][-2000:]}")
+        if _socket_inodes(proc.pid) & _bound(table, port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"sniff did not open its socket within {timeout_s} s")
+
+
+def lines_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool], timeout_s: float = 120,
+                ) -> tuple[list[str], str]:  # fmt: skip
+    """Read ``proc``'s stdout lines until ``done(lines)``, then stop it (SIGTERM: it ends cleanly) and return
+    (stdout lines, stderr). Fails after ``timeout_s`` without the condition."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    while not done(list(lines)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    met = done(list(lines))
+    proc.terminate()
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    assert met, f"condition not met within {timeout_s} s; stdout {lines!r}, stderr {err[-2000:]}"
+    return lines, err
 
 
 def free_port() -> int:
@@ -71,12 +126,12 @@ def place_call(rtp_a: int, rtp_b: int, drop: set[int]) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raw capture needs root (CI runs as root)")
 def test_sniff_loopback_reports_the_call_when_it_ends(tmp_path: Path) -> None:
-    proc = sniff("-i", "lo", "--bpf", "udp", "--duration", "8", "--inactivity", "2", db=tmp_path / "s.db")
-    time.sleep(2.0)  # let it open the socket
+    proc = sniff("-i", "lo", "--bpf", "udp", "--duration", "300", "--inactivity", "2", db=tmp_path / "s.db")
+    wait_listening(proc, "packet")
     place_call(41000, 42000, drop={10, 11, 12, 50, 90})
-    out, err = proc.communicate(timeout=30)
+    out, err = lines_until(proc, lambda lines: any('"live-test-1"' in line for line in lines))
     assert proc.returncode == 0, err
-    reports = [json.loads(line) for line in out.splitlines()]
+    reports = [json.loads(line) for line in out]
     (report,) = [r for r in reports if r["sip"] and r["sip"]["call_id"] == "live-test-1"]
     assert report["sip"]["end_reason"] == "caller hung up (BYE)"
     streams = {s["leg"]: s for s in report["streams"]}
@@ -97,17 +152,20 @@ def test_hep3_round_trip_and_errors() -> None:
         parse_hep3(b"HEP2" + data[4:])
 
 
-def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -> None:
+def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path) -> None:
     port = free_port()
-    # the SDP names 10.33.6.100; aliased (setting) to another address only the port matches: the NAT path
-    os.environ["CALLQA_NAT_ALIASES"] = '{"10.33.6.100": "203.0.113.9"}'
+    # the SDP names 10.2.0.1; aliased (setting) to another address only the port matches: the NAT path
+    os.environ["CALLQA_NAT_ALIASES"] = '{"10.2.0.1": "203.0.113.9"}'
     try:
-        proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "6", "--inactivity", "1.5", db=tmp_path / "s.db")
+        proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "300", "--inactivity", "1.5", db=tmp_path / "s.db")
     finally:
         del os.environ["CALLQA_NAT_ALIASES"]
-    time.sleep(2.0)
+    call = captures.Call("hep-replay-1", caller_frames=captures.silence(201 * 0.02),
+                         callee_frames=captures.silence(47 * 0.02), hangup="callee")  # fmt: skip
+    capture = captures.write(tmp_path / "call.pcap", call.packets())
+    wait_listening(proc, "udp", port)
     dec, segments = Decoder(), []
-    for frame in CaptureFile(testdata / "pcap/sipnab/rtp-protocol.pcap").frames():
+    for frame in CaptureFile(capture).frames():
         seg = dec.decode(frame.ts, frame.linktype, frame.data)
         if seg is not None:
             segments.append(seg)
@@ -116,10 +174,10 @@ def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -
         for seg in segments:
             s.sendto(build_hep3(replace(seg, ts=now + (seg.ts - t0) / 10)), ("127.0.0.1", port))
             time.sleep(0.0005)
-    out, err = proc.communicate(timeout=30)
+    out, err = lines_until(proc, lambda lines: len(lines) >= 1)
     assert proc.returncode == 0, err
-    (report,) = [json.loads(line) for line in out.splitlines()]
-    assert report["sip"]["call_id"] == "1907983263271201083544@10.33.6.101"
+    (report,) = [json.loads(line) for line in out]
+    assert report["sip"]["call_id"] == "hep-replay-1"
     assert report["sip"]["matched_by"] == "sdp port (NAT)"
     assert sorted((s["leg"], s["packets"]) for s in report["streams"]) == [("callee", 47), ("caller", 201)]
 
