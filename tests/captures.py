@@ -198,7 +198,8 @@ class Call:
 
     def _sip(self, t: float, frm: str, first: str, cseq: str, body: str = "") -> Packet:
         src, dst = (self.caller, self.callee) if frm == "caller" else (self.callee, self.caller)
-        lines = [first, f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{zlib.crc32((self.call_id + cseq + first).encode())}",
+        branch = zlib.crc32((self.call_id + cseq + first).encode())
+        lines = [first, f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{branch}",
                  f"From: \"Agent\" <sip:agent@{self.caller}>;tag=from-{self.seed}",
                  f"To: <sip:customer@{self.callee}>" + (";tag=to-1" if not first.startswith("INVITE") or
                                                         cseq != "1 INVITE" else ""),

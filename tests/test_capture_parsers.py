@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import pytest
 import captures
+import pytest
 from captures import Call, Stream
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -160,10 +160,12 @@ def test_text_report_is_plain_and_not_cut_when_piped(tmp_path: Path) -> None:
     assert "NISQA dimensions" not in proc.stdout  # NISQA did not run: its dimensions are not advice
     # DTMF-only capture: the digits are listed, and no empty leg table is printed
     a, b = ("192.168.0.3", 49176), ("192.168.0.1", 10000)
-    pound = captures.write(tmp_path / "pound.pcap", captures.Stream(a, b, captures.silence(0.2), dtmf=[(0, "#", 10)]).packets())
+    pound = tmp_path / "pound.pcap"
+    captures.write(pound, captures.Stream(a, b, captures.silence(0.2), dtmf=[(0, "#", 10)]).packets())
     dtmf = callqa("pcap", str(pound), db=tmp_path / "s.db").stdout
     assert "DTMF #" in dtmf and "RMS dBFS" not in dtmf
     # a sequence restart is not shown as negative loss
     restarted = captures.Stream(a, b, captures.silence(4), restart_at=100).packets()
-    restart = callqa("pcap", "--stats-only", str(captures.write(tmp_path / "restart.pcap", restarted)), db=tmp_path / "s.db")
+    restart_pcap = captures.write(tmp_path / "restart.pcap", restarted)
+    restart = callqa("pcap", "--stats-only", str(restart_pcap), db=tmp_path / "s.db")
     assert "lost -" not in restart.stdout and "sequence restart" in restart.stdout

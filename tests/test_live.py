@@ -3,22 +3,20 @@ SIP call (UDP sockets on 127.0.0.0/8) and a replayed capture."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import captures
 import pytest
 from conftest import REPO
+from sniffing import lines_until, wait_listening
 
 from callqa.errors import ParseError
 from callqa.protocol.hep import build_hep3, parse_hep3
@@ -32,57 +30,6 @@ def sniff(*args: str, db: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "CALLQA_DB": str(db)}
     return subprocess.Popen([sys.executable, "-m", "callqa.cli", "sniff", "--jsonl", "--stats-only", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    out = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                out.add(target[8:-1])
-    return out
-
-
-def _bound(table: str, port: int | None) -> set[str]:
-    """Inodes of the sockets in /proc/net/TABLE ("packet": raw sockets bound to a protocol and running, so
-    capturing; "udp": bound to ``port``)."""
-    rows = [line.split() for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
-    if table == "packet":  # sk RefCnt Type Proto Iface R Rmem User Inode
-        return {r[8] for r in rows if r[3] != "0000" and r[5] == "1"}
-    return {r[9] for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port}
-
-
-def wait_listening(proc: subprocess.Popen[str], table: str, port: int | None = None, timeout_s: float = 120) -> None:
-    """Wait until ``proc`` holds a capture socket (``table`` "packet") or a UDP socket bound to ``port``: from
-    then on nothing sent is missed, however long the start took."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sniff exited early: {proc.communicate()[1][-2000:]}")
-        if _socket_inodes(proc.pid) & _bound(table, port):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"sniff did not open its socket within {timeout_s} s")
-
-
-def lines_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool], timeout_s: float = 120,
-                ) -> tuple[list[str], str]:  # fmt: skip
-    """Read ``proc``'s stdout lines until ``done(lines)``, then stop it (SIGTERM: it ends cleanly) and return
-    (stdout lines, stderr). Fails after ``timeout_s`` without the condition."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout_s
-    while not done(list(lines)) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    met = done(list(lines))
-    proc.terminate()
-    err = proc.stderr.read() if proc.stderr else ""
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
-    assert met, f"condition not met within {timeout_s} s; stdout {lines!r}, stderr {err[-2000:]}"
-    return lines, err
 
 
 def free_port() -> int:

@@ -84,6 +84,39 @@ def test_example_call_transcribed_live_with_rule_events() -> None:
     assert events[-1] == {"type": "call_end", "call_id": "call-1"}
 
 
+def _finals(together: bool) -> list[tuple[str, float, str]]:
+    """The example call's finals, its utterances decoded one at a time (the worker idle whenever one is queued) or
+    queued up and decoded in batches (the worker held up, as when it falls behind under load)."""
+    legs = {who: decode_file(REPO / f"examples/call-{who}.wav", 3600).samples[0] for who in ("agent", "customer")}
+    events: list[dict] = []
+    live = LiveTranscriber(events.append, LiveOptions(partial_every_s=0))
+    gate, run = threading.Event(), live._run
+
+    def held(jobs):  # type: ignore[no-untyped-def]
+        assert gate.wait(300)
+        run(jobs)
+
+    live._run = held  # type: ignore[method-assign]
+    if not together:
+        gate.set()
+    for i in range(0, legs["agent"].size, 160):
+        for who, x in legs.items():
+            live.feed("call-1", who, x[i : i + 160], 8000, i / 8000)
+        deadline = time.monotonic() + 300
+        while not together and (live.busy or not live.jobs.empty()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    live.end_call("call-1")
+    gate.set()
+    live.close(timeout_s=300)
+    assert not live.worker.is_alive()
+    return sorted((e["leg"], e["start_s"], e["text"]) for e in events if e["type"] == "final")
+
+
+def test_a_final_does_not_depend_on_what_is_decoded_with_it() -> None:
+    alone, batched = _finals(together=False), _finals(together=True)
+    assert len(alone) == len(SCRIPT) and batched == alone
+
+
 class Recorder:
     def __init__(self) -> None:
         self.audio: dict[tuple[str, str], list[np.ndarray]] = {}
