@@ -80,7 +80,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     if not TESTDATA.is_dir():
-        pytest.skip(f"shared reference data not found at {TESTDATA}")
+        pytest.skip(f"reference set not found at {TESTDATA} (see README 'Reference data')")
     return TESTDATA
 
 
@@ -88,7 +88,7 @@ def testdata() -> Path:
 def nisqa_weights() -> Path:
     pytest.importorskip("torch", reason="NISQA needs the 'nisqa' extra")
     if not NISQA_WEIGHTS.is_file():
-        pytest.skip(f"NISQA weights not found at {NISQA_WEIGHTS}")
+        pytest.skip(f"NISQA weights not found at {NISQA_WEIGHTS} (see README 'Reference data')")
     return NISQA_WEIGHTS
 
 

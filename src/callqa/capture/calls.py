@@ -438,7 +438,7 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
         if best is None:
             loose.append(stream)
             continue
-        score, sender, d, media, nat = best
+        _, sender, d, media, nat = best
         stream.encrypted = "SAVP" in media.proto.upper() and stream.srtp is None
         call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
         call.streams.setdefault(sender, []).append(stream)

@@ -7,10 +7,10 @@ audio is complete earlier, once the padding of silence follows it, so it is queu
 silence and published when the end is certain (dropped if the speaker goes on). The transcription worker takes
 every queued utterance at once and decodes them in one batch with the offline code (``speech.transcribe``), so the
 calculations stay in one place; each utterance (with its context) has Whisper windows of its own, so its text
-does not depend on which others were queued with it. While an utterance goes on, a partial transcript of it is made every
-``partial_every_s`` when the worker is idle. A direction's finals are published in order; the two directions are
-separate streams, so a final of one may come before an earlier-starting final of the other (order by ``start_s`` to
-show a dialogue). Events:
+does not depend on which others were queued with it. While an utterance goes on, a partial transcript of it is
+made every ``partial_every_s`` when the worker is idle. A direction's finals are published in order; the two
+directions are separate streams, so a final of one may come before an earlier-starting final of the other (order by
+``start_s`` to show a dialogue). Events:
 
     {"type": "final" | "partial", "call_id", "leg", "start_s", "end_s", "text", "words": [...], "latency_s"}
     {"type": "rule", "call_id", "leg", "rule", "words", "start_s", "end_s", "severity"}   (forbidden phrases)
@@ -51,7 +51,9 @@ class LiveOptions:
     vad: VadOptions = VadOptions(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=200)
     max_utterance_s: float = 25.0
     context_s: float = 8.0  # the direction's previous utterance is decoded before a short one, as context
-    context_below_s: float = 3.0  # utterances shorter than this get that context (longer ones carry their own)
+    # utterances up to this long get that context (with 8 s of it, one window still holds them): decoded alone, a
+    # 5.6 s sentence of the example call lost "send an engineer" ("bend and end in here"), with it it did not
+    context_below_s: float = 20.0
     vad_step_frames: int = 4  # the VAD runs every 4 frames (128 ms) per direction
     max_batch: int = 8  # utterances decoded together (larger batches: more throughput, longer waits)
     partial_every_s: float = 1.5  # 0 turns partials off; partials are made only while the worker is idle
