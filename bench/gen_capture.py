@@ -13,6 +13,7 @@ import argparse
 import heapq
 import random
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 ETH = b"\x00\x00\x00\x00\x00\x02" + b"\x00\x00\x00\x00\x00\x01" + b"\x08\x00"
@@ -67,6 +68,22 @@ def call_packets(i: int, start: float, seconds: float, rng: random.Random):  # t
     yield end + 0.01, ip_udp(b, 5060, a, 5060, sip(["SIP/2.0 200 OK", *common, "CSeq: 2 BYE"]))
 
 
+def write_pcap(path: Path, packets: Iterable[tuple[float, bytes]]) -> int:
+    """A classic pcap (Ethernet, microsecond stamps) of (arrival time, frame) pairs in time order; returns the
+    number of packets written."""
+    n = 0
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in packets:
+            sec = int(ts)
+            usec = round((ts - sec) * 1e6)
+            sec, usec = sec + usec // 1_000_000, usec % 1_000_000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(frame)
+            n += 1
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -77,14 +94,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     base = 1_700_000_000.0
     gens = [call_packets(i, base + rng.random() * 2.0, args.seconds, rng) for i in range(args.calls)]
-    n = 0
-    with open(args.out, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for ts, frame in heapq.merge(*gens, key=lambda p: p[0]):
-            sec = int(ts)
-            f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)))
-            f.write(frame)
-            n += 1
+    n = write_pcap(args.out, heapq.merge(*gens, key=lambda p: p[0]))
     print(f"{args.out}: {n} packets, {args.calls} calls of {args.seconds:.0f} s")
 
 

@@ -1,10 +1,12 @@
-"""Made-up calls with known faults, built from real recorded speech in the shared test data."""
+"""Made-up calls with known faults, built from speech synthesised by espeak-ng (no external data needed)."""
 
 from __future__ import annotations
 
 import importlib.util
 import random
 import struct
+import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,31 +16,38 @@ from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 
 RATE = 8000
-SPEECH_FILES = [
-    "audio/pjproject/input.16.wav",
-    "audio/cmu_arctic/cmu_arctic_us_aew_a0001.wav",
-    "audio/cmu_arctic/cmu_arctic_us_aew_a0002.wav",
-    "audio/cmu_arctic/cmu_arctic_us_axb_a0004.wav",
+# (voice, text): four speakers, each sentence a few seconds long, like short read utterances
+SENTENCES = [
+    ("en-us+m3", "Thank you for calling the service desk, my name is Daniel, how can I help you today?"),
+    ("en-gb+f2", "Hello, I would like to check the balance of my savings account, please."),
+    ("en-us+f3", "Of course, could you tell me your date of birth and the first line of your address?"),
+    ("en-gb+m4", "It is the fourth of July, and I live at twelve Station Road near the river."),
 ]
 
 
 @lru_cache
-def utterances(testdata: Path) -> tuple[np.ndarray, ...]:
-    """Each shared speech file at 8 kHz, normalised to about -20 dBFS RMS."""
-    out = []
-    for name in SPEECH_FILES:
-        d = decode_file(testdata / name, 3600)
-        x = resample(d.samples.mean(axis=0), d.sample_rate, RATE).astype(np.float64)
-        out.append(x * 10 ** (-20 / 20) / np.sqrt(np.mean(x**2)))
-    return tuple(out)
+def synthesise(text: str, voice: str, rate: int = RATE) -> np.ndarray:
+    """``text`` spoken by espeak-ng, mono float at ``rate``, normalised to about -20 dBFS RMS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "tts.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(wav), text], check=True, timeout=60,
+                       capture_output=True)  # fmt: skip
+        d = decode_file(wav, 3600)
+    x = resample(d.samples.mean(axis=0), d.sample_rate, rate).astype(np.float64)
+    return x * 10 ** (-20 / 20) / np.sqrt(np.mean(x**2))
 
 
-def leg(testdata: Path, duration_s: float, turns: list[float], gain_db: float = 0.0,
-        noise_dbfs: float = -65.0, seed: int = 0) -> np.ndarray:  # fmt: skip
+def utterances(rate: int = RATE) -> tuple[np.ndarray, ...]:
+    """Each of the four sentences at ``rate``."""
+    return tuple(synthesise(text, voice, rate) for voice, text in SENTENCES)
+
+
+def leg(duration_s: float, turns: list[float], gain_db: float = 0.0, noise_dbfs: float = -65.0,
+        seed: int = 0) -> np.ndarray:  # fmt: skip
     """A leg of ``duration_s`` with an utterance starting at each time in ``turns``, over a faint noise floor."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 10 ** (noise_dbfs / 20), int(duration_s * RATE))
-    utts = utterances(testdata)
+    utts = utterances()
     for i, start in enumerate(turns):
         u = utts[i % len(utts)] * 10 ** (gain_db / 20)
         a = int(start * RATE)
@@ -46,9 +55,9 @@ def leg(testdata: Path, duration_s: float, turns: list[float], gain_db: float = 
     return x
 
 
-def conversation(testdata: Path, duration_s: float = 60.0, gap_s: float = 1.0) -> tuple[list[float], list[float]]:
+def conversation(duration_s: float = 60.0, gap_s: float = 1.0) -> tuple[list[float], list[float]]:
     """Alternating turn start times for two speakers filling ``duration_s``."""
-    lengths = [u.size / RATE for u in utterances(testdata)]
+    lengths = [u.size / RATE for u in utterances()]
     a, b, t, i = [], [], 0.5, 0
     while t + lengths[i % len(lengths)] < duration_s:
         (a if i % 2 == 0 else b).append(t)

@@ -1,11 +1,18 @@
-"""Shared fixtures. Reference recordings are read from ``../shared/testdata`` next to the repository
-(override with CALLQA_SHARED); tests that need them skip when that folder does not exist."""
+"""Shared fixtures.
+
+The core suite makes its own inputs (speech from espeak-ng in ``calls.py``, SIP/RTP captures from the
+project's generator in ``captures.py``) and runs everywhere. Reference-parity tests compare with the external
+reference set, read from ``../shared/testdata`` next to the repository (override with CALLQA_SHARED), and with
+the NISQA weights beside it: a test that takes the ``testdata`` or ``nisqa_weights`` fixture is marked
+``parity`` and skips when that data is absent; the summary says how many ran.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import wave
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +38,50 @@ def _example_turns() -> list[tuple[float, str, str]]:
 EXAMPLE_TURNS = _example_turns()
 
 
+PARITY_FIXTURES = {"testdata", "nisqa_weights"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "parity: compares with the external reference set (skips without it)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PARITY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.parity)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """How many reference-parity tests ran, and any core test that skipped (it should not)."""
+    outcome: dict[str, tuple[str, bool, str]] = {}  # nodeid -> (outcome, parity, skip reason)
+    for category in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        for rep in terminalreporter.stats.get(category, []):
+            nodeid = getattr(rep, "nodeid", None)
+            if nodeid is None or (nodeid in outcome and category == "skipped"):
+                continue
+            reason = str(rep.longrepr[2]) if category == "skipped" and isinstance(rep.longrepr, tuple) else ""
+            outcome[nodeid] = (category, "parity" in rep.keywords, reason.removeprefix("Skipped: "))
+    parity = Counter(o for o, p, _ in outcome.values() if p)
+    if not outcome:
+        return
+    ran, skipped = sum(parity.values()) - parity["skipped"], parity["skipped"]
+    where = []
+    if not TESTDATA.is_dir():
+        where.append(f"reference set not found at {TESTDATA}")
+    if not NISQA_WEIGHTS.is_file():
+        where.append(f"NISQA weights not found at {NISQA_WEIGHTS}")
+    how = f" ({'; '.join(where)}; see README 'Reference data')" if skipped and where else ""
+    terminalreporter.write_line(f"reference parity tests: {ran} ran, {skipped} skipped{how}")
+    core_skips = Counter(r for o, p, r in outcome.values() if not p and o == "skipped")
+    for reason, n in core_skips.most_common():
+        terminalreporter.write_line(f"core tests skipped: {n} ({reason})", yellow=True)
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     if not TESTDATA.is_dir():
-        pytest.skip(f"shared reference data not found at {TESTDATA}")
+        pytest.skip(f"reference set not found at {TESTDATA} (see README 'Reference data')")
     return TESTDATA
 
 
@@ -42,7 +89,7 @@ def testdata() -> Path:
 def nisqa_weights() -> Path:
     pytest.importorskip("torch", reason="NISQA needs the 'nisqa' extra")
     if not NISQA_WEIGHTS.is_file():
-        pytest.skip(f"NISQA weights not found at {NISQA_WEIGHTS}")
+        pytest.skip(f"NISQA weights not found at {NISQA_WEIGHTS} (see README 'Reference data')")
     return NISQA_WEIGHTS
 
 

@@ -7,6 +7,7 @@ import subprocess
 import tracemalloc
 from pathlib import Path
 
+import calls
 import numpy as np
 import pytest
 from conftest import write_wav
@@ -44,12 +45,12 @@ def test_non_audio_bytes(tmp_path: Path, settings: Settings) -> None:
         analyze_recording([g], settings)
 
 
-def test_truncated_wav_keeps_what_decodes(tmp_path: Path, settings: Settings, testdata: Path) -> None:
-    data = (testdata / "audio/pjproject/input.8.wav").read_bytes()
+def test_truncated_wav_keeps_what_decodes(tmp_path: Path, settings: Settings) -> None:
+    data = write_wav(tmp_path / "speech.wav", calls.leg(4.2, [0.2]), calls.RATE).read_bytes()
     f = tmp_path / "cut.wav"
-    f.write_bytes(data[: len(data) // 2])  # header says 4.2 s, half the samples are there
+    f.write_bytes(data[: 44 + (len(data) - 44) // 2])  # header says 4.2 s, half the samples are there
     report, _ = analyze_recording([f], settings)
-    assert report.legs[0].duration_s == pytest.approx(2.1, abs=0.05)
+    assert report.legs[0].duration_s == pytest.approx(2.1, abs=0.01)
     header_only = tmp_path / "header.wav"
     header_only.write_bytes(data[:44])
     with pytest.raises(DecodeError):
@@ -82,10 +83,12 @@ def test_three_hour_leg_is_refused_quickly_with_bounded_memory(tmp_path: Path, s
     assert peak < 50 * 1024 * 1024  # refused from the header, not after decoding 3 hours
 
 
-def test_limit_enforced_while_decoding(tmp_path: Path, testdata: Path) -> None:
+def test_limit_enforced_while_decoding(tmp_path: Path) -> None:
     # a raw stream has no declared duration: the limit is enforced as samples arrive
     f = tmp_path / "speech.gsm"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(testdata / "audio/silero_vad/test.wav"), "-ar", "8000",
+    a, b = calls.conversation(60.0)
+    src = write_wav(tmp_path / "speech.wav", calls.leg(60, sorted(a + b)), calls.RATE)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-ar", "8000",
                     "-ac", "1", "-c:a", "libgsm", "-f", "gsm", str(f)], check=True, timeout=60)  # fmt: skip
     with pytest.raises(LimitError):
         decode_file(f, max_duration_s=10)

@@ -9,13 +9,15 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import calls
+import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, write_wav
+from sniffing import lines_until, wait_listening
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("baresip", "nft", "ip", "sox")),
@@ -48,12 +50,10 @@ def agent(tmp: Path, who: str, port: int, rtp: str, speech: Path) -> Path:
     return d
 
 
-def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | None, drop_after_s: float = 0.0) -> dict:  # type: ignore[type-arg]
+def call_with_impairment(ns: str, tmp: Path, drop_rule: str | None, drop_after_s: float = 0.0) -> dict:  # type: ignore[type-arg]
     """One call between two baresip agents; ``drop_rule`` (nftables, output hook) applies from the start or from
     ``drop_after_s`` seconds after the caller dials."""
-    speech = tmp / "speech.wav"
-    src = testdata / "audio/pjproject/input.8.wav"
-    subprocess.run(["sox", str(src), str(src), str(src), str(speech)], check=True)
+    speech = write_wav(tmp / "speech.wav", np.concatenate(calls.utterances()[:3]), calls.RATE)  # 14.5 s
     caller = agent(tmp, "a", 5080, CALLER_RTP, speech)
     callee = agent(tmp, "b", 5090, CALLEE_RTP, speech)
     run = ["ip", "netns", "exec", ns]
@@ -65,39 +65,32 @@ def call_with_impairment(ns: str, tmp: Path, testdata: Path, drop_rule: str | No
     if drop_rule and not drop_after_s:
         subprocess.run(add_rule, check=True)
     env = {**os.environ, "CALLQA_DB": str(tmp / "s.db")}
-    sniff = [sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp", "--duration", "22",
+    sniff = [sys.executable, "-m", "callqa.cli", "sniff", "-i", "lo", "--bpf", "udp", "--duration", "600",
              "--inactivity", "3", "--jsonl", "--no-nisqa"]  # fmt: skip
     sniffer = subprocess.Popen([*run, *sniff], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=REPO)  # fmt: skip
-    deadline = time.monotonic() + 60  # the sniffer listens once its packet socket exists (slow on a busy machine)
-    while time.monotonic() < deadline and sniffer.poll() is None:
-        packet_sockets = subprocess.run([*run, "cat", "/proc/net/packet"], capture_output=True, text=True).stdout
-        if len(packet_sockets.splitlines()) > 1:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    wait_listening(sniffer, "packet")
     b = subprocess.Popen([*run, "baresip", "-f", str(callee), "-t", "16"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(1.0)
+    wait_listening(b, "udp", 5090)  # the callee takes calls
     timer = threading.Timer(drop_after_s, subprocess.run, [add_rule], {"check": True})
     if drop_rule and drop_after_s:
         timer.start()
     subprocess.run([*run, "baresip", "-f", str(caller), "-e", "/dial sip:b@127.0.0.1:5090", "-t", "10"],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=40)  # fmt: skip
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)  # fmt: skip
     if timer.is_alive() or timer.finished.is_set():
         timer.join()
-    b.wait(timeout=30)
-    out, err = sniffer.communicate(timeout=60)
+    b.wait(timeout=120)
+    out, err = lines_until(sniffer, lambda lines: any('"sip":{' in line for line in lines), timeout_s=180)
     assert sniffer.returncode == 0, err
-    reports = [json.loads(line) for line in out.splitlines()]
-    (report,) = [r for r in reports if r["sip"]] or [reports]
+    reports = [json.loads(line) for line in out]
+    (report,) = [r for r in reports if r["sip"]]
     return report
 
 
-def test_loss_on_one_direction_shows_on_that_direction_only(netns: str, tmp_path: Path, testdata: Path) -> None:
+def test_loss_on_one_direction_shows_on_that_direction_only(netns: str, tmp_path: Path) -> None:
     # 20% of the packets sent to the caller's RTP ports are dropped: the callee -> caller direction
-    report = call_with_impairment(netns, tmp_path, testdata,
-                                  f"udp dport {CALLER_RTP} numgen random mod 100 < 20 drop")  # fmt: skip
+    report = call_with_impairment(netns, tmp_path, f"udp dport {CALLER_RTP} numgen random mod 100 < 20 drop")
     streams = {s["leg"]: s for s in report["streams"]}
     assert streams["caller"]["lost"] == 0 and streams["caller"]["packets"] > 300
     lossy = streams["callee"]
@@ -109,8 +102,8 @@ def test_loss_on_one_direction_shows_on_that_direction_only(netns: str, tmp_path
     assert legs["caller"]["speech_ratio"] > 0.3 and legs["callee"]["speech_ratio"] > 0.2
 
 
-def test_blocked_direction_is_one_way_audio(netns: str, tmp_path: Path, testdata: Path) -> None:
-    report = call_with_impairment(netns, tmp_path, testdata, f"udp dport {CALLER_RTP} drop")
+def test_blocked_direction_is_one_way_audio(netns: str, tmp_path: Path) -> None:
+    report = call_with_impairment(netns, tmp_path, f"udp dport {CALLER_RTP} drop")
     assert {s["leg"] for s in report["streams"]} == {"caller"}
     (one_way,) = [f for f in report["findings"] if f["code"] == "one_way_audio"]
     assert one_way["severity"] == "critical" and one_way["leg"] == "callee"
@@ -119,9 +112,9 @@ def test_blocked_direction_is_one_way_audio(netns: str, tmp_path: Path, testdata
     assert report["verdict"] == "failed"
 
 
-def test_direction_blocked_after_5_s_is_one_way_from_then(netns: str, tmp_path: Path, testdata: Path) -> None:
+def test_direction_blocked_after_5_s_is_one_way_from_then(netns: str, tmp_path: Path) -> None:
     # the callee -> caller RTP is dropped from 5 s after the caller dials: the caller hears nothing from then on
-    report = call_with_impairment(netns, tmp_path, testdata, f"udp dport {CALLER_RTP} drop", drop_after_s=5.0)
+    report = call_with_impairment(netns, tmp_path, f"udp dport {CALLER_RTP} drop", drop_after_s=5.0)
     streams = {s["leg"]: s for s in report["streams"]}
     assert streams["callee"]["end_s"] < streams["caller"]["end_s"] - 3.0  # the callee's RTP stopped early
     (one_way,) = [f for f in report["findings"] if f["code"] == "one_way_audio"]

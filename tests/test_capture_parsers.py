@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import captures
 import pytest
+from captures import Call, Stream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +37,11 @@ INVITE = (
 
 
 def first_rtp(testdata: Path, name: str) -> bytes:
-    cf = CaptureFile(testdata / "pcap" / name)
+    return first_udp(testdata / "pcap" / name)
+
+
+def first_udp(path: Path) -> bytes:
+    cf = CaptureFile(path)
     dec = Decoder()
     for frame in cf.frames():
         seg = dec.decode(frame.ts, frame.linktype, frame.data)
@@ -44,11 +50,18 @@ def first_rtp(testdata: Path, name: str) -> bytes:
     raise AssertionError("no UDP in capture")
 
 
-def test_rtp_header_fields(testdata: Path) -> None:
-    data = first_rtp(testdata, "sipp/dtmf_2833_0.pcap")
+def dtmf_capture(path: Path) -> Path:
+    """Ten RFC 4733 packets of the digit 0 (as SIPp's dtmf_2833_0.pcap holds), from the project's generator."""
+    stream = Stream(("192.168.0.3", 49176), ("192.168.0.1", 10000), captures.silence(0.2), ssrc=0x1234, seq0=7,
+                    dtmf=[(0, "0", 10)])  # fmt: skip
+    return captures.write(path, stream.packets())
+
+
+def test_rtp_header_fields(tmp_path: Path) -> None:
+    data = first_udp(dtmf_capture(tmp_path / "dtmf.pcap"))
     h = RtpHeader.parse(data)
-    assert (h.version, h.payload_type, h.marker) == (2, 101, True)
-    assert len(h.payload) == 4 and h.payload[0] == 0  # RFC 4733 event 0 (digit '0')
+    assert (h.version, h.payload_type, h.marker, h.seq, h.ssrc) == (2, 101, True, 7, 0x1234)
+    assert h.payload == bytes([0, 10, 0, 160])  # RFC 4733 event 0 (digit '0'), volume 10, 20 ms so far
     for cut in range(12):
         with pytest.raises(ParseError, match="truncated"):
             RtpHeader.parse(data[:cut])
@@ -69,8 +82,8 @@ def test_unwrap_handles_wraparound() -> None:
     assert unwrap(10, 5, 16) == 5
 
 
-def test_pcap_truncated_at_every_byte(testdata: Path, tmp_path: Path) -> None:
-    source = testdata / "pcap/sipp/dtmf_2833_0.pcap"
+def test_pcap_truncated_at_every_byte(tmp_path: Path) -> None:
+    source = dtmf_capture(tmp_path / "dtmf.pcap")
     data = source.read_bytes()
     full = list(CaptureFile(source).frames())
     assert len(full) == 10
@@ -234,10 +247,11 @@ def test_rtcp_compound_reports_match_tshark(testdata: Path) -> None:
             assert "truncated" in str(exc)
 
 
-def test_bulk_reader_warns_about_truncation_like_the_per_packet_reader(testdata: Path, tmp_path: Path) -> None:
+def test_bulk_reader_warns_about_truncation_like_the_per_packet_reader(tmp_path: Path) -> None:
     from callqa.capture.calls import read_capture
 
-    data = (testdata / "pcap/sipnab/rtp-protocol.pcap").read_bytes()
+    call = Call("cut-1", caller_frames=captures.silence(2), callee_frames=captures.silence(2))
+    data = captures.write(tmp_path / "call.pcap", call.packets()).read_bytes()
     path = tmp_path / "cut.pcap"
     for cut in (len(data) - 100, len(data) - 3):
         path.write_bytes(data[:cut])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import calls
+import captures
 import numpy as np
 import pytest
 from conftest import REPO, write_wav
@@ -58,14 +59,14 @@ def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no stored report" in proc.stderr
 
 
-def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path, testdata: Path) -> None:
+def test_batch_carries_on_past_bad_files_and_resumes(tmp_path: Path) -> None:
     rec = tmp_path / "recordings"
     rec.mkdir()
-    a, b = calls.conversation(testdata, 20.0)
-    write_wav(rec / "1001-in.wav", calls.leg(testdata, 20, a), calls.RATE)
-    write_wav(rec / "1001-out.wav", calls.leg(testdata, 20, b, seed=1), calls.RATE)
-    write_wav(rec / "1002.wav", np.vstack([calls.leg(testdata, 20, a), calls.leg(testdata, 20, b)]), calls.RATE)
-    write_wav(rec / "1003.wav", calls.leg(testdata, 10, [1.0]), calls.RATE)
+    a, b = calls.conversation(20.0)
+    write_wav(rec / "1001-in.wav", calls.leg(20, a), calls.RATE)
+    write_wav(rec / "1001-out.wav", calls.leg(20, b, seed=1), calls.RATE)
+    write_wav(rec / "1002.wav", np.vstack([calls.leg(20, a), calls.leg(20, b)]), calls.RATE)
+    write_wav(rec / "1003.wav", calls.leg(10, [1.0]), calls.RATE)
     (rec / "1004.wav").write_bytes(b"garbage" * 100)
     (rec / "1005.mp3").write_bytes(b"")
     out = tmp_path / "results.jsonl"
@@ -110,8 +111,10 @@ def test_nisqa_weights_option_adds_nisqa(tmp_path: Path, nisqa_weights: Path) ->
     assert report["models"]["nisqa"].startswith("NISQA_DIM v2")
 
 
-def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path, testdata: Path) -> None:
-    capture = str(testdata / "pcap/sipnab/rtp-protocol.pcap")
+def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path) -> None:
+    call = captures.Call("nat-1", caller="10.33.6.101", callee="10.33.6.100", caller_frames=captures.silence(1),
+                         callee_frames=captures.silence(1))  # fmt: skip
+    capture = str(captures.write(tmp_path / "nat.pcap", call.packets()))
 
     def matched_by(*extra: str, env: dict[str, str] | None = None) -> str:
         os.environ.update(env or {})
@@ -130,15 +133,17 @@ def test_pcap_nat_aliases_from_the_setting_and_the_option(tmp_path: Path, testda
     assert bad.returncode == 2 and "PRIVATE=PUBLIC" in bad.stderr
 
 
-def test_pcap_json_is_one_document_and_jsonl_one_line_per_call(tmp_path: Path, testdata: Path) -> None:
-    capture = str(testdata / "pcap/sipnab/sip-rtp-g711.pcap")  # two calls
+def test_pcap_json_is_one_document_and_jsonl_one_line_per_call(tmp_path: Path) -> None:
+    first = captures.Call("one", callee_frames=captures.silence(1), seed=1)
+    second = captures.Call("two", start=first.start + 3, callee_frames=captures.silence(1), seed=2)
+    capture = str(captures.write(tmp_path / "two.pcap", first.packets() + second.packets()))  # two calls
     reports = json.loads(callqa("pcap", "--stats-only", "--json", capture, db=tmp_path / "s.db").stdout)
     assert isinstance(reports, list) and len(reports) == 2
     lines = callqa("pcap", "--stats-only", "--jsonl", capture, db=tmp_path / "s.db").stdout.splitlines()
     assert [json.loads(line)["id"] for line in lines] == [r["id"] for r in reports]
 
 
-def test_text_report_is_plain_and_not_cut_when_piped(tmp_path: Path, testdata: Path) -> None:
+def test_text_report_is_plain_and_not_cut_when_piped(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     long_dir = tmp_path / ("a-folder-with-a-rather-long-name-" * 3)
     long_dir.mkdir()
@@ -154,8 +159,13 @@ def test_text_report_is_plain_and_not_cut_when_piped(tmp_path: Path, testdata: P
     assert "Both sides are mixed in one channel" in proc.stdout and "Check:" in proc.stdout
     assert "NISQA dimensions" not in proc.stdout  # NISQA did not run: its dimensions are not advice
     # DTMF-only capture: the digits are listed, and no empty leg table is printed
-    dtmf = callqa("pcap", str(testdata / "pcap/sipp/dtmf_2833_pound.pcap"), db=tmp_path / "s.db").stdout
+    a, b = ("192.168.0.3", 49176), ("192.168.0.1", 10000)
+    pound = tmp_path / "pound.pcap"
+    captures.write(pound, captures.Stream(a, b, captures.silence(0.2), dtmf=[(0, "#", 10)]).packets())
+    dtmf = callqa("pcap", str(pound), db=tmp_path / "s.db").stdout
     assert "DTMF #" in dtmf and "RMS dBFS" not in dtmf
     # a sequence restart is not shown as negative loss
-    restart = callqa("pcap", "--stats-only", str(testdata / "pcap/rtpproxy/sess6.a.rtp"), db=tmp_path / "s.db")
+    restarted = captures.Stream(a, b, captures.silence(4), restart_at=100).packets()
+    restart_pcap = captures.write(tmp_path / "restart.pcap", restarted)
+    restart = callqa("pcap", "--stats-only", str(restart_pcap), db=tmp_path / "s.db")
     assert "lost -" not in restart.stdout and "sequence restart" in restart.stdout

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import calls
 import numpy as np
 import pytest
-from conftest import TESTDATA
+from conftest import TESTDATA, write_wav
 
 from callqa.audio.decode import decode_file
 from callqa.audio.levels import FLOOR_DBFS, active_level_dbfs, measure_levels, to_dbfs
+from callqa.audio.resample import resample
 
 RECORDINGS = sorted(
     str(p.relative_to(TESTDATA)) for p in TESTDATA.glob("audio/*/*") if p.suffix in (".wav", ".flac")
@@ -37,6 +39,22 @@ def test_levels_match_sox_stat(testdata: Path, name: str) -> None:
         assert lv.rms_dbfs == pytest.approx(20 * math.log10(ref["RMS     amplitude"]), abs=0.1)
         peak = max(ref["Maximum amplitude"], -ref["Minimum amplitude"])
         assert lv.peak_dbfs == pytest.approx(20 * math.log10(peak), abs=0.1)
+        assert audio.duration_s == pytest.approx(ref["Length (seconds)"], abs=0.010)
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is installed by .ci/run")
+@pytest.mark.parametrize(("rate", "gain_db", "stereo"), [(8000, 0, False), (16000, -18, True), (44100, 6, False)])
+def test_levels_match_sox_stat_on_generated_speech(tmp_path: Path, rate: int, gain_db: float, stereo: bool) -> None:
+    x = calls.leg(9.3, [0.4, 5.0], gain_db=gain_db, noise_dbfs=-55)
+    x = resample(x, calls.RATE, rate) if rate != calls.RATE else x
+    path = write_wav(tmp_path / "speech.wav", np.vstack([x, 0.3 * x[::-1]]) if stereo else np.clip(x, -1, 1), rate)
+    audio = decode_file(path, 3600)
+    for ch in range(audio.channels):
+        ref = sox_stat(path, ch)
+        lv = measure_levels(audio.samples[ch], clip_level=0.98)
+        assert lv.rms_dbfs == pytest.approx(20 * math.log10(ref["RMS     amplitude"]), abs=0.1)
+        assert lv.peak_dbfs == pytest.approx(20 * math.log10(max(ref["Maximum amplitude"], -ref["Minimum amplitude"])),
+                                             abs=0.1)  # fmt: skip
         assert audio.duration_s == pytest.approx(ref["Length (seconds)"], abs=0.010)
 
 

@@ -13,8 +13,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import captures
 import pytest
 from conftest import REPO
+from sniffing import lines_until, wait_listening
 
 from callqa.errors import ParseError
 from callqa.protocol.hep import build_hep3, parse_hep3
@@ -71,12 +73,12 @@ def place_call(rtp_a: int, rtp_b: int, drop: set[int]) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raw capture needs root (CI runs as root)")
 def test_sniff_loopback_reports_the_call_when_it_ends(tmp_path: Path) -> None:
-    proc = sniff("-i", "lo", "--bpf", "udp", "--duration", "8", "--inactivity", "2", db=tmp_path / "s.db")
-    time.sleep(2.0)  # let it open the socket
+    proc = sniff("-i", "lo", "--bpf", "udp", "--duration", "300", "--inactivity", "2", db=tmp_path / "s.db")
+    wait_listening(proc, "packet")
     place_call(41000, 42000, drop={10, 11, 12, 50, 90})
-    out, err = proc.communicate(timeout=30)
+    out, err = lines_until(proc, lambda lines: any('"live-test-1"' in line for line in lines))
     assert proc.returncode == 0, err
-    reports = [json.loads(line) for line in out.splitlines()]
+    reports = [json.loads(line) for line in out]
     (report,) = [r for r in reports if r["sip"] and r["sip"]["call_id"] == "live-test-1"]
     assert report["sip"]["end_reason"] == "caller hung up (BYE)"
     streams = {s["leg"]: s for s in report["streams"]}
@@ -97,17 +99,20 @@ def test_hep3_round_trip_and_errors() -> None:
         parse_hep3(b"HEP2" + data[4:])
 
 
-def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -> None:
+def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path) -> None:
     port = free_port()
-    # the SDP names 10.33.6.100; aliased (setting) to another address only the port matches: the NAT path
-    os.environ["CALLQA_NAT_ALIASES"] = '{"10.33.6.100": "203.0.113.9"}'
+    # the SDP names 10.2.0.1; aliased (setting) to another address only the port matches: the NAT path
+    os.environ["CALLQA_NAT_ALIASES"] = '{"10.2.0.1": "203.0.113.9"}'
     try:
-        proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "6", "--inactivity", "1.5", db=tmp_path / "s.db")
+        proc = sniff("--hep", f"127.0.0.1:{port}", "--duration", "300", "--inactivity", "1.5", db=tmp_path / "s.db")
     finally:
         del os.environ["CALLQA_NAT_ALIASES"]
-    time.sleep(2.0)
+    call = captures.Call("hep-replay-1", caller_frames=captures.silence(201 * 0.02),
+                         callee_frames=captures.silence(47 * 0.02), hangup="callee")  # fmt: skip
+    capture = captures.write(tmp_path / "call.pcap", call.packets())
+    wait_listening(proc, "udp", port)
     dec, segments = Decoder(), []
-    for frame in CaptureFile(testdata / "pcap/sipnab/rtp-protocol.pcap").frames():
+    for frame in CaptureFile(capture).frames():
         seg = dec.decode(frame.ts, frame.linktype, frame.data)
         if seg is not None:
             segments.append(seg)
@@ -116,10 +121,10 @@ def test_sniff_hep_receives_a_replayed_capture(tmp_path: Path, testdata: Path) -
         for seg in segments:
             s.sendto(build_hep3(replace(seg, ts=now + (seg.ts - t0) / 10)), ("127.0.0.1", port))
             time.sleep(0.0005)
-    out, err = proc.communicate(timeout=30)
+    out, err = lines_until(proc, lambda lines: len(lines) >= 1)
     assert proc.returncode == 0, err
-    (report,) = [json.loads(line) for line in out.splitlines()]
-    assert report["sip"]["call_id"] == "1907983263271201083544@10.33.6.101"
+    (report,) = [json.loads(line) for line in out]
+    assert report["sip"]["call_id"] == "hep-replay-1"
     assert report["sip"]["matched_by"] == "sdp port (NAT)"
     assert sorted((s["leg"], s["packets"]) for s in report["streams"]) == [("callee", 47), ("caller", 201)]
 

@@ -164,15 +164,26 @@ def test_live_tracker_holds_bounded_packets_and_reports_what_the_file_gives(tmp_
     assert sum(r["lost"] for r in live.values()) > 0  # the lossy direction is measured, not only clean ones
 
 
-def test_payloads_past_the_leg_limit_are_not_kept(testdata: Path) -> None:
+def test_payloads_past_the_leg_limit_are_not_kept(tmp_path: Path) -> None:
     """Live audio analysis keeps each stream's payloads only up to the leg-length limit (what can be analysed):
     a call that never ends cannot fill memory with audio; its packets are still all counted."""
+    import captures
+
     from callqa.capture.calls import Tracker
     from callqa.capture.stats import call_start
     from callqa.protocol.pcap import CaptureFile
     from callqa.service.captures import decode_leg
 
-    path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
+    first = captures.Call("cap-1", callee_frames=captures.speech_frames(4), seed=1)
+    second = captures.Call(
+        "cap-2",
+        start=first.start + 6,
+        codec="PCMA",
+        seed=2,
+        callee_frames=captures.speech_frames(4, "PCMA"),
+        caller_frames=captures.silence(3, "PCMA"),
+    )
+    path = captures.write(tmp_path / "two.pcap", first.packets() + second.packets())
     whole = read_capture(path)
     tracker = Tracker(max_audio_s=1.0)
     for frame in CaptureFile(path).frames():

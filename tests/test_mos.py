@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import calls
 import numpy as np
 import pytest
 from conftest import TESTDATA
@@ -62,11 +63,17 @@ def test_nisqa_matches_reference(
     assert s.loudness == pytest.approx(float(row["nisqa_loud"]), abs=0.05)
 
 
-def test_dnsmos_ranks_clean_above_noisy(testdata: Path) -> None:
+def test_dnsmos_ranks_clean_above_noisy() -> None:
+    """Speech alone scores well above the same speech in babble at 0 dB SNR (eight other talkers)."""
     opts = dnsmos.DnsmosOptions()
-    clean = dnsmos.score(mono(testdata, "audio/pesq/speech.wav")[0], opts)
-    noisy = dnsmos.score(mono(testdata, "audio/pesq/speech_bab_0dB.wav")[0], opts)
-    assert clean.ovrl > noisy.ovrl + 1.0 and clean.bak > noisy.bak + 1.0
+    utts = calls.utterances(dnsmos.SR)
+    clean = np.concatenate([np.zeros(dnsmos.SR // 2), utts[0], np.zeros(dnsmos.SR // 2)])
+    rng, others = np.random.default_rng(0), np.concatenate(utts[1:])
+    babble = sum(np.roll(np.resize(others, clean.size), int(rng.integers(others.size))) for _ in range(8))
+    babble *= np.sqrt(np.mean(clean**2) / np.mean(babble**2))  # 0 dB
+    good = dnsmos.score(clean.astype(np.float32), opts)
+    bad = dnsmos.score(((clean + babble) / 2).astype(np.float32), opts)
+    assert good.ovrl > bad.ovrl + 1.0 and good.bak > bad.bak + 1.0
 
 
 def test_dnsmos_picks_windows_with_speech() -> None:
@@ -81,11 +88,13 @@ def test_dnsmos_picks_windows_with_speech() -> None:
     assert len(dnsmos.window_starts(20 * sr, 1.0, upstream=True)) == 7
 
 
-def test_nisqa_windows_long_legs_over_speech(testdata: Path, nisqa_weights: Path, tmp_path: Path) -> None:
-    x, sr = mono(testdata, "audio/pjproject/input.16.wav")  # 4.2 s of speech
+def test_nisqa_windows_long_legs_over_speech(nisqa_weights: Path, tmp_path: Path) -> None:
+    sr = 16000
+    x = calls.utterances(sr)[1].astype(np.float32)  # 4.6 s of speech
+    n = x.size / sr
     gap = np.zeros(int(20 * sr), np.float32)
-    long_leg = np.concatenate([gap, x, gap, x, gap, x, gap])  # 92.6 s: too long for one pass
-    speech = [(20.0 + i * 24.2, 24.2 + i * 24.2) for i in range(3)]
+    long_leg = np.concatenate([gap, x, gap, x, gap, x, gap])  # 94 s: too long for one pass
+    speech = [(20.0 + i * (20 + n), 20 + n + i * (20 + n)) for i in range(3)]
     result = nisqa.score_leg(long_leg, sr, speech, nisqa_weights, window_s=10.0, max_windows=6)
     assert len(result.windows) == 3  # one window per utterance, none over pure silence
     for w, (a, b) in zip(result.windows, speech, strict=True):

@@ -36,9 +36,8 @@ def ffmpeg(src: Path, dst: Path, *args: str) -> Path:
         (".wav", ["-ar", "44100"]),
     ],
 )
-def test_formats_decode_and_analyse(testdata: Path, tmp_path: Path, settings: Settings, suffix: str,
-                                    args: list[str]) -> None:  # fmt: skip
-    src = testdata / "audio/pjproject/input.16.wav"  # 4.2 s of speech
+def test_formats_decode_and_analyse(tmp_path: Path, settings: Settings, suffix: str, args: list[str]) -> None:
+    src = write_wav(tmp_path / "speech.wav", calls.utterances(16000)[1][: int(4.2 * 16000)], 16000)  # 4.2 s
     f = ffmpeg(src, tmp_path / f"call{suffix}", *args)
     report, cached = analyze_recording([f], settings)
     (leg,) = report.legs
@@ -50,30 +49,31 @@ def test_formats_decode_and_analyse(testdata: Path, tmp_path: Path, settings: Se
     assert any("mixed recording" in w for w in report.warnings)
 
 
-def test_stereo_gives_one_leg_per_channel(testdata: Path, settings: Settings) -> None:
-    legs, warnings = legs_from_files([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings)
+def test_stereo_gives_one_leg_per_channel(tmp_path: Path, settings: Settings) -> None:
+    stereo = write_wav(tmp_path / "stereo.wav", np.vstack([calls.leg(12, [0.5]), calls.leg(12, [6.0], seed=1)]),
+                       calls.RATE)  # fmt: skip
+    legs, warnings = legs_from_files([stereo], settings)
     assert [(leg.role, leg.channel) for leg in legs] == [("left", 0), ("right", 1)]
     assert not warnings
     assert not np.array_equal(legs[0].samples, legs[1].samples)
-    named, _ = legs_from_files([testdata / "audio/faster_whisper/stereo_diarization.wav"], settings,
-                               ["agent", "customer"])  # fmt: skip
+    named, _ = legs_from_files([stereo], settings, ["agent", "customer"])
     assert [leg.role for leg in named] == ["agent", "customer"]
 
 
-def test_stereo_with_identical_channels_is_mixed(tmp_path: Path, settings: Settings, testdata: Path) -> None:
-    x = calls.leg(testdata, 5, [0.5])
+def test_stereo_with_identical_channels_is_mixed(tmp_path: Path, settings: Settings) -> None:
+    x = calls.leg(5, [0.5])
     f = write_wav(tmp_path / "dual-mono.wav", np.vstack([x, x]), calls.RATE)
     legs, warnings = legs_from_files([f], settings)
     assert [leg.role for leg in legs] == ["mixed"] and warnings
 
 
-def test_two_files_are_two_legs_with_roles_from_names(tmp_path: Path, settings: Settings, testdata: Path) -> None:
-    a = write_wav(tmp_path / "agent-in.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
-    c = write_wav(tmp_path / "customer-out.wav", calls.leg(testdata, 5, [1.0], seed=1), calls.RATE)
+def test_two_files_are_two_legs_with_roles_from_names(tmp_path: Path, settings: Settings) -> None:
+    a = write_wav(tmp_path / "agent-in.wav", calls.leg(5, [0.5]), calls.RATE)
+    c = write_wav(tmp_path / "customer-out.wav", calls.leg(5, [1.0], seed=1), calls.RATE)
     legs, warnings = legs_from_files([a, c], settings)
     assert [leg.role for leg in legs] == ["agent", "customer"] and not warnings
-    x = write_wav(tmp_path / "x-in.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
-    y = write_wav(tmp_path / "x-out.wav", calls.leg(testdata, 5, [0.5]), calls.RATE)
+    x = write_wav(tmp_path / "x-in.wav", calls.leg(5, [0.5]), calls.RATE)
+    y = write_wav(tmp_path / "x-out.wav", calls.leg(5, [0.5]), calls.RATE)
     assert [leg.role for leg in legs_from_files([x, y], settings)[0]] == ["caller", "callee"]
 
 

@@ -17,8 +17,8 @@ from callqa.store import Store
 
 
 @pytest.fixture
-def call_file(tmp_path: Path, testdata: Path) -> Path:
-    return write_wav(tmp_path / "call.wav", calls.leg(testdata, 6, [0.5]), calls.RATE)
+def call_file(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "call.wav", calls.leg(6, [0.5]), calls.RATE)
 
 
 def test_rerun_is_a_cache_hit(call_file: Path, settings: Settings) -> None:

@@ -426,10 +426,13 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
     calls: dict[str, CapturedCall] = {}
     loose: list[Stream] = []
     for key, stream in sorted(streams.items(), key=lambda kv: kv[1].first.arrival):
-        best: tuple[int, str, Dialog, Media, bool] | None = None
+        best: tuple[tuple[int, bool], str, Dialog, Media, bool] | None = None
         for d in by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], []):
             if not _during(d, stream):
                 continue
+            # a stream that began while the dialog was up beats one in the grace after its end (a next call on
+            # the same ports)
+            began_inside = d.ended_at is None or stream.first.arrival <= d.ended_at
             for sender, receiver in (("caller", "callee"), ("callee", "caller")):
                 score, media, nat = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
                 if media is None:
@@ -438,12 +441,12 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
                     score += 1 if sender == "caller" else 0
                 elif d.caller:
                     score += 1 if sender == "callee" else 0
-                if best is None or score > best[0]:
-                    best = (score, sender, d, media, nat)
+                if best is None or (score, began_inside) > best[0]:
+                    best = ((score, began_inside), sender, d, media, nat)
         if best is None:
             loose.append(stream)
             continue
-        score, sender, d, media, nat = best
+        _, sender, d, media, nat = best
         stream.encrypted = "SAVP" in media.proto.upper() and stream.srtp is None
         call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
         call.streams.setdefault(sender, []).append(stream)

@@ -30,21 +30,28 @@ BATCH = 2000
 
 
 def open_interface(iface: str, bpf: str | None = None) -> socket.socket:
+    """A raw socket on ``iface``. It takes no packet until it is bound, and it is bound last (as libpcap does):
+    every packet it queues is from that interface, passed the filter, and carries the kernel's arrival time."""
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.bind((iface, 0))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
     except PermissionError as exc:
         raise InputError(f"capturing on {iface} needs root or CAP_NET_RAW") from exc
-    except OSError as exc:
-        raise InputError(f"cannot capture on interface {iface!r}: {exc}") from exc
     try:  # a large buffer absorbs the pauses while finished calls are analysed (root may exceed rmem_max)
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's arrival time, not our reading time
     sock.setblocking(False)
-    if bpf:
-        attach_bpf(sock, bpf)
+    try:
+        if bpf:
+            attach_bpf(sock, bpf)
+        sock.bind((iface, ETH_P_ALL))  # Python puts the protocol in network order itself
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot capture on interface {iface!r}: {exc}") from exc
+    except InputError:
+        sock.close()
+        raise
     return sock
 
 

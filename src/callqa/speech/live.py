@@ -5,11 +5,12 @@ Per direction, Silero VAD (the same ONNX model as offline) runs frame by frame (
 state carried across chunks. An utterance ends after ``vad.min_silence_s`` of silence (or at ``max_utterance_s``); its
 audio is complete earlier, once the padding of silence follows it, so it is queued after ``speculate_after_s`` of
 silence and published when the end is certain (dropped if the speaker goes on). The transcription worker takes
-every queued utterance at once and decodes them as one batch with the offline code (``speech.transcribe``), so the
-calculations stay in one place. While an utterance goes on, a partial transcript of it is made every
-``partial_every_s`` when the worker is idle. A direction's finals are published in order; the two directions are
-separate streams, so a final of one may come before an earlier-starting final of the other (order by ``start_s`` to
-show a dialogue). Events:
+every queued utterance at once and decodes them in one batch with the offline code (``speech.transcribe``), so the
+calculations stay in one place; each utterance (with its context) has Whisper windows of its own, so its text
+does not depend on which others were queued with it. While an utterance goes on, a partial transcript of it is
+made every ``partial_every_s`` when the worker is idle. A direction's finals are published in order; the two
+directions are separate streams, so a final of one may come before an earlier-starting final of the other (order by
+``start_s`` to show a dialogue). Events:
 
     {"type": "final" | "partial", "call_id", "leg", "start_s", "end_s", "text", "words": [...], "latency_s"}
     {"type": "rule", "call_id", "leg", "rule", "words", "start_s", "end_s", "severity"}   (forbidden phrases)
@@ -50,13 +51,15 @@ class LiveOptions:
     vad: VadOptions = VadOptions(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=200)
     max_utterance_s: float = 25.0
     context_s: float = 8.0  # the direction's previous utterance is decoded before a short one, as context
-    context_below_s: float = 3.0  # utterances shorter than this get that context (longer ones carry their own)
+    # utterances up to this long get that context (with 8 s of it, one window still holds them): decoded alone, a
+    # 5.6 s sentence of the example call lost "send an engineer" ("bend and end in here"), with it it did not
+    context_below_s: float = 20.0
     vad_step_frames: int = 4  # the VAD runs every 4 frames (128 ms) per direction
     max_batch: int = 8  # utterances decoded together (larger batches: more throughput, longer waits)
     partial_every_s: float = 1.5  # 0 turns partials off; partials are made only while the worker is idle
     # greedy decoding: live favours latency (the report made when the call ends uses the offline beam of 5)
-    # utterances of different calls share Whisper windows, so a segment's confidence mixes them: the check is
-    # made per utterance, on its words' mean probability, instead (another language scores about 0.4)
+    # an utterance shares its Whisper window with its context, so a segment's confidence mixes them: the check
+    # is made per utterance, on its words' mean probability, instead (another language scores about 0.4)
     transcribe: transcribe.TranscribeOptions = transcribe.TranscribeOptions(
         beam_size=2, no_repeat_ngram_size=3, min_avg_logprob=-10.0, batch_size=8
     )
@@ -253,33 +256,39 @@ class LiveTranscriber:
                 return
 
     def _run(self, jobs: list[Job]) -> None:
-        """Every queued utterance (with its context) laid end to end as one track, so the offline code packs
-        them into as few Whisper windows as it can; each word is then handed back to its utterance by time."""
+        """Every queued utterance (after its context) on a track of its own, so each is decoded in its own Whisper
+        window(s) and its words depend on its audio alone, never on what else happened to be queued with it (the
+        windows of all of them are still decoded in batches). Utterances packed into shared windows took part of
+        their text from their neighbours, so a transcript changed with timing and load."""
         gap = np.zeros(int(self.opts.transcribe.gap_s * RATE), np.float32)
-        apart = np.zeros(RATE, np.float32)  # between utterances: longer than twice the padding, kept apart
-        parts: list[np.ndarray] = []
-        spans: list[tuple[float, float]] = []
+        tracks: list[np.ndarray] = []
+        spans: list[list[tuple[float, float]]] = []
         bounds: list[tuple[float, float]] = []
-        pos = 0
         for j in jobs:
-            if j.context.size:
+            parts: list[np.ndarray] = []
+            mine: list[tuple[float, float]] = []
+            pos = 0
+            if j.context.size and j.audio.size:
                 parts += [j.context, gap]
-                spans.append((pos / RATE, (pos + j.context.size) / RATE))
-                pos += j.context.size + gap.size
+                mine.append((0.0, j.context.size / RATE))
+                pos = j.context.size + gap.size
             bounds.append((pos / RATE, (pos + j.audio.size) / RATE))
             if j.audio.size:
-                spans.append(bounds[-1])
-            parts += [j.audio, apart]
-            pos += j.audio.size + apart.size
-        result = transcribe.transcribe([np.concatenate(parts)], [spans], self.opts.transcribe) if spans else None
-        heard = [w for u in (result.utterances if result else []) for w in u.words]
+                mine.append(bounds[-1])
+            tracks.append(np.concatenate([*parts, j.audio]).astype(np.float32, copy=False))
+            spans.append(mine)
+        result = transcribe.transcribe(tracks, spans, self.opts.transcribe) if any(spans) else None
+        heard: dict[int, list[transcribe.Word]] = {}
+        for u in result.utterances if result else []:
+            heard.setdefault(u.leg, []).extend(u.words)
         for k, j in enumerate(jobs):
             d = j.direction
             if d.vad is None:  # the end-of-call marker, after that call's last utterances
                 self.publish({"type": "call_end", "call_id": d.call_id})
                 continue
             a0, a1 = bounds[k]
-            outputs = self._outputs(j, [w for w in heard if a0 - 0.15 <= w.start_s < a1], d.start_s + j.a / RATE - a0)
+            words = [w for w in heard.get(k, []) if a0 - 0.15 <= w.start_s < a1]  # not the context's words
+            outputs = self._outputs(j, words, d.start_s + j.a / RATE - a0)
             with self.lock:
                 j.outputs = outputs
                 if j.status != "confirmed":  # an early final waits for its end to be certain, or was dropped
