@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 PCAP_HEADER = 24
 RECORD_HEADER = 16
@@ -58,3 +59,28 @@ def wav_with(data: bytes, **fields: int) -> bytes:
         off, fmt = at[name]
         struct.pack_into(fmt, out, off, value % (1 << (8 * struct.calcsize(fmt))))
     return bytes(out)
+
+
+# --- generated inputs: the hostile-input tests run without the reference set -----------------------------------
+
+
+def speech_wav(path: Path, seconds: float = 6.0) -> Path:
+    """A 16-bit PCM WAV at 8 kHz with espeak-ng speech (what the reported reproductions started from)."""
+    import calls
+    from conftest import write_wav
+
+    return write_wav(path, calls.leg(seconds, [0.5], noise_dbfs=-60.0), calls.RATE)
+
+
+def one_way_calls(path: Path, calls_n: int = 2, seconds: float = 8.5, codec: str = "PCMU") -> Path:
+    """``calls_n`` sequential SIP calls, each with ``seconds`` of speech in one direction only (like FreeSWITCH
+    playing a prompt), written as a pcap."""
+    import captures
+
+    packets = []
+    for n in range(calls_n):
+        call = captures.Call(f"prompt-{n}", start=captures.T0 + n * (seconds + 2.0), caller_port=20000 + 2 * n,
+                             callee_port=30000 + 2 * n, codec=codec, caller_frames=None, seed=n,
+                             callee_frames=captures.speech_frames(seconds, codec, seed=n))  # fmt: skip
+        packets += call.packets()
+    return captures.write(path, packets)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, write_wav
-from hostile import rtp_offsets, shift_rtp_timestamp, wav_with
+from hostile import one_way_calls, rtp_offsets, shift_rtp_timestamp, speech_wav, wav_with
 
 from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
@@ -53,10 +53,18 @@ def run_cli(*args: str, db: Path) -> tuple[subprocess.CompletedProcess[str], flo
 # --- recordings -------------------------------------------------------------------------------------------------
 
 
-def test_giga_hertz_sample_rate_is_refused_from_the_header(tmp_path: Path, testdata: Path) -> None:
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A speech WAV, two one-way G.711 calls of 8.5 s, and one call of 110 s of RTP, all generated."""
+    d = tmp_path_factory.mktemp("inputs")
+    return {"wav": speech_wav(d / "speech.wav"), "g711": one_way_calls(d / "prompts.pcap"),
+            "long": one_way_calls(d / "long.pcap", 1, 110.0, "PCMA")}  # fmt: skip
+
+
+def test_giga_hertz_sample_rate_is_refused_from_the_header(tmp_path: Path, inputs: dict[str, Path]) -> None:
     """A 128 KB WAV whose header declares 1.6 GHz (the reported reproduction) made the resampler allocate
     without limit: it is now refused before decoding, through the CLI, with exit 2 naming the limit."""
-    data = (testdata / "audio/pjproject/input.8.wav").read_bytes()
+    data = inputs["wav"].read_bytes()
     f = tmp_path / "ghz.wav"
     f.write_bytes(wav_with(data, rate=1_600_000_001, byte_rate=3_200_000_002)[: 128 * 1024])
     proc, seconds, _ = run_cli("analyze", str(f), db=tmp_path / "s.db")
@@ -88,10 +96,10 @@ def test_resampler_refuses_absurd_ratios() -> None:
     assert resample(np.zeros(480, np.float32), 48000, 16000).size == 160
 
 
-def test_unknown_extensible_sub_format_is_a_decode_error(tmp_path: Path, testdata: Path) -> None:
+def test_unknown_extensible_sub_format_is_a_decode_error(tmp_path: Path, inputs: dict[str, Path]) -> None:
     """WAVE_FORMAT_EXTENSIBLE with a sub-format GUID FFmpeg has no decoder for: an AttributeError (HTTP 500,
     traceback and exit 1) before; a DecodeError (exit 2) now."""
-    src = testdata / "audio/pjproject/input.8.wav"
+    src = inputs["wav"]
     ext = tmp_path / "ext.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-ac", "2", "-c:a", "pcm_s24le", str(ext)],
                    check=True, timeout=60)  # fmt: skip
@@ -110,11 +118,11 @@ def test_unknown_extensible_sub_format_is_a_decode_error(tmp_path: Path, testdat
 # --- captures ---------------------------------------------------------------------------------------------------
 
 
-def test_rtp_timestamp_jump_is_refused_quickly(tmp_path: Path, testdata: Path) -> None:
+def test_rtp_timestamp_jump_is_refused_quickly(tmp_path: Path, inputs: dict[str, Path]) -> None:
     """One RTP timestamp moved 37 hours ahead (four flipped bytes) in a real capture stretched the leg's
     timeline to gigabytes: now that direction is not decoded (a warning naming the limit) while the capture's
     calls are still reported and measured, in little memory and time."""
-    data = (testdata / "pcap/sipnab/sip-rtp-g711.pcap").read_bytes()
+    data = inputs["g711"].read_bytes()
     f = tmp_path / "jump.pcap"
     f.write_bytes(shift_rtp_timestamp(data, 100, 2**30))
     proc, seconds, peak_mb = run_cli("pcap", "--jsonl", str(f), "--no-cache", db=tmp_path / "s.db")
@@ -130,8 +138,8 @@ def test_rtp_timestamp_jump_is_refused_quickly(tmp_path: Path, testdata: Path) -
     assert sum(s.packets for r in reports for s in r.streams) == len(rtp_offsets(data))
 
 
-def test_jump_within_the_bound_is_silence_on_the_timeline(tmp_path: Path, testdata: Path) -> None:
-    data = (testdata / "pcap/sipnab/sip-rtp-g711.pcap").read_bytes()
+def test_jump_within_the_bound_is_silence_on_the_timeline(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    data = inputs["g711"].read_bytes()
     f = tmp_path / "small-jump.pcap"
     f.write_bytes(shift_rtp_timestamp(data, 100, 8000 * 20))  # 20 s ahead: odd, within the bound
     settings = Settings(db=tmp_path / "s.db")
@@ -144,10 +152,10 @@ def test_jump_within_the_bound_is_silence_on_the_timeline(tmp_path: Path, testda
     assert max(leg.duration_s for r in reports for leg in r.legs) < 20  # that direction was not decoded
 
 
-def test_leg_bounds_streams_payloads_and_span(testdata: Path) -> None:
+def test_leg_bounds_streams_payloads_and_span(inputs: dict[str, Path]) -> None:
     from callqa.capture.calls import read_capture
 
-    call = read_capture(testdata / "pcap/sipnab/sip-rtp-g711.pcap").calls[0]
+    call = read_capture(inputs["g711"]).calls[0]
     streams = [(s.packets, call.encodings.get(s.key) or {}) for sts in call.streams.values() for s in sts]
     check_leg(streams, LimitSettings(), 7200)
     with pytest.raises(LimitError, match="limits.max_streams_per_call"):
@@ -163,10 +171,10 @@ def test_leg_bounds_streams_payloads_and_span(testdata: Path) -> None:
         check_leg(streams, LimitSettings(max_decoded_bytes=100_000), 7200)
 
 
-def test_live_follower_skips_a_forged_window_and_goes_on(testdata: Path) -> None:
+def test_live_follower_skips_a_forged_window_and_goes_on(inputs: dict[str, Path]) -> None:
     """The sniffer's live path shares the decoder: a forged timestamp costs that poll's audio, not gigabytes,
     and the stream is followed again from the next poll."""
-    data = (testdata / "pcap/sipnab/sip-rtp-g711.pcap").read_bytes()
+    data = inputs["g711"].read_bytes()
     forged = shift_rtp_timestamp(data, 100, 2**30)
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"forged-{os.getpid()}.pcap"
     path.write_bytes(forged)
@@ -192,8 +200,8 @@ def test_live_follower_skips_a_forged_window_and_goes_on(testdata: Path) -> None
     assert max(fed) < 8000 * 10 and sum(fed) > 8000 * 10  # pieces of a second, most of the 17 s fed
 
 
-def test_live_follower_bounds_the_streams_of_a_call(testdata: Path) -> None:
-    path = testdata / "pcap/sipnab/sip-rtp-g711.pcap"
+def test_live_follower_bounds_the_streams_of_a_call(inputs: dict[str, Path]) -> None:
+    path = inputs["g711"]
     fed: set[tuple[str, str]] = set()
 
     class Sink:
@@ -218,12 +226,12 @@ def test_live_follower_bounds_the_streams_of_a_call(testdata: Path) -> None:
     assert "limits.max_streams_per_call" in follower.warnings[0]
 
 
-def test_replay_faster_than_real_time_is_not_a_jump(testdata: Path) -> None:
+def test_replay_faster_than_real_time_is_not_a_jump(inputs: dict[str, Path]) -> None:
     """Captures replayed ten times faster (HEP agents, benchmarks) move their timestamps on 10 ms per 1 ms of
     arrival time over the whole call: no single jump, so nothing is refused."""
     from callqa.capture.calls import read_capture
 
-    call = read_capture(testdata / "pcap/sipnab/harness_g711a.pcap").calls[0]  # 110 s of RTP
+    call = read_capture(inputs["long"]).calls[0]  # 110 s of RTP
     (stream,) = [s for sts in call.streams.values() for s in sts]
     packets = list(stream.packets)
     t0 = packets[0].arrival

@@ -130,21 +130,40 @@ CAPTURES = {"g711": "pcap/sipnab/sip-rtp-g711.pcap", "g729": "pcap/rtpproxy/lost
             "g722": "pcap/sipnab/sip-rtp-g722.pcap"}  # fmt: skip
 
 
+def generated_seeds(tmp: Path) -> dict[str, bytes]:
+    """Without the reference set: generated speech and captures of the same kinds (G.729 has no encoder in
+    FFmpeg, so its place is taken by a G.711 A-law capture)."""
+    from hostile import one_way_calls, speech_wav
+
+    wav = speech_wav(tmp / "speech.wav", 8.0)
+    flac = tmp / "speech.flac"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-ar", "16000", str(flac)], check=True, timeout=60)
+    return {"wav": wav.read_bytes(), "flac": flac.read_bytes(), "g711": one_way_calls(tmp / "u.pcap").read_bytes(),
+            "g729": one_way_calls(tmp / "a.pcap", codec="PCMA").read_bytes(),
+            "g722": one_way_calls(tmp / "g722.pcap", codec="G722").read_bytes()}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    if not TESTDATA.is_dir():
-        pytest.skip(f"shared reference data not found at {TESTDATA}")
-    out = {name: (TESTDATA / rel).read_bytes() for name, rel in {**RECORDINGS, **CAPTURES}.items()}
+    """Real recordings and captures from the reference set when it is present, else generated ones."""
+    tmp = tmp_path_factory.mktemp("seeds")
+    if TESTDATA.is_dir():
+        out = {name: (TESTDATA / rel).read_bytes() for name, rel in {**RECORDINGS, **CAPTURES}.items()}
+    else:
+        out = generated_seeds(tmp)
     out["flac"] = out["flac"][: 160 * 1024]  # the first seconds: a whole minute per example is not needed
     out["ulaw"] = (REPO / "examples/call-agent.wav").read_bytes()[: 64 * 1024]
-    tmp = tmp_path_factory.mktemp("seeds")
+    wav = tmp / "seed.wav"
+    wav.write_bytes(out["wav"])
     mp3 = tmp / "speech.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(TESTDATA / RECORDINGS["wav"]), "-c:a", "libmp3lame",
-                    "-b:a", "32k", str(mp3)], check=True, timeout=60)  # fmt: skip
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "libmp3lame", "-b:a", "32k", str(mp3)],
+                   check=True, timeout=60)  # fmt: skip
     out["mp3"] = mp3.read_bytes()
     # warm up outside the bounds: the first call imports scipy's filters and FFmpeg's codecs
     analyse_recording(mp3)
-    analyse_capture(TESTDATA / CAPTURES["g711"])
+    g711 = tmp / "seed.pcap"
+    g711.write_bytes(out["g711"])
+    analyse_capture(g711)
     return out
 
 

@@ -54,7 +54,8 @@ def decode_file(path: str | Path, max_duration_s: float, max_bytes: int | None =
         raise DecodeError(f"empty file: {p}")
     if max_bytes is not None and size > max_bytes:
         raise LimitError(f"{p} is {size} bytes, over the {max_bytes}-byte limit")
-    plain = read_wav(p, max_duration_s)  # plain PCM/G.711 WAV: read directly, the same samples as FFmpeg's
+    # plain PCM/G.711 WAV: read directly, the same samples as FFmpeg's
+    plain = read_wav(p, max_duration_s, lim.max_decoded_bytes)
     if plain is not None:  # the same limits as decoded files (the samples are no larger than the file)
         _check_rate(plain[1], p, lim)
         _check_channels(plain[0].shape[0], p, lim)

@@ -30,10 +30,12 @@ def _chunks(f, size: int):  # type: ignore[no-untyped-def]
         pos += 8 + n + (n & 1)
 
 
-def read_wav(path: Path, max_duration_s: float) -> tuple[np.ndarray, int, str] | None:
+def read_wav(path: Path, max_duration_s: float, max_decoded_bytes: int | None = None
+             ) -> tuple[np.ndarray, int, str] | None:  # fmt: skip
     """(float32 samples (channels, n), sample rate, FFmpeg codec name), or None when the file is not a plain WAV
     of a kind read here. A data chunk longer than the file (a truncated or still-growing recording) is read as
-    far as it goes, as FFmpeg does. A recording longer than ``max_duration_s`` raises LimitError unread."""
+    far as it goes, as FFmpeg does. A recording longer than ``max_duration_s``, or whose samples would take more
+    than ``max_decoded_bytes`` as float32, raises LimitError unread."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(12)
@@ -55,12 +57,13 @@ def read_wav(path: Path, max_duration_s: float) -> tuple[np.ndarray, int, str] |
             elif cid == b"data":
                 if fmt is None:
                     return None
-                return _samples(f, path, body, min(n, size - body), max_duration_s, *fmt)
+                return _samples(f, path, body, min(n, size - body), max_duration_s, max_decoded_bytes, *fmt)
     return None
 
 
-def _samples(f, path: Path, offset: int, n_bytes: int, max_duration_s: float, tag: int, channels: int, rate: int,
-             align: int, bits: int) -> tuple[np.ndarray, int, str] | None:  # type: ignore[no-untyped-def]  # fmt: skip
+def _samples(f, path: Path, offset: int, n_bytes: int, max_duration_s: float, max_decoded_bytes: int | None,
+             tag: int, channels: int, rate: int, align: int, bits: int
+             ) -> tuple[np.ndarray, int, str] | None:  # type: ignore[no-untyped-def]  # fmt: skip
     width = {PCM: 2, ALAW: 1, ULAW: 1}.get(tag)
     if width is None or bits != 8 * width or channels not in (1, 2) or align != width * channels or rate <= 0:
         return None
@@ -69,6 +72,8 @@ def _samples(f, path: Path, offset: int, n_bytes: int, max_duration_s: float, ta
         return None
     if count / channels / rate > max_duration_s * 1.01:
         raise LimitError(f"{path} lasts {count / channels / rate:.0f} s, over the {max_duration_s:.0f} s limit")
+    if max_decoded_bytes is not None and count * 4 > max_decoded_bytes:
+        raise LimitError(f"{path} decodes to more than {max_decoded_bytes} bytes (limits.max_decoded_bytes)")
     f.seek(offset)
     if tag == PCM:
         data = np.fromfile(f, dtype="<i2", count=count).astype(np.float32) / np.float32(32768.0)
