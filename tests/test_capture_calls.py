@@ -436,3 +436,22 @@ def test_generated_loss_bursts(settings: Settings, tmp_path: Path) -> None:
     restart = rtp_only(tmp_path / "r.pcap", Stream(A, B, captures.silence(10), restart_at=250))
     (restarted,), _ = analyze_capture(restart, settings, stats_only=True)
     assert restarted.streams[0].max_loss_burst < 100  # the sequence restart is not a burst of lost packets
+
+
+def test_captured_legs_are_kept_for_listening(tmp_path: Path, settings: Settings) -> None:
+    """With an audio folder (sniff by default, pcap --keep-audio) each decoded direction is kept as the WAV the
+    web page plays: one file per leg, as long as the leg; statistics-only runs keep nothing."""
+    call = Call("keep-1", caller_frames=captures.speech_frames(6.0), callee_frames=captures.speech_frames(6.0, seed=1))
+    cap = captures.write(tmp_path / "c.pcap", call.packets())
+    (report,), _ = analyze_capture(cap, settings, None, audio_dir=tmp_path / "audio")
+    kept = sorted((tmp_path / "audio" / report.id).glob("*.wav"))
+    assert [p.name for p in kept] == [f"{i}-{leg.role}.wav" for i, leg in enumerate(report.legs)]
+    for path, leg in zip(kept, report.legs, strict=True):
+        with wave.open(str(path)) as w:
+            assert w.getframerate() == leg.sample_rate
+            assert w.getnframes() / w.getframerate() == pytest.approx(leg.duration_s, abs=0.01)
+    db = tmp_path / "cli" / "s.db"
+    callqa("pcap", "--keep-audio", "--no-nisqa", str(cap), db=db)
+    assert len(list((db.parent / "audio").glob("*/*.wav"))) == 2
+    callqa("pcap", "--stats-only", "--no-cache", str(cap), db=tmp_path / "stats" / "s.db")
+    assert not (tmp_path / "stats" / "audio").exists()

@@ -156,18 +156,26 @@ def pcap(
     transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
     rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (implies --transcribe)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
+    keep_audio: Annotated[
+        bool,
+        typer.Option(
+            "--keep-audio", help="keep each call's legs for listening (the web page's players), next to the store"
+        ),
+    ] = False,  # fmt: skip
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Find every call in a capture: SIP dialog, RTP per direction, network statistics and audio analysis."""
     from callqa.service.captures import analyze_capture
+    from callqa.service.jobs import audio_dir
 
     try:
         settings = _settings(db, nisqa_weights, no_nisqa, False, transcribe, rules)
         aliases = _aliases(settings, nat_alias)
         if srtp_key:
             settings = settings.model_copy(update={"srtp_keys": [*settings.srtp_keys, *srtp_key]})
+        keep = audio_dir(settings) if keep_audio and not stats_only else None
         reports, warnings = analyze_capture(capture, settings, Store(settings.db), stats_only, wav_dir, aliases,
-                                            use_cache=not no_cache)  # fmt: skip
+                                            use_cache=not no_cache, audio_dir=keep)  # fmt: skip
     except (CallqaError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -204,6 +212,13 @@ def sniff(
             help="callqa service to send live events to, e.g. http://127.0.0.1:8084 (key: CALLQA_PUBLISH_KEY)"
         ),
     ] = None,
+    keep_audio: Annotated[
+        bool,
+        typer.Option(
+            "--keep-audio/--no-keep-audio",
+            help="keep each call's legs for listening (the web page's players), next to the store",
+        ),
+    ] = True,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends; with
@@ -233,7 +248,7 @@ def sniff(
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         options = SniffOptions(interface=interface, bpf=bpf, hep=hep, inactivity_s=inactivity, duration_s=duration,
                               stats_only=stats_only, nat_aliases=_aliases(settings, nat_alias),
-                              publish_url=publish)  # fmt: skip
+                              publish_url=publish, keep_audio=keep_audio)  # fmt: skip
         result = run_live(settings, options, on_report, on_error, lambda: stop["flag"])
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")

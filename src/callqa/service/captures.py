@@ -26,6 +26,7 @@ from callqa.protocol import dtmf
 from callqa.protocol.rtp import RtpPacket
 from callqa.report import CallReport, Dtmf, SipEvent, SipInfo
 from callqa.service import cache
+from callqa.service.recordings import keep_leg_audio
 from callqa.store import Store
 
 
@@ -60,7 +61,8 @@ def decode_leg(call: CapturedCall, streams: list[Stream], max_s: float,
 
 
 def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_key: str, source: str,
-                stats_only: bool = False, wav_dir: Path | None = None) -> CallReport:  # fmt: skip
+                stats_only: bool = False, wav_dir: Path | None = None,
+                audio_dir: Path | None = None) -> CallReport:  # fmt: skip
     """One captured call through the common pipeline (or network statistics only)."""
     rtp_streams = [
         measure_stream(call, st, role, settings.analysis.jitter_buffer_ms)
@@ -114,7 +116,10 @@ def report_call(call: CapturedCall, settings: Settings, report_id: str, cache_ke
     )  # fmt: skip
     report = analyze_legs(legs, settings, warnings, report_id=report_id, cache_key=cache_key,
                           streams=rtp_streams, sip=sip)  # fmt: skip
-    return report.model_copy(update={"dtmf": digits})
+    report = report.model_copy(update={"dtmf": digits})
+    if audio_dir is not None and legs:  # kept for listening (the web page's players), as uploads are
+        keep_leg_audio(report, legs, audio_dir, settings.analysis.redact_audio)
+    return report
 
 
 def ladder(d: Dialog, t0: float) -> list[SipEvent]:
@@ -145,13 +150,14 @@ def report_captured(
     stats_only: bool = False,
     wav_dir: Path | None = None,
     use_cache: bool = True,
+    audio_dir: Path | None = None,
 ) -> CallReport:
     """One captured call through the pipeline, cached by capture hash, call and settings."""
     key = cache.capture_key(source_hash, call.id, stats_only, settings)
-    hit = cache.lookup(store, key, settings) if use_cache and wav_dir is None else None
+    hit = cache.lookup(store, key, settings) if use_cache and wav_dir is None and audio_dir is None else None
     if hit is not None:
         return hit
-    report = report_call(call, settings, key[:16], key, source, stats_only, wav_dir)
+    report = report_call(call, settings, key[:16], key, source, stats_only, wav_dir, audio_dir)
     if store is not None:
         store.put(report)
     return report
@@ -165,6 +171,7 @@ def analyze_capture(
     wav_dir: Path | None = None,
     nat_aliases: dict[str, str] | None = None,
     use_cache: bool = True,
+    audio_dir: Path | None = None,
 ) -> tuple[list[CallReport], list[str]]:
     """Every call in a pcap or pcapng file through the common pipeline: (reports, capture warnings)."""  # fmt: skip
     from callqa.capture.calls import read_capture
@@ -172,7 +179,7 @@ def analyze_capture(
     source_hash = digest({"capture": sha256_file(path), "aliases": nat_aliases or {}})
     capture = read_capture(path, nat_aliases, keep_audio=not stats_only, srtp_keys=settings.srtp_keys)
     reports = [
-        report_captured(call, settings, store, str(path), source_hash, stats_only, wav_dir, use_cache)
+        report_captured(call, settings, store, str(path), source_hash, stats_only, wav_dir, use_cache, audio_dir)
         for call in capture.calls
     ]
     return reports, capture.warnings

@@ -16,6 +16,7 @@ from callqa.capture.calls import CapturedCall, Tracker
 from callqa.config import Settings
 from callqa.report import CallReport
 from callqa.service.captures import report_captured
+from callqa.service.jobs import audio_dir
 from callqa.store import Store
 
 
@@ -31,6 +32,7 @@ class SniffOptions:
     stats_only: bool = False
     nat_aliases: dict[str, str] = field(default_factory=dict)
     publish_url: str | None = None  # a callqa service taking live events; None prints them on stderr
+    keep_audio: bool = True  # each call's decoded legs kept for listening (next to the store, pruned by age)
 
 
 @dataclass
@@ -72,10 +74,13 @@ def run_live(
         ruleset = load_rules(settings.analysis.rules_file) if settings.analysis.rules_file else None
         follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset), settings.limits)
 
+    keep = audio_dir(settings) if options.keep_audio and not options.stats_only else None
+
     def analyse(call: CapturedCall) -> None:
         try:
             first = min((s.first.arrival for sts in call.streams.values() for s in sts), default=0.0)
-            report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", options.stats_only)
+            report = report_captured(call, settings, store, source, f"{source}@{first:.6f}", options.stats_only,
+                                     audio_dir=keep)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one call that cannot be analysed must not stop the capture
             on_error(call, exc)
             return
