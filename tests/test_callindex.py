@@ -40,12 +40,18 @@ def _report(i: int, verdict: str = "good", mos: tuple[float | None, float | None
     )  # fmt: skip
 
 
+COLUMNS = "(id, cache_key, created_at, source, verdict, duration_s, report)"  # the reports table has more columns now
+
+
 def _with_context(store: Store, report: CallReport, context: dict[str, str], when: float) -> None:
     data = json.loads(report.model_dump_json())
-    data["context"] = context
+    data["context"] = {"recording_id": 1, **context}  # a valid CallContext
     with store.connect() as db:
         row = (report.id, report.cache_key, when, "x", report.verdict, report.duration_s, json.dumps(data))
-        db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        db.execute(
+            "INSERT OR REPLACE INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
 
 @pytest.fixture
@@ -181,10 +187,13 @@ def test_envelope_of_the_kept_wav_block_by_block(tmp_path: Path, monkeypatch: py
 def test_an_unreadable_report_is_left_out_and_not_read_again(store: Store) -> None:
     index = CallIndex(store)
     with store.connect() as db:
-        db.execute("INSERT INTO reports VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, '{not json')", (NOW,))
+        db.execute(
+            "INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, '{not json')",
+            (NOW,),
+        )
     assert index.sync() == 6
     assert "f" not in ids(index.page(ListQuery())) and index.page(ListQuery()).total == 5
     with store.connect() as db:  # a new report arrives: only it is read
-        db.execute("INSERT INTO reports SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, report "
+        db.execute(f"INSERT INTO reports {COLUMNS} SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, report "
                    "FROM reports WHERE id = ?", (NOW + 5, f"{3:016x}"))  # fmt: skip
     assert index.sync() == 1 and index.page(ListQuery()).total == 6
