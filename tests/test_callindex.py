@@ -48,10 +48,7 @@ def _with_context(store: Store, report: CallReport, context: dict[str, str], whe
     data["context"] = {"recording_id": 1, **context}  # a valid CallContext
     with store.connect() as db:
         row = (report.id, report.cache_key, when, "x", report.verdict, report.duration_s, json.dumps(data))
-        db.execute(
-            "INSERT OR REPLACE INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            row,
-        )
+        db.execute(f"INSERT OR REPLACE INTO reports {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
 
 @pytest.fixture
@@ -187,13 +184,11 @@ def test_envelope_of_the_kept_wav_block_by_block(tmp_path: Path, monkeypatch: py
 def test_an_unreadable_report_is_left_out_and_not_read_again(store: Store) -> None:
     index = CallIndex(store)
     with store.connect() as db:
-        db.execute(
-            "INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, '{not json')",
-            (NOW,),
-        )
+        db.execute(f"INSERT INTO reports {COLUMNS} VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, "
+                   "'{not json')", (NOW,))  # fmt: skip
     assert index.sync() == 6
     assert "f" not in ids(index.page(ListQuery())) and index.page(ListQuery()).total == 5
     with store.connect() as db:  # a new report arrives: only it is read
-        db.execute(f"INSERT INTO reports {COLUMNS} SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, report "
-                   "FROM reports WHERE id = ?", (NOW + 5, f"{3:016x}"))  # fmt: skip
+        db.execute(f"INSERT INTO reports {COLUMNS} SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, "
+                   "report FROM reports WHERE id = ?", (NOW + 5, f"{3:016x}"))  # fmt: skip
     assert index.sync() == 1 and index.page(ListQuery()).total == 6
