@@ -60,7 +60,8 @@ def test_customer_lost_after_30_s(settings: Settings) -> None:
     report = run(settings, calls.leg(90, a), calls.leg(90, b_early, seed=1))
     (lost,) = [f for f in report.findings if f.code == "one_way_audio"]
     assert lost.severity == "critical" and lost.leg == "customer"  # lost for good: the call failed
-    assert lost.start_s == pytest.approx(30, abs=6) and lost.end_s == pytest.approx(90, abs=1)
+    customer_gone = b_early[-1] + calls.utterances()[(len(b_early) - 1) % 4].size / calls.RATE  # last words end
+    assert lost.start_s == pytest.approx(customer_gone, abs=2) and lost.end_s == pytest.approx(90, abs=1)
     assert lost.evidence["used"] == ["audio"] and lost.evidence["audio"]["unanswered_waits"] >= 2
     assert report.verdict == "failed"
 
