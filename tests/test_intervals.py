@@ -4,6 +4,7 @@ and on generated calls, and come out the same when the stream is measured in pie
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,19 @@ def test_long_streams_merge_neighbouring_intervals() -> None:
     merged = meter.intervals(max_count=50)
     assert len(merged) == 40 and sum(i.lost for i in merged) == sum(i.lost for i in fine) == 300
     assert [i.start for i in merged[:3]] == [1000.0, 1015.0, 1030.0]
+
+
+def test_a_forged_arrival_time_years_away_stays_bounded() -> None:
+    """One packet stamped decades after the others (a corrupt capture record): the intervals between are not
+    materialised one by one (that took gigabytes), they only widen the merged intervals."""
+    table = PacketTable(keep_payloads=False)
+    for k in range(500):
+        arrival = 1000.0 + 0.02 * k + (2e9 if k == 499 else 0.0)
+        table.add(arrival, k, 160 * k, 0, False, b"")
+    meter = IntervalMeter()
+    meter.feed(table, jitter_clocks(table, {0: ("PCMU", 8000)}))
+    t0 = time.perf_counter()
+    out = meter.intervals()
+    assert time.perf_counter() - t0 < 1.0 and len(out) <= 360
+    assert sum(i.packets for i in out) == 500 and sum(i.lost for i in out) == 0
+    assert out[0].packets == 499 and out[-1].packets == 1

@@ -10,7 +10,7 @@ reached in the interval, over the voice packets (telephone-event and unknown pay
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import lfilter
@@ -92,23 +92,24 @@ class IntervalMeter:
 
     def intervals(self, max_count: int = 360) -> list[Interval]:
         """Every interval from the first packet's to the last's, in order (empty ones included); neighbours are
-        merged (2, 3, ... at a time) when there would be more than ``max_count``."""
+        merged (2, 3, ... at a time) when there would be more than ``max_count``. Only intervals that hold packets
+        are visited, so a forged arrival time years away costs nothing: it only widens the merged intervals."""
         if not self._received or self._first_seq is None:
             return []
-        out: list[Interval] = []
-        before = self._first_seq - 1
         first, last = min(self._received), max(self._received)
-        for k in range(first, last + 1):
-            received = self._received.get(k, 0)
-            top = self._top.get(k, before)
+        factor = -(-(last - first + 1) // max_count)
+        groups: dict[int, list[int]] = {}
+        for k in sorted(self._received):
+            groups.setdefault((k - first) // factor, []).append(k)
+        out: list[Interval] = []
+        before = self._first_seq - 1  # the highest extended sequence number by the end of the previous interval
+        for g in range((last - first) // factor + 1):
+            keys = groups.get(g, [])
+            received = sum(self._received[k] for k in keys)
+            top = self._top.get(keys[-1], before) if keys else before
             expected = top - before
-            out.append(Interval((self.origin or 0.0) + k * self.step_s, received, expected, expected - received,
-                                round(self._jitter.get(k, 0.0), 3)))  # fmt: skip
+            start = self._first_arrival if g == 0 else (self.origin or 0.0) + (first + g * factor) * self.step_s
+            jitter = max((self._jitter.get(k, 0.0) for k in keys), default=0.0)
+            out.append(Interval(start, received, expected, expected - received, round(jitter, 3)))
             before = top
-        out[0] = Interval(self._first_arrival, *astuple(out[0])[1:])
-        factor = -(-len(out) // max_count)
-        if factor <= 1:
-            return out
-        return [Interval(g[0].start, sum(i.packets for i in g), sum(i.expected for i in g), sum(i.lost for i in g),
-                         max(i.max_jitter_ms for i in g))
-                for g in (out[a : a + factor] for a in range(0, len(out), factor))]  # fmt: skip
+        return out
