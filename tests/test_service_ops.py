@@ -147,9 +147,9 @@ def test_internal_errors_are_logged_with_an_id_and_answered_without_paths(
 
     from fastapi.testclient import TestClient
 
-    from callqa import jobs
     from callqa.api.main import create_app
     from callqa.config import AnalysisSettings, Settings
+    from callqa.service import jobs
 
     settings = Settings(db=tmp_path / "data" / "s.sqlite3", analysis=AnalysisSettings(nisqa=False))
     read = KeyStore(Store(settings.db)).create("read")
