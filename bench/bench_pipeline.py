@@ -50,7 +50,11 @@ def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
     """Run in a fresh process: one cold analysis, then ``runs`` warm ones."""
     t = time.perf_counter()
     from callqa.config import AnalysisSettings, Settings
-    from callqa.service.recordings import analyze_recording
+
+    try:
+        from callqa.service.recordings import analyze_recording
+    except ImportError:  # a --baseline checkout from before the service package
+        from callqa.service import analyze_files as analyze_recording  # type: ignore[attr-defined,no-redef]
 
     analysis = AnalysisSettings.model_validate({**changes, "nisqa": weights is not None})
     settings = Settings(analysis=analysis, nisqa_weights=weights, models_dir=models_dir)
