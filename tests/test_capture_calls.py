@@ -18,6 +18,7 @@ from test_cli import callqa
 
 from callqa.capture.calls import read_capture
 from callqa.config import Settings
+from callqa.report import LegReport
 from callqa.service.captures import analyze_capture
 
 
@@ -71,6 +72,13 @@ def test_nat_alias_setting(testdata: Path) -> None:
     assert set(call.streams) == {"caller", "callee"}
 
 
+def assert_wav_of(path: Path, leg: LegReport) -> None:
+    """``path`` is the leg's audio: mono, at the leg's rate, as long as the leg."""
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getframerate()) == (1, leg.sample_rate)
+        assert w.getnframes() / w.getframerate() == pytest.approx(leg.duration_s, abs=0.01)
+
+
 def test_capture_report_through_the_pipeline(testdata: Path, settings: Settings, tmp_path: Path) -> None:
     reports, warnings = analyze_capture(testdata / "pcap/sipnab/sip-rtp-g722.pcap", settings, wav_dir=tmp_path)
     (report,) = reports
@@ -82,9 +90,7 @@ def test_capture_report_through_the_pipeline(testdata: Path, settings: Settings,
     # the caller sent no RTP in an answered call: one-way audio
     assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
     (wav,) = tmp_path.glob("*.wav")
-    with wave.open(str(wav)) as w:
-        assert (w.getnchannels(), w.getframerate()) == (1, 16000)
-        assert w.getnframes() / 16000 == pytest.approx(leg.duration_s, abs=0.01)
+    assert_wav_of(wav, leg)
 
 
 def test_loss_lowers_network_mos_and_is_reported(testdata: Path, settings: Settings) -> None:
@@ -277,9 +283,7 @@ def test_generated_capture_report_through_the_pipeline(settings: Settings, tmp_p
     assert leg.mos.dnsmos and leg.mos.dnsmos.ovrl > 2.0
     assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
     (wav,) = tmp_path.glob("*.wav")
-    with wave.open(str(wav)) as w:
-        assert (w.getnchannels(), w.getframerate()) == (1, 16000)
-        assert w.getnframes() / 16000 == pytest.approx(leg.duration_s, abs=0.01)
+    assert_wav_of(wav, leg)
 
 
 def rtp_only(path: Path, *streams: Stream) -> Path:
@@ -447,9 +451,7 @@ def test_captured_legs_are_kept_for_listening(tmp_path: Path, settings: Settings
     kept = sorted((tmp_path / "audio" / report.id).glob("*.wav"))
     assert [p.name for p in kept] == [f"{i}-{leg.role}.wav" for i, leg in enumerate(report.legs)]
     for path, leg in zip(kept, report.legs, strict=True):
-        with wave.open(str(path)) as w:
-            assert w.getframerate() == leg.sample_rate
-            assert w.getnframes() / w.getframerate() == pytest.approx(leg.duration_s, abs=0.01)
+        assert_wav_of(path, leg)
     db = tmp_path / "cli" / "s.db"
     callqa("pcap", "--keep-audio", "--no-nisqa", str(cap), db=db)
     assert len(list((db.parent / "audio").glob("*/*.wav"))) == 2

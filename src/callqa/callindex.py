@@ -255,21 +255,14 @@ class CallIndex:
         if q.finding:
             where.append("instr(findings, ?) > 0")
             args.append(f",{q.finding},")
-        if q.since is not None:
-            where.append("t >= ?")
-            args.append(q.since)
-        if q.until is not None:
-            where.append("t < ?")
-            args.append(q.until)
+        for condition, bound in (("t >= ?", q.since), ("t < ?", q.until), ("mos >= ?", q.mos_min),
+                                 ("mos <= ?", q.mos_max)):  # fmt: skip
+            if bound is not None:
+                where.append(condition)
+                args.append(bound)
         if q.text:
             where.append("(instr(lower(label), ?) > 0 OR instr(lower(sip_from), ?) > 0 OR instr(lower(sip_to), ?) > 0)")
             args += [q.text.lower()] * 3
-        if q.mos_min is not None:
-            where.append("mos >= ?")
-            args.append(q.mos_min)
-        if q.mos_max is not None:
-            where.append("mos <= ?")
-            args.append(q.mos_max)
         return " WHERE " + " AND ".join(where), args
 
     def page(self, q: ListQuery) -> Page:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup
 
-from callqa.ai.offline import CAUSES
+from callqa import explain
 from callqa.callindex import leg_mos
 from callqa.report import CallReport, Finding, LegReport, RtpStream
 from callqa.web.charts import Arrow, Band, Series, clock, ladder, line_chart, waveform
@@ -52,7 +52,8 @@ class Problem:
 def problems(report: CallReport) -> list[Problem]:
     out = []
     for f in sorted(report.findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), f.start_s or 0.0)):
-        cause, check = CAUSES.get(f.code, ("", "the evidence in the JSON report"))
+        cause = explain.CAUSES.get(f.code, ("", ""))[0]
+        check = explain.check(f, report)  # the same advice as the CLI and the offline assistant
         span = ""
         if f.start_s is not None:
             span = clock(f.start_s) + (f"-{clock(f.end_s)}" if f.end_s is not None else "")
