@@ -68,3 +68,27 @@ def test_existing_places_are_left_as_they_are(tmp_path: Path, open_umask: None) 
     with open_private(shared / "new.bin") as out:
         out.write(b"x")
     assert mode(shared / "new.bin") == 0o600
+
+
+def test_the_service_warns_about_call_data_others_can_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store and audio folder made before files were private (or by hand, with a loose umask) stay as they
+    are, but the service names each at start with the chmod that fixes it; private ones give no warning."""
+    from fastapi.testclient import TestClient
+
+    from callqa.api.main import create_app
+
+    settings = Settings(db=tmp_path / "data" / "callqa.sqlite3", analysis=AnalysisSettings(nisqa=False))
+    Store(settings.db)
+    private_dir(audio_dir(settings) / "abc")  # as the service makes it
+    with caplog.at_level("WARNING", logger="callqa.api"), TestClient(create_app(settings, provider=None)):
+        pass
+    assert not [r for r in caplog.records if "open to other users" in r.getMessage()]
+    os.chmod(settings.db, 0o644)
+    os.chmod(audio_dir(settings) / "abc", 0o755)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="callqa.api"), TestClient(create_app(settings, provider=None)):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "open to other users" in r.getMessage()]
+    assert any(f"chmod 600 {settings.db}" in w and "mode 644" in w for w in warned), warned
+    assert any(f"chmod 700 {audio_dir(settings) / 'abc'}" in w for w in warned), warned
+    assert mode(settings.db) == 0o644  # the operator's file is not changed behind their back

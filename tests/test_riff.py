@@ -84,3 +84,15 @@ def test_limit_is_checked_before_reading(tmp_path: Path) -> None:
     with pytest.raises(LimitError, match="lasts 30 s, over the 10 s limit"):
         decode.decode_file(f, 10)
     assert decode.decode_file(f, 30).duration_s == 30.0
+
+
+def test_a_file_ending_inside_its_format_chunk_is_refused_clearly(tmp_path: Path) -> None:
+    """Found by the atheris target: a fmt chunk that declares 16 bytes where the file has fewer. It is not
+    read directly, and decoding it ends in a typed error (exit 2 / HTTP 422), not a struct error."""
+    from callqa.errors import InputError
+
+    path = tmp_path / "cut.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 100) + b"WAVEfmt " + struct.pack("<I", 16) + b"\x01\x00\x01\x00")
+    assert riff.read_wav(path, 3600) is None
+    with pytest.raises(InputError):
+        decode.decode_file(path, 3600)

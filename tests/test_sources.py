@@ -70,6 +70,12 @@ class Recordings(BaseHTTPRequestHandler):
             time.sleep(10)
             with contextlib.suppress(OSError):  # the client has given up by then
                 self.send_error(503)
+        elif self.path == "/host.wav":  # names the Host header it was asked with, in the body
+            body = self.headers.get("Host", "").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/huge":
             self.send_response(200)
             self.send_header("Content-Length", str(10**12))
@@ -272,6 +278,31 @@ def test_allowed_names_must_resolve_to_public_addresses(http_server: str, tmp_pa
             check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", internal]))
     check_resolved(url, ["recordings.example.com"], fake(["93.184.216.34", "2606:2800:220:1::1"]))
     check_resolved(url, ["recordings.example.com", "10.1.2.3:443"], fake(["10.1.2.3"]))  # listed by address
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(http_server: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """DNS rebinding: the name is resolved once, checked, and the request goes to that address with the name in
+    its Host header. A name the system resolver does not know at all is fetched through the checked address, so
+    no second lookup (which could answer with an internal address) takes place."""
+    from callqa.sources import http
+
+    port = http_server.split(":")[1]
+    lookups: list[str] = []
+    answers = iter([["127.0.0.1"], ["169.254.169.254"]])  # the second answer would be the rebinding one
+
+    def resolve(host: str, p: int) -> list[str]:
+        lookups.append(host)
+        return next(answers)
+
+    monkeypatch.setattr(http, "_resolve", resolve)
+    fetch = FetchSettings(http_hosts=[f"recordings.invalid:{port}", f"127.0.0.1:{port}"], timeout_s=5.0)
+    got = fetch_http(f"http://recordings.invalid:{port}/host.wav", fetch, tmp_path)
+    assert got.read_bytes() == f"recordings.invalid:{port}".encode()
+    assert lookups == ["recordings.invalid"]
+    # HEAD probes (the ViciDial sync's change check) go the same way; the rebinding answer is refused there
+    with pytest.raises(FetchError, match="169.254.169.254, an internal address"):
+        http.probe_http(f"http://recordings.invalid:{port}/host.wav", fetch)
 
 
 def test_a_stalled_recording_host_does_not_hold_the_analysis_worker(http_server: str, tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 The store (reports, job records, API key hashes), kept leg audio and the upload spool hold recordings of people
 and secrets: they are created private. Modes are set explicitly after creation (a umask can only remove bits,
 and a permissive one would otherwise leave them world-readable). Existing files and directories are left as
-their owner made them, except those this module created on the way.
+their owner made them, except those this module created on the way; ``open_to_others`` names those that other
+users can read, so that the service warns about a store or audio folder made by an older version or by hand.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,3 +63,23 @@ def open_private(path: Path, mode: str = "wb") -> IO[Any]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_to_others(paths: Iterable[Path]) -> list[tuple[Path, int]]:
+    """The given paths, and the files and directories directly inside given directories, that users other
+    than the owner can read, write or enter (mode & 0o077), with their modes. Missing paths are skipped."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        try:
+            entries = [path, *(sorted(path.iterdir()) if path.is_dir() else [])]
+        except OSError:
+            continue
+        for p in entries:
+            try:
+                mode = stat.S_IMODE(p.lstat().st_mode)
+            except OSError:
+                continue
+            if mode & 0o077 and not p.is_symlink():
+                found.append((p, mode))
+    return found

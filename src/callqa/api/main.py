@@ -23,8 +23,9 @@ from callqa.api.keys import KeyStore
 from callqa.api.routes import ai, analyze, calls, live, ops, ui
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
+from callqa.private import open_to_others
 from callqa.public import public_message
-from callqa.service.jobs import JobStore, error_code, prune
+from callqa.service.jobs import JobStore, audio_dir, error_code, prune
 from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
 from callqa.store import Store
@@ -122,6 +123,20 @@ async def vicidial_sync_loop(state: AppState) -> None:
         await asyncio.sleep(state.settings.vicidial.sync_interval_s)
 
 
+def warn_open_data(settings: Settings) -> list[str]:
+    """Warn (once, at start) about the store, kept audio and upload spool when other users can read them: new
+    ones are created private, but a store made by an older version or by hand keeps its mode. Returns the lines."""
+    places = [settings.db, settings.db.with_name(settings.db.name + "-wal"), audio_dir(settings),
+              settings.data_dir / "spool"]  # fmt: skip
+    lines = []
+    for path, mode in open_to_others(places):
+        fix = "700" if path.is_dir() else "600"
+        lines.append(f"{path} is open to other users (mode {mode:o}): it holds call data; chmod {fix} {path}")
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
 def create_app(settings: Settings | None = None, provider: Provider | None | bool = True) -> FastAPI:
     """The app. ``provider=True`` builds the configured LLM provider (raising ConfigError on unsafe settings);
     tests may pass a provider or None (offline)."""
@@ -144,6 +159,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_open_data(settings)
         await asyncio.to_thread(prune, settings, jobs)
         await state.runner.start()
         tasks = [asyncio.create_task(retention())]

@@ -48,6 +48,8 @@ def read_wav(path: Path, max_duration_s: float, max_decoded_bytes: int | None = 
                     return None
                 f.seek(body)
                 raw = f.read(min(n, 40))
+                if len(raw) < 16:  # the file ends inside the format chunk it declares
+                    return None
                 tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", raw[:16])
                 if tag == EXTENSIBLE:
                     if len(raw) < 26:

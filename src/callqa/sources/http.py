@@ -5,7 +5,9 @@ port), every redirect is checked against the same list, no proxy from the enviro
 time limits hold while the body streams to disk. An allowed *name* must resolve to public addresses only: a
 name that resolves to a loopback, link-local (cloud metadata at 169.254.169.254), private, shared or reserved
 address is refused unless the allowlist names that address itself (``10.0.0.5:8080``), so that a DNS record
-cannot turn an allowed host into a way into the service's own network.
+cannot turn an allowed host into a way into the service's own network. The name is resolved once per request
+and the connection goes to the address that was checked (the URL's name stays in the Host header and in TLS's
+server name and certificate check), so a second lookup answering differently (DNS rebinding) is never used.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,8 +54,9 @@ def _listed_addresses(hosts: list[str]) -> set[ipaddress.IPv4Address | ipaddress
 
 
 def check_resolved(url: httpx.URL, hosts: list[str],
-                   resolve: Callable[[str, int], list[str]] | None = None) -> None:  # fmt: skip
-    """Refuse a host whose addresses are not public, unless each such address is listed literally."""
+                   resolve: Callable[[str, int], list[str]] | None = None) -> list[str]:  # fmt: skip
+    """The addresses of the URL's host; refuses a host whose addresses are not public, unless each such address
+    is listed literally."""
     host = url.host
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -66,10 +70,26 @@ def check_resolved(url: httpx.URL, hosts: list[str],
         if not (mapped or ip).is_global and (mapped or ip) not in listed and ip not in listed:
             raise FetchError(f"{host} resolves to {ip}, an internal address (loopback, link-local, private or "
                              f"metadata): only an address listed in fetch.http_hosts may be internal")  # fmt: skip
+    if not addresses:
+        raise FetchError(f"cannot resolve {host}: no address")
+    return addresses
+
+
+def pinned(url: httpx.URL, hosts: list[str]) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """The request for ``url`` aimed at the address that was checked: the URL with that address, the Host
+    header and (HTTPS) the TLS server name of the original name, which the certificate is verified against."""
+    address = check_resolved(url, hosts)[0].split("%")[0]
+    if url.host == address or url.host.strip("[]") == address:
+        return url, {}, {}
+    extensions: dict[str, Any] = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    return url.copy_with(host=address), {"Host": url.netloc.decode("ascii")}, extensions
 
 
 def _resolve(host: str, port: int) -> list[str]:
-    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    """The host's addresses, in the resolver's order (IPv4 first when both answer)."""
+    found = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    unique = list(dict.fromkeys(found))
+    return sorted(unique, key=lambda a: ":" in a)
 
 
 def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
@@ -85,8 +105,8 @@ def fetch_http(url: str, fetch: FetchSettings, dest_dir: Path) -> Path:
             for _ in range(fetch.max_redirects + 1):
                 if not allowed(current, fetch.http_hosts):
                     raise FetchError(f"{current.host or url!r} is not an allowed recording host")
-                check_resolved(current, fetch.http_hosts)
-                with client.stream("GET", current) as resp:
+                target, headers, extensions = pinned(current, fetch.http_hosts)
+                with client.stream("GET", target, headers=headers, extensions=extensions) as resp:
                     if resp.is_redirect:
                         current = current.join(resp.headers.get("location", ""))
                         continue
@@ -126,7 +146,8 @@ def probe_http(url: str, fetch: FetchSettings) -> str | None:
             for _ in range(fetch.max_redirects + 1):
                 if not allowed(current, fetch.http_hosts):
                     raise FetchError(f"{current.host or url!r} is not an allowed recording host")
-                resp = client.head(current)
+                target, headers, extensions = pinned(current, fetch.http_hosts)
+                resp = client.request("HEAD", target, headers=headers, extensions=extensions)
                 if resp.is_redirect:
                     current = current.join(resp.headers.get("location", ""))
                     continue
