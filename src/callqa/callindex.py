@@ -11,8 +11,9 @@ without a carrier the SIP host of the far side stands for the trunk (To for outb
 The capture site is the dialer server that recorded the call (``context.server_ip``); the codec is the first
 RTP stream's (else the first leg's); loss and jitter are the worst RTP direction's (captured calls only).
 
-The SQL here is plain (``?`` placeholders, ``INSERT ... ON CONFLICT ... DO UPDATE``): report fields are read
-from the parsed JSON in Python, not with a database's JSON functions. Each sync also marks the quarter hours
+The SQL here is plain (``?`` placeholders, ``INSERT ... ON CONFLICT ... DO UPDATE``, DOUBLE PRECISION for
+times: PostgreSQL's REAL is 4 bytes, too coarse for epoch seconds): report fields are read from the parsed JSON
+in Python, not with a database's JSON functions. Each sync also marks the quarter hours
 whose calls changed in ``DIRTY``, for the rollups (``rollups.py``) to recompute.
 """
 
@@ -34,11 +35,11 @@ QUARTER_S = 900.0
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id          TEXT PRIMARY KEY,
-    stored_at   REAL NOT NULL,  -- reports.created_at of the indexed version (a replaced report differs)
-    t           REAL NOT NULL,  -- when the call happened: SIP start, else the dialer's call date, else stored
+    stored_at   DOUBLE PRECISION NOT NULL,  -- reports.created_at of the indexed version (a replaced report differs)
+    t           DOUBLE PRECISION NOT NULL,  -- when the call happened: SIP start, else the dialer's call date, else stored
     verdict     TEXT NOT NULL,
     severity    INTEGER NOT NULL,  -- good 0, degraded 1, failed 2
-    duration_s  REAL NOT NULL,
+    duration_s  DOUBLE PRECISION NOT NULL,
     kind        TEXT NOT NULL,  -- recording or capture
     label       TEXT NOT NULL,  -- the legs' sources
     sip_from    TEXT NOT NULL,
@@ -46,21 +47,21 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     findings    TEXT NOT NULL,  -- ',code,code,' (each code once)
     n_findings  INTEGER NOT NULL,
     roles       TEXT NOT NULL,  -- ',caller,callee,'
-    mos_1       REAL,           -- first leg: NISQA MOS when present, else DNSMOS OVRL
-    mos_2       REAL,           -- second leg
-    mos         REAL,           -- the call: its lowest leg MOS
-    net_mos     REAL,           -- captured calls: the lowest network (E-model) MOS of a direction
+    mos_1       DOUBLE PRECISION,           -- first leg: NISQA MOS when present, else DNSMOS OVRL
+    mos_2       DOUBLE PRECISION,           -- second leg
+    mos         DOUBLE PRECISION,           -- the call: its lowest leg MOS
+    net_mos     DOUBLE PRECISION,           -- captured calls: the lowest network (E-model) MOS of a direction
     agent       TEXT NOT NULL,
     campaign    TEXT NOT NULL,
     carrier     TEXT NOT NULL,
     direction   TEXT NOT NULL,
     site        TEXT NOT NULL,  -- the dialer server that recorded the call (context.server_ip); '' if unknown
     codec       TEXT NOT NULL,  -- first RTP stream's codec, else the first leg's
-    loss_pct    REAL,           -- captured calls: the worst direction's lost / expected packets, percent
-    jitter_ms   REAL            -- captured calls: the worst direction's mean RFC 3550 jitter
+    loss_pct    DOUBLE PRECISION,           -- captured calls: the worst direction's lost / expected packets, percent
+    jitter_ms   DOUBLE PRECISION            -- captured calls: the worst direction's mean RFC 3550 jitter
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_t ON {TABLE} (t);
-CREATE TABLE IF NOT EXISTS {DIRTY} (start REAL PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS {DIRTY} (start DOUBLE PRECISION PRIMARY KEY);
 """
 NAMES = ("id", "stored_at", "t", "verdict", "severity", "duration_s", "kind", "label", "sip_from", "sip_to", "findings",
          "n_findings", "roles", "mos_1", "mos_2", "mos", "net_mos", "agent", "campaign", "carrier", "direction", "site",

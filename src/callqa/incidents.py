@@ -51,9 +51,9 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     grp         TEXT NOT NULL,
     metric      TEXT NOT NULL,
     state       TEXT NOT NULL,  -- open or closed
-    opened_at   REAL NOT NULL,
-    last_seen   REAL NOT NULL,  -- the last evaluation at which the fault still held
-    closed_at   REAL,
+    opened_at   DOUBLE PRECISION NOT NULL,
+    last_seen   DOUBLE PRECISION NOT NULL,  -- the last evaluation at which the fault still held
+    closed_at   DOUBLE PRECISION,
     evidence    TEXT NOT NULL,  -- JSON: the check that opened it
     latest      TEXT NOT NULL,  -- JSON: the latest check that held
     worst       TEXT NOT NULL   -- JSON: ids of the worst calls of the window

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS {ROLLUPS} (
     dimension   TEXT NOT NULL,
     grp         TEXT NOT NULL,
     bucket_s    INTEGER NOT NULL,
-    start       REAL NOT NULL,   -- epoch seconds (UTC) of the bucket's start
+    start       DOUBLE PRECISION NOT NULL,   -- epoch seconds (UTC) of the bucket's start
     calls       INTEGER NOT NULL,
     good        INTEGER NOT NULL,
     degraded    INTEGER NOT NULL,
