@@ -38,9 +38,10 @@ class Degradation:
 
 
 def _leg(role: str, mos: float) -> LegReport:
+    dnsmos = Dnsmos(sig=3.5, bak=3.8, ovrl=mos, p808=3.6)
     return LegReport(role=role, source=f"{role}.wav", codec="", sample_rate=8000, duration_s=120.0,  # type: ignore[arg-type]
                      levels=Levels(rms_dbfs=-22, peak_dbfs=-4, clipping_ratio=0), speech_ratio=0.45, speech_s=54,
-                     speech_segments=[], silences=[], mos=Mos(dnsmos=Dnsmos(sig=3.5, bak=3.8, ovrl=mos, p808=3.6)))  # fmt: skip
+                     speech_segments=[], silences=[], mos=Mos(dnsmos=dnsmos))  # fmt: skip
 
 
 def _stream(leg: str, codec: str, loss_pct: float, jitter_ms: float) -> RtpStream:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fleet import CARRIERS, DAY, HOUR, Degradation, make_call, simulate
 
 from callqa import incidents, rollups
 from callqa.callindex import CallIndex
@@ -32,7 +33,6 @@ from callqa.incidents import Evaluation, rate_test
 from callqa.rollups import FAULTS, JITTER_EDGES, LOSS_EDGES, Rollup
 from callqa.service.alerts import notify
 from callqa.store import Store
-from fleet import CARRIERS, DAY, HOUR, Degradation, make_call, simulate
 
 DAY0 = datetime(2026, 3, 9, tzinfo=UTC).timestamp()  # a Monday
 DEGRADED_AT = DAY0 + 10 * HOUR
@@ -135,8 +135,9 @@ def test_a_degraded_carrier_is_found_within_two_windows_and_nothing_else(evaluat
     assert mos.evidence["baseline_value"] - mos.evidence["value"] >= CFG.mos_drop
 
 
-def test_incidents_keep_their_worst_calls_and_close_when_the_fault_is_gone(fleet: Store,
-                                                                           evaluations: list[Evaluation]) -> None:  # fmt: skip
+def test_incidents_keep_their_worst_calls_and_close_when_the_fault_is_gone(
+    fleet: Store, evaluations: list[Evaluation]
+) -> None:
     stored = incidents.incidents(fleet)
     assert stored and {i.group for i in stored} == {"trunk-b"}
     one_way = next(i for i in stored if i.metric == "one_way_audio")
@@ -237,8 +238,9 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def test_news_go_to_a_webhook_smtp_and_alertmanager(evaluations: list[Evaluation], webhook: str,
-                                                    smtp: tuple[int, list[Any]], alertmanager: str) -> None:  # fmt: skip
+def test_news_go_to_a_webhook_smtp_and_alertmanager(
+    evaluations: list[Evaluation], webhook: str, smtp: tuple[int, list[Any]], alertmanager: str
+) -> None:
     ev = next(e for e in evaluations if e.opened)
     cfg = AlertSettings(webhook_url=webhook, smtp_host="127.0.0.1", smtp_port=smtp[0], mail_to=["noc@example.com"],
                         alertmanager_url=alertmanager, public_url="https://callqa.example")  # fmt: skip
@@ -258,8 +260,8 @@ def test_news_go_to_a_webhook_smtp_and_alertmanager(evaluations: list[Evaluation
     assert all(a["labels"]["alertname"] == "CallqaSystemicFault" and a["status"]["state"] == "active" for a in alerts)
     closing = next(e for e in evaluations if e.closed)
     assert not notify(cfg, closing).errors  # sent with their closing time as endsAt: no longer active
-    active = {(a["labels"]["group"], a["labels"]["fault"]) for a in
-              httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json() if a["status"]["state"] == "active"}  # fmt: skip
+    now_held = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    active = {(a["labels"]["group"], a["labels"]["fault"]) for a in now_held if a["status"]["state"] == "active"}
     assert not {(i.group, i.metric) for i in closing.closed} & active
 
 

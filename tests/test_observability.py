@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from fleet import AGENTS, CARRIERS, HOUR, Degradation, make_call
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -34,7 +35,6 @@ from callqa.cli import app as cli
 from callqa.config import AnalysisSettings, MetricsSettings, Settings
 from callqa.service.metrics import GROUP_METRICS, OTHER, Metrics
 from callqa.store import Store
-from fleet import AGENTS, CARRIERS, HOUR, Degradation, make_call
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy" / "prometheus" / "callqa-rules.yml"
@@ -180,7 +180,8 @@ def test_the_worst_calls_panel_query_runs_on_postgresql_over_the_call_index(rece
     _psql("-c", f"CREATE DATABASE {name}")
     try:
         script = INDEX_SCHEMA + "".join(
-            f"INSERT INTO {TABLE} ({', '.join(NAMES)}) VALUES ({', '.join(map(_literal, r))});\n" for r in rows)
+            f"INSERT INTO {TABLE} ({', '.join(NAMES)}) VALUES ({', '.join(map(_literal, r))});\n" for r in rows
+        )
         _psql("-c", script, db=name)  # the index's own DDL, as it is, on PostgreSQL
         sql = _builder().WORST_CALLS_SQL
         start, end = min(r[2] for r in rows), max(r[2] for r in rows) + 1
@@ -237,5 +238,3 @@ def test_trends_api_and_cli_over_stored_calls(recent: Store, tmp_path: Path) -> 
     got = runner.invoke(cli, ["incidents", "--evaluate", "--json", "--db", str(recent.path)])
     assert got.exit_code == 0, got.output
     assert isinstance(json.loads(got.stdout), list)
-
-

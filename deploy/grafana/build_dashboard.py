@@ -79,7 +79,8 @@ def _mos_panel(dim: str) -> timeseries.Panel:
     return (timeseries.Panel().title(f"Median MOS by {dim}").datasource(PROMETHEUS).min(1).max(5).height(8).span(12)
             .description(f"Median call MOS (its lowest leg) of each {dim} over callqa's trailing window.")
             .with_target(prom(f'callqa_group_mos{{dimension="{dim}", quantile="0.5"}}', "{{group}}"))
-            .with_target(prom(f'callqa_group_mos{{dimension="{dim}", quantile="0.1"}}', "{{group}} p10", "B")))  # fmt: skip
+            .with_target(prom(f'callqa_group_mos{{dimension="{dim}", quantile="0.1"}}', "{{group}} p10", "B"))
+    )  # fmt: skip
 
 
 def build() -> dict[str, Any]:
@@ -109,7 +110,8 @@ def build() -> dict[str, Any]:
         .with_target(prom('callqa_group_jitter_ms{dimension="carrier", quantile="0.95"}', "{{group}}"))
     )  # fmt: skip
     link = model.DynamicConfigValue(id_val="links", value=[
-        {"title": "Open the call in callqa", "url": "${callqa_url}/ui/calls/${__value.raw}", "targetBlank": True}])  # fmt: skip
+        {"title": "Open the call in callqa", "url": "${callqa_url}/ui/calls/${__value.raw}", "targetBlank": True},
+    ])  # fmt: skip
     board = board.with_row(dash.Row("Calls")).with_panel(
         table.Panel().title("Worst calls").datasource(POSTGRES).height(12).span(24)
         .description("Degraded and failed calls of the time range, worst first; the id opens callqa's call page.")

@@ -36,7 +36,7 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id          TEXT PRIMARY KEY,
     stored_at   DOUBLE PRECISION NOT NULL,  -- reports.created_at of the indexed version (a replaced report differs)
-    t           DOUBLE PRECISION NOT NULL,  -- when the call happened: SIP start, else the dialer's call date, else stored
+    t           DOUBLE PRECISION NOT NULL,  -- when the call happened: SIP start, dialer's call date, or stored
     verdict     TEXT NOT NULL,
     severity    INTEGER NOT NULL,  -- good 0, degraded 1, failed 2
     duration_s  DOUBLE PRECISION NOT NULL,

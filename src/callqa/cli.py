@@ -422,6 +422,7 @@ def incidents(
     for col in ("id", "state", "opened", "closed", "summary", "worst calls"):
         table.add_column(col)
     for i in rows:
+
         def when(t: float | None) -> str:
             return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") if t else "-"
 

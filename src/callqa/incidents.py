@@ -118,7 +118,8 @@ class Incident:
         if self.metric == "median_mos":
             what = f"median MOS {e['value']} against {e['baseline_value']}"
         else:
-            what = f"{self.metric} on {100 * (e['value'] or 0):.1f}% of calls against {100 * (e['baseline_value'] or 0):.2f}%"
+            now, before = 100 * (e["value"] or 0), 100 * (e["baseline_value"] or 0)
+            what = f"{self.metric} on {now:.1f}% of calls against {before:.2f}%"
         return f"{self.dimension} {self.group}: {what} ({e['count']} of {e['calls']} calls, p={e['p_value']:.2g})"
 
 
@@ -177,7 +178,9 @@ def _judge(dimension: str, group: str, metric: str, calls: Sequence[CallEntry], 
                  round(base_rate, 5), kind, p, raised, holds)  # fmt: skip
 
 
-def judge_window(store: Store, calls: Sequence[CallEntry], now: float, cfg: AlertSettings) -> tuple[list[Check], list[Check]]:  # fmt: skip
+def judge_window(
+    store: Store, calls: Sequence[CallEntry], now: float, cfg: AlertSettings
+) -> tuple[list[Check], list[Check]]:
     """Every check of the window's calls, and the raised ones after explaining away (strongest first)."""
     start = now - cfg.window_s
     everyone = _baselines(store, ALL, now, cfg).get("", (Rollup(), "all_calls"))[0]
@@ -242,7 +245,7 @@ def evaluate(store: Store, cfg: AlertSettings, now: float | None = None) -> Eval
     checks, raised = judge_window(store, calls, now, cfg)
     result = Evaluation(now, checks, raised)
     by_key = {(c.dimension, c.group, c.metric): c for c in checks}
-    groups = {dim: rollups.by_group(calls, dim) for dim in DIMENSIONS}
+    groups: dict[str, dict[str, list[CallEntry]]] = {dim: rollups.by_group(calls, dim) for dim in DIMENSIONS}
     with store.connect() as db:
         db.executescript(SCHEMA)
         open_now = {(i.dimension, i.group, i.metric): i for i in
@@ -258,8 +261,9 @@ def evaluate(store: Store, cfg: AlertSettings, now: float | None = None) -> Eval
                         json.dumps(worst)))  # fmt: skip
             result.opened.append(inc)
         for key, inc in open_now.items():
-            check = by_key.get(key)
-            if check is not None and check.holds:
+            now_check = by_key.get(key)
+            if now_check is not None and now_check.holds:
+                check = now_check
                 worst = _worst(groups[inc.dimension].get(inc.group, []), check, cfg.worst_calls)
                 db.execute(f"UPDATE {TABLE} SET last_seen = ?, latest = ?, worst = ? WHERE id = ?",
                            (now, json.dumps(check.as_json()), json.dumps(worst), inc.id))  # fmt: skip
@@ -277,7 +281,8 @@ def evaluate(store: Store, cfg: AlertSettings, now: float | None = None) -> Eval
 
 def incidents(store: Store, state: str | None = None, since: float | None = None, limit: int = 100) -> list[Incident]:
     """Stored incidents, newest opened first; ``state`` open or closed; ``since`` on the opening time."""
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[object] = []
     if state:
         where.append("state = ?")
         args.append(state)

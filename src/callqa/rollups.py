@@ -200,8 +200,9 @@ def refresh(store: Store) -> int:
                               (q, q + QUARTER_S)).fetchall()  # fmt: skip
             calls = [CallEntry.from_row(r) for r in rows]
             db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (int(QUARTER_S), q))
-            db.executemany(_INSERT, [(dim, key, int(QUARTER_S), q, *Rollup.of(members)._row())
-                                     for dim in (ALL, *DIMENSIONS) for key, members in by_group(calls, dim).items()])  # fmt: skip
+            fresh = [(dim, key, int(QUARTER_S), q, *Rollup.of(members)._row())
+                     for dim in (ALL, *DIMENSIONS) for key, members in by_group(calls, dim).items()]  # fmt: skip
+            db.executemany(_INSERT, fresh)
         for small, big in ((int(QUARTER_S), HOUR_S), (HOUR_S, DAY_S)):
             for start in sorted({q - q % big for q in quarters}):
                 sums: dict[tuple[str, str], Rollup] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -174,7 +175,7 @@ class RollupTrends:
 
     def csv_rows(self) -> list[list[object]]:
         """One row per group and bucket (calls 0 rows left out), with a header row."""
-        head = ["group", "bucket_start", "calls", *rollups.VERDICTS, *(f"{f}_rate" for f in rollups.FAULTS),
+        head: list[object] = ["group", "bucket_start", "calls", *rollups.VERDICTS, *(f"{f}_rate" for f in rollups.FAULTS),
                 "mos_median", "mos_p10", "loss_p50", "loss_p95", "jitter_p50", "jitter_p95"]  # fmt: skip
         out: list[list[object]] = [head]
         for g in self.groups:
@@ -217,21 +218,24 @@ def group_trends(store: Store, by: str, since: float, until: float, bucket: Buck
     return RollupTrends(by, bucket, first, until, overall, groups)
 
 
+LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 _UNITS = {"m": 60.0, "h": HOUR_S, "d": DAY_S, "w": 7 * DAY_S}
 
 
 def parse_time(text: str, now: float) -> float:
     """Epoch seconds of '24h', '90m', '7d', '2w' (that long before ``now``), epoch seconds, or an ISO 8601
-    date or time (UTC unless it says). Raises InputError with what was wrong."""
+    date or time (UTC unless it says), between 1970 and 9999. Raises InputError with what was wrong."""
     value = text.strip()
+    t: float | None = None
     if len(value) >= 2 and value[-1].lower() in _UNITS and value[:-1].replace(".", "", 1).isdigit():
-        return now - float(value[:-1]) * _UNITS[value[-1].lower()]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"not a time: {text!r} (use 24h, 7d, epoch seconds or an ISO date such as 2026-03-09)") from None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+        t = now - float(value[:-1]) * _UNITS[value[-1].lower()]
+    else:
+        with suppress(ValueError):
+            t = float(value)
+        if t is None:
+            with suppress(ValueError, OverflowError):
+                d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                t = (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    if t is None or not 0 <= t <= LAST_TIME:  # NaN fails too
+        raise InputError(f"not a time: {text[:40]!r} (use 24h, 7d, epoch seconds or an ISO date like 2026-03-09)")
+    return t

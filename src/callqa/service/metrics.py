@@ -86,11 +86,11 @@ class GroupCollector(Collector):
                                   labels=["dimension", "fault"])  # fmt: skip
         counts: dict[tuple[str, str], int] = {(d, m): 0 for d in DIMENSIONS for m in incidents.METRICS}
         for inc in incidents.incidents(self.store, state="open", limit=10_000):
-            key = (inc.dimension, inc.metric)
-            counts[key] = counts.get(key, 0) + 1
-        for (dim, metric), n in sorted(counts.items()):
-            open_.add_metric([dim, metric], n)
+            counts[(inc.dimension, inc.metric)] = counts.get((inc.dimension, inc.metric), 0) + 1
+        for (dimension, metric), n in sorted(counts.items()):
+            open_.add_metric([dimension, metric], n)
         yield open_
+
 
 MOS_BUCKETS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.25, 4.5, 5.0)
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0, 120.0, 300.0)
