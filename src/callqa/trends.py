@@ -175,8 +175,9 @@ class RollupTrends:
 
     def csv_rows(self) -> list[list[object]]:
         """One row per group and bucket (calls 0 rows left out), with a header row."""
-        head: list[object] = ["group", "bucket_start", "calls", *rollups.VERDICTS, *(f"{f}_rate" for f in rollups.FAULTS),
-                "mos_median", "mos_p10", "loss_p50", "loss_p95", "jitter_p50", "jitter_p95"]  # fmt: skip
+        rates = [f"{f}_rate" for f in rollups.FAULTS]
+        head: list[object] = ["group", "bucket_start", "calls", *rollups.VERDICTS, *rates, "mos_median", "mos_p10",
+                              "loss_p50", "loss_p95", "jitter_p50", "jitter_p95"]  # fmt: skip
         out: list[list[object]] = [head]
         for g in self.groups:
             for start, r in g.series:
