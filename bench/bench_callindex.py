@@ -41,8 +41,10 @@ def main() -> None:
     now = time.time()
     rows = []
     for i in range(n):
-        r = dict(base, id=f"{i:016x}", cache_key=f"k{i}", verdict=["good", "degraded", "failed"][i % 3],
-                 context={"agent": f"agent{i % 40}", "campaign_id": f"C{i % 5}", "carrier": f"trunk{i % 4}"})  # fmt: skip
+        context = {"agent": f"agent{i % 40}", "campaign_id": f"C{i % 5}", "carrier": f"trunk{i % 4}"}
+        r = dict(
+            base, id=f"{i:016x}", cache_key=f"k{i}", verdict=["good", "degraded", "failed"][i % 3], context=context
+        )
         rows.append((r["id"], r["cache_key"], now - i * 60, "x", r["verdict"], r["duration_s"], json.dumps(r)))
     with out.connect() as db:
         db.executemany("INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "

@@ -8,8 +8,14 @@ calls instead of 0.5%, and a lower MOS). The low_mos findings and the verdicts c
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -94,3 +100,18 @@ def simulate(store: Store, start_day: float, days: int, hours: tuple[int, int], 
                     store.put(make_call(i, when, carrier, rng, worse), now=when + 180)
                     i += 1
     return i
+
+
+@contextmanager
+def fast_dir(fallback: Path) -> Iterator[Path]:
+    """A folder in memory-backed storage where there is one (storing thousands of reports waits on fsync
+    otherwise), else ``fallback``; removed afterwards."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield fallback
+        return
+    path = Path(tempfile.mkdtemp(dir=shm, prefix="callqa-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

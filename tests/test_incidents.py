@@ -8,12 +8,10 @@ from __future__ import annotations
 import http.server
 import json
 import math
-import os
 import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from fleet import CARRIERS, DAY, HOUR, Degradation, make_call, simulate
+from fleet import CARRIERS, DAY, HOUR, Degradation, fast_dir, make_call, simulate
 
 from callqa import incidents, rollups
 from callqa.callindex import CallIndex
@@ -45,15 +43,11 @@ EVALUATED = [DAY0 + 8 * HOUR + q * 900 for q in range(1, 29)]  # every quarter h
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A quiet week (10 calls an hour per carrier, 08:00-18:00) and a busy morning (100 an hour, 08:00-13:00)
     on which trunk-b degrades at 10:00. The store lives in memory-backed storage where there is one (fsync)."""
-    shm = Path("/dev/shm")
-    base = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path_factory.mktemp("f")
-    try:
+    with fast_dir(tmp_path_factory.mktemp("fleet")) as base:
         store = Store(base / "fleet.sqlite3")
         n = simulate(store, DAY0 - 7 * DAY, 7, (8, 18), 10)
         simulate(store, DAY0, 1, (8, 13), 100, WORSE, first_id=n)
         yield store
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

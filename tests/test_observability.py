@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from fleet import AGENTS, CARRIERS, HOUR, Degradation, make_call
+from fleet import AGENTS, CARRIERS, HOUR, Degradation, fast_dir, make_call
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -32,7 +33,7 @@ from callqa.api.main import create_app
 from callqa.callindex import NAMES, TABLE, CallIndex
 from callqa.callindex import SCHEMA as INDEX_SCHEMA
 from callqa.cli import app as cli
-from callqa.config import AnalysisSettings, MetricsSettings, Settings
+from callqa.config import AlertSettings, AnalysisSettings, MetricsSettings, Settings
 from callqa.service.metrics import GROUP_METRICS, OTHER, Metrics
 from callqa.store import Store
 
@@ -58,15 +59,16 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def recent(tmp_path_factory: pytest.TempPathFactory) -> Store:
+def recent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """Calls of the last 40 minutes: three carriers, eight agents; trunk-b with one-way audio on a third."""
-    store = Store(tmp_path_factory.mktemp("recent") / "store.sqlite3")
-    rng = np.random.default_rng(3)
-    now = time.time()
-    worse = Degradation("trunk-b", 0.0, one_way=0.33, mos_drop=1.0)
-    for i in range(1, 121):
-        store.put(make_call(i, now - 2400 + 20 * i, list(CARRIERS)[i % 3], rng, worse), now=now)
-    return store
+    with fast_dir(tmp_path_factory.mktemp("recent")) as base:
+        store = Store(base / "store.sqlite3")
+        rng = np.random.default_rng(3)
+        now = time.time()
+        worse = Degradation("trunk-b", 0.0, one_way=0.33, mos_drop=1.0)
+        for i in range(1, 121):
+            store.put(make_call(i, now - 2400 + 20 * i, list(CARRIERS)[i % 3], rng, worse), now=now)
+        yield store
 
 
 def test_rules_pass_promtool_check_and_their_unit_tests() -> None:
@@ -238,3 +240,54 @@ def test_trends_api_and_cli_over_stored_calls(recent: Store, tmp_path: Path) -> 
     got = runner.invoke(cli, ["incidents", "--evaluate", "--json", "--db", str(recent.path)])
     assert got.exit_code == 0, got.output
     assert isinstance(json.loads(got.stdout), list)
+
+
+def test_the_service_evaluates_on_its_own_and_posts_the_incident(tmp_path: Path) -> None:
+    """End to end: the service's loop finds a carrier gone bad against its week and posts it to a webhook."""
+    import http.server
+    import threading
+
+    got: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with fast_dir(tmp_path) as base:
+        _evaluates_on_its_own(base, server, got)
+
+
+def _evaluates_on_its_own(base: Path, server: Any, got: list[dict[str, Any]]) -> None:
+    store = Store(base / "store.sqlite3")
+    rng = np.random.default_rng(5)
+    now = time.time()
+    worse = Degradation("trunk-b", now - 3000, one_way=0.4)
+    i = 1
+    for day in range(7, -1, -1):  # the same hour of each of the last 7 days, then today's with trunk-b broken
+        for carrier in CARRIERS:
+            for t in np.sort(rng.uniform(now - day * 86400 - 2400, now - day * 86400 - 60, 40)):
+                store.put(make_call(i, float(t), carrier, rng, worse), now=float(t) + 60)
+                i += 1
+    hook = f"http://127.0.0.1:{server.server_address[1]}/"
+    settings = Settings(db=store.path, models_dir=base / "models", analysis=AnalysisSettings(nisqa=False),
+                        alerts=AlertSettings(interval_s=0.5, webhook_url=hook))  # fmt: skip
+    try:
+        with TestClient(create_app(settings, provider=None)):
+            deadline = time.monotonic() + 30
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got, "the service posted nothing"
+    opened = {(e["incident"]["dimension"], e["incident"]["group"], e["incident"]["metric"]) for e in got}
+    assert ("carrier", "trunk-b", "one_way_audio") in opened
+    assert {g for _, g, _ in opened} == {"trunk-b"}
+    assert got[0]["event"] == "opened" and got[0]["incident"]["evidence"]["baseline_kind"] == "same_hours"
