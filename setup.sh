@@ -21,8 +21,8 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # fetch recordings from a real OpenSSH server, check the deployment files with systemd-analyze and nginx -t, and
 # read ViciDial's tables from a real MariaDB server (.ci/mariadb starts it), and drive the web pages in headless
 # Chromium (Playwright uses this browser; it never downloads its own), and check the Prometheus rules with promtool
-# and send incidents to a real Alertmanager
-[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager"
+# and send incidents to a real Alertmanager, and run the Grafana dashboard's SQL with psql on the PostgreSQL server
+[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql-client"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }

@@ -3,7 +3,7 @@
 Three carriers (trunks), eight agents, three campaigns, two dialer servers (sites), codecs per carrier; calls
 over business hours with per-call MOS, loss and jitter drawn around each carrier's usual figures, and faults at
 each carrier's usual rate. ``degrade`` makes one carrier worse from a known time on (one-way audio on 6% of its
-calls instead of 0.5%, and a lower MOS). The low_mos findings and the verdicts come from the real detectors.
+calls instead of 0.5%, and a lower MOS) from a known time on, until it is fixed. The low_mos findings and the verdicts come from the real detectors.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ HOUR = 3600.0
 class Degradation:
     carrier: str
     start: float  # epoch seconds
+    end: float = float("inf")  # fixed from then on
     one_way: float = 0.06
     mos_drop: float = 0.7
     loss_pct: float = 3.0
@@ -60,7 +61,7 @@ def _stream(leg: str, codec: str, loss_pct: float, jitter_ms: float) -> RtpStrea
 
 def make_call(i: int, t: float, carrier: str, rng: np.random.Generator, worse: Degradation | None) -> CallReport:
     codec, usual = CARRIERS[carrier]
-    hit = worse is not None and worse.carrier == carrier and t >= worse.start
+    hit = worse is not None and worse.carrier == carrier and worse.start <= t < worse.end
     centre = usual - (worse.mos_drop if hit and worse else 0.0)
     moss = [float(np.clip(rng.normal(centre, 0.3), 1.0, 4.9)) for _ in range(2)]
     legs = [_leg("agent", moss[0]), _leg("customer", moss[1])]

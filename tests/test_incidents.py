@@ -34,19 +34,21 @@ from callqa.store import Store
 
 DAY0 = datetime(2026, 3, 9, tzinfo=UTC).timestamp()  # a Monday
 DEGRADED_AT = DAY0 + 10 * HOUR
-WORSE = Degradation("trunk-b", DEGRADED_AT)
+FIXED_AT = DAY0 + 12.5 * HOUR
+WORSE = Degradation("trunk-b", DEGRADED_AT, FIXED_AT)
 CFG = AlertSettings()
-EVALUATED = [DAY0 + 8 * HOUR + q * 900 for q in range(1, 29)]  # every quarter hour from 08:15 to 15:00
+EVALUATED = [DAY0 + 8 * HOUR + q * 900 for q in range(1, 33)]  # every quarter hour from 08:15 to 16:00
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """A quiet week (10 calls an hour per carrier, 08:00-18:00) and a busy morning (100 an hour, 08:00-13:00)
-    on which trunk-b degrades at 10:00. The store lives in memory-backed storage where there is one (fsync)."""
+    """A quiet week (10 calls an hour per carrier, 08:00-18:00) and a busy day (100 an hour, 08:00-15:00) on
+    which trunk-b degrades at 10:00 and is fixed at 12:30. The store lives in memory-backed storage where there
+    is one (fsync)."""
     with fast_dir(tmp_path_factory.mktemp("fleet")) as base:
         store = Store(base / "fleet.sqlite3")
         n = simulate(store, DAY0 - 7 * DAY, 7, (8, 18), 10)
-        simulate(store, DAY0, 1, (8, 13), 100, WORSE, first_id=n)
+        simulate(store, DAY0, 1, (8, 15), 100, WORSE, first_id=n)
         yield store
 
 
@@ -59,7 +61,7 @@ def test_rollups_add_up_to_the_stored_calls(fleet: Store) -> None:
     rollups.refresh(fleet)
     entries = CallIndex(fleet).entries(DAY0, DAY0 + DAY)
     hours = rollups.read(fleet, "carrier", 3600, DAY0, DAY0 + DAY)
-    assert {(k, s) for k, s, _ in hours} == {(c, DAY0 + h * HOUR) for c in CARRIERS for h in range(8, 13)}
+    assert {(k, s) for k, s, _ in hours} == {(c, DAY0 + h * HOUR) for c in CARRIERS for h in range(8, 15)}
     for key, start, r in hours:
         calls = [e for e in entries if e.carrier == key and start <= e.t < start + HOUR]
         assert r.calls == len(calls) == 100
@@ -76,9 +78,9 @@ def test_rollups_add_up_to_the_stored_calls(fleet: Store) -> None:
     days = rollups.totals(rollups.read(fleet, "carrier", 86400, DAY0, DAY0 + DAY))
     assert days == quarters == rollups.totals(hours)  # a day is the sum of its hours and of its quarters
     everyone = rollups.read(fleet, rollups.ALL, 86400, DAY0 - 7 * DAY, DAY0 + DAY)
-    assert sum(r.calls for _, _, r in everyone) == 7 * 10 * 3 * 10 + 5 * 3 * 100
+    assert sum(r.calls for _, _, r in everyone) == 7 * 10 * 3 * 10 + 7 * 3 * 100
     agents = rollups.totals(rollups.read(fleet, "agent", 86400, DAY0, DAY0 + DAY))
-    assert len(agents) == 8 and sum(r.calls for r in agents.values()) == 1500
+    assert len(agents) == 8 and sum(r.calls for r in agents.values()) == 2100
 
 
 def test_rollups_follow_added_replaced_and_deleted_reports(tmp_path: Path) -> None:
@@ -140,11 +142,12 @@ def test_incidents_keep_their_worst_calls_and_close_when_the_fault_is_gone(
         report = fleet.get(call_id)
         assert report is not None and report.context is not None and report.context.carrier == "trunk-b"
         assert "one_way_audio" in {f.code for f in report.findings}
-    # the calls stop at 13:00: the checks stop holding, and an hour later (clear_after_s) the incidents close
+    # trunk-b is fixed at 12:30 while its calls go on: once the window holds no more of the bad calls the checks
+    # stop holding, and an hour later (clear_after_s) the incidents close, before the calls stop at 15:00
     assert all(i.state == "closed" and i.closed_at is not None for i in stored)
-    closed_at = {i.closed_at for i in stored}
-    assert max(closed_at) <= DAY0 + 13 * HOUR + CFG.window_s + CFG.clear_after_s  # type: ignore[operator]
-    assert min(i.last_seen for i in stored) > DEGRADED_AT
+    assert all(DEGRADED_AT < i.last_seen <= FIXED_AT + CFG.window_s for i in stored)
+    assert all(i.closed_at - i.last_seen == CFG.clear_after_s for i in stored)  # type: ignore[operator]
+    assert max(i.closed_at for i in stored) < DAY0 + 15 * HOUR  # type: ignore[type-var]
     closed = [i for ev in evaluations for i in ev.closed]
     assert sorted(i.id for i in closed) == sorted(i.id for i in stored)  # each closed once
 
