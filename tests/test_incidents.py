@@ -83,14 +83,18 @@ def test_rollups_add_up_to_the_stored_calls(fleet: Store) -> None:
     assert len(agents) == 8 and sum(r.calls for r in agents.values()) == 2100
 
 
-def test_rollups_follow_added_replaced_and_deleted_reports(tmp_path: Path) -> None:
+def test_rollups_follow_added_replaced_and_deleted_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollups, "REFRESH_DAYS", 1)  # a transaction per day of changes
     store = Store(tmp_path / "s.sqlite3")
     rng = np.random.default_rng(1)
     t = DAY0 + 9 * HOUR + 60
     for i in range(1, 5):
         store.put(make_call(i, t + i, "trunk-a", rng, None))
-    rollups.refresh(store)
+    store.put(make_call(5, t - 3 * DAY, "trunk-c", rng, None))
+    assert rollups.refresh(store) == 2
     assert rollups.totals(rollups.read(store, "carrier", 86400, DAY0, DAY0 + DAY))["trunk-a"].calls == 4
+    earlier = rollups.totals(rollups.read(store, "carrier", 86400, DAY0 - 3 * DAY, DAY0 - 2 * DAY))
+    assert earlier["trunk-c"].calls == 1 and "trunk-a" not in earlier
     worse = Degradation("trunk-a", 0.0, one_way=1.0)
     store.put(make_call(2, t + 2, "trunk-a", rng, worse))  # analysed again: now with one-way audio
     store.put(make_call(9, t + 3 * HOUR, "trunk-c", rng, None))  # another hour

@@ -187,32 +187,44 @@ _INSERT = (f"INSERT INTO {ROLLUPS} (dimension, grp, bucket_s, start, {_FIELDS}) 
            f"({', '.join('?' * 15)})")  # fmt: skip
 
 
+REFRESH_DAYS = 7  # days of changed quarter hours recomputed per transaction (writers wait on a long one)
+
+
 def refresh(store: Store) -> int:
     """Bring the index and the rollups up to date; returns the quarter hours recomputed."""
     CallIndex(store).sync()
     with store.connect() as db:
         db.executescript(SCHEMA)
         quarters = sorted(r[0] for r in db.execute(f"SELECT start FROM {DIRTY}"))
-        if not quarters:
-            return 0
-        for q in quarters:
-            rows = db.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE verdict != '' AND t >= ? AND t < ?",
-                              (q, q + QUARTER_S)).fetchall()  # fmt: skip
-            calls = [CallEntry.from_row(r) for r in rows]
-            db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (int(QUARTER_S), q))
-            fresh = [(dim, key, int(QUARTER_S), q, *Rollup.of(members)._row())
-                     for dim in (ALL, *DIMENSIONS) for key, members in by_group(calls, dim).items()]  # fmt: skip
-            db.executemany(_INSERT, fresh)
-        for small, big in ((int(QUARTER_S), HOUR_S), (HOUR_S, DAY_S)):
-            for start in sorted({q - q % big for q in quarters}):
-                sums: dict[tuple[str, str], Rollup] = {}
-                for r in db.execute(f"SELECT dimension, grp, {_FIELDS} FROM {ROLLUPS} WHERE bucket_s = ? AND "
-                                    "start >= ? AND start < ?", (small, start, start + big)):  # fmt: skip
-                    sums[(r[0], r[1])] = sums.get((r[0], r[1]), Rollup()) + Rollup._from_row(r[2:])
-                db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (big, start))
-                db.executemany(_INSERT, [(dim, key, big, start, *r._row()) for (dim, key), r in sums.items()])
-        db.executemany(f"DELETE FROM {DIRTY} WHERE start = ?", [(q,) for q in quarters])
+    days = sorted({q - q % DAY_S for q in quarters})
+    for a in range(0, len(days), REFRESH_DAYS):
+        chosen = set(days[a : a + REFRESH_DAYS])
+        with store.connect() as db:
+            _recompute(db, [q for q in quarters if q - q % DAY_S in chosen])
     return len(quarters)
+
+
+def _recompute(db: Any, quarters: list[float]) -> None:
+    """Recompute these quarter hours from the index, and their hours and days from the quarters, in one
+    transaction. Their marks go first: that write takes the lock, so a call indexed meanwhile marks its quarter
+    again (for the next refresh) instead of being lost."""
+    db.executemany(f"DELETE FROM {DIRTY} WHERE start = ?", [(q,) for q in quarters])
+    for q in quarters:
+        rows = db.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE verdict != '' AND t >= ? AND t < ?",
+                          (q, q + QUARTER_S)).fetchall()  # fmt: skip
+        calls = [CallEntry.from_row(r) for r in rows]
+        db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (int(QUARTER_S), q))
+        fresh = [(dim, key, int(QUARTER_S), q, *Rollup.of(members)._row())
+                 for dim in (ALL, *DIMENSIONS) for key, members in by_group(calls, dim).items()]  # fmt: skip
+        db.executemany(_INSERT, fresh)
+    for small, big in ((int(QUARTER_S), HOUR_S), (HOUR_S, DAY_S)):
+        for start in sorted({q - q % big for q in quarters}):
+            sums: dict[tuple[str, str], Rollup] = {}
+            for r in db.execute(f"SELECT dimension, grp, {_FIELDS} FROM {ROLLUPS} WHERE bucket_s = ? AND "
+                                "start >= ? AND start < ?", (small, start, start + big)):  # fmt: skip
+                sums[(r[0], r[1])] = sums.get((r[0], r[1]), Rollup()) + Rollup._from_row(r[2:])
+            db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (big, start))
+            db.executemany(_INSERT, [(dim, key, big, start, *r._row()) for (dim, key), r in sums.items()])
 
 
 def read(store: Store, dimension: str, bucket_s: int, since: float, until: float,
