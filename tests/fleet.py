@@ -2,8 +2,9 @@
 
 Three carriers (trunks), eight agents, three campaigns, two dialer servers (sites), codecs per carrier; calls
 over business hours with per-call MOS, loss and jitter drawn around each carrier's usual figures, and faults at
-each carrier's usual rate. ``degrade`` makes one carrier worse from a known time on (one-way audio on 6% of its
-calls instead of 0.5%, and a lower MOS) from a known time on, until it is fixed. The low_mos findings and the verdicts come from the real detectors.
+each carrier's usual rate. A ``Degradation`` makes one carrier worse from a known time on until it is fixed
+(one-way audio on 6% of its calls instead of 0.5%, a lower MOS, more loss). The low_mos findings and the
+verdicts come from the real detectors.
 """
 
 from __future__ import annotations
