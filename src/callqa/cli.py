@@ -381,9 +381,14 @@ def trends(
         table.add_column(col)
     for g in result.groups:
         r = g.total
+        figures = (
+            (r.median_mos, 2),
+            (r.mos_quantile(0.1), 2),
+            (r.loss_quantile(0.95), 2),
+            (r.jitter_quantile(0.95), 1),
+        )
         table.add_row(g.key, str(r.calls), *map(str, r.verdicts), *(_pct(r.rate(f)) for f in rollups.FAULTS),
-                      *(str(v) if v is not None else "-" for v in (r.median_mos, r.mos_quantile(0.1),
-                        r.loss_quantile(0.95), r.jitter_quantile(0.95))))  # fmt: skip
+                      *(f"{v:.{d}f}" if v is not None else "-" for v, d in figures))  # fmt: skip
     out.print(table)
 
 
