@@ -37,12 +37,14 @@ HOUR = 3600.0
 
 @dataclass(frozen=True)
 class Degradation:
-    carrier: str
+    carrier: str  # the carrier that degrades, or "" with ``site``
     start: float  # epoch seconds
     end: float = float("inf")  # fixed from then on
     one_way: float = 0.06
     mos_drop: float = 0.7
     loss_pct: float = 3.0
+    site: str = ""  # a capture site (dialer server) that degrades instead of a carrier
+    no_media: float = 0.0  # share of its calls whose RTP never arrives
 
 
 def _leg(role: str, mos: float) -> LegReport:
@@ -62,7 +64,9 @@ def _stream(leg: str, codec: str, loss_pct: float, jitter_ms: float) -> RtpStrea
 
 def make_call(i: int, t: float, carrier: str, rng: np.random.Generator, worse: Degradation | None) -> CallReport:
     codec, usual = CARRIERS[carrier]
-    hit = worse is not None and worse.carrier == carrier and worse.start <= t < worse.end
+    site = SITES[(i // 5) % len(SITES)]
+    hit = worse is not None and worse.start <= t < worse.end and (worse.site == site if worse.site else
+                                                                  worse.carrier == carrier)  # fmt: skip
     centre = usual - (worse.mos_drop if hit and worse else 0.0)
     moss = [float(np.clip(rng.normal(centre, 0.3), 1.0, 4.9)) for _ in range(2)]
     legs = [_leg("agent", moss[0]), _leg("customer", moss[1])]
@@ -72,6 +76,8 @@ def make_call(i: int, t: float, carrier: str, rng: np.random.Generator, worse: D
     if rng.random() < (worse.one_way if hit and worse else BASE_ONE_WAY):
         findings.append(Finding(code="one_way_audio", severity="critical", leg="customer",
                                 message="no audio from the customer for the whole call"))  # fmt: skip
+    if hit and worse and worse.no_media and rng.random() < worse.no_media:
+        findings.append(Finding(code="no_media", severity="critical", message="the call was answered; no RTP came"))
     if rng.random() < BASE_DEAD_AIR:
         findings.append(Finding(code="dead_air", severity="warning", message="12 s of silence on both legs"))
     verdict, reasons = detectors.verdict(findings)
@@ -84,7 +90,7 @@ def make_call(i: int, t: float, carrier: str, rng: np.random.Generator, worse: D
         streams=[_stream("caller", codec, loss / 3, jitter), _stream("callee", codec, loss, jitter)],
         context=CallContext(recording_id=i, direction="outbound", call_date=when, agent=AGENTS[i % len(AGENTS)],
                             campaign_id=CAMPAIGNS[(i // 3) % len(CAMPAIGNS)], carrier=carrier,
-                            server_ip=SITES[(i // 5) % len(SITES)]),
+                            server_ip=site),
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fleet import BASE_ONE_WAY as BASE
 from fleet import CARRIERS, DAY, HOUR, Degradation, fast_dir, make_call, simulate
 
 from callqa import incidents, rollups
@@ -154,6 +155,25 @@ def test_incidents_keep_their_worst_calls_and_close_when_the_fault_is_gone(
     assert max(i.closed_at for i in stored) < DAY0 + 15 * HOUR  # type: ignore[type-var]
     closed = [i for ev in evaluations for i in ev.closed]
     assert sorted(i.id for i in closed) == sorted(i.id for i in stored)  # each closed once
+
+
+def test_a_site_that_loses_media_is_blamed_not_the_agents_and_carriers_it_carries(tmp_path: Path) -> None:
+    """No media on a fifth of one dialer server's calls: that site is raised; every campaign, carrier and codec
+    had some of those calls too, and none of them is raised once the site has explained them away."""
+    worse = Degradation("", DAY0 + 10 * HOUR, one_way=BASE, mos_drop=0.0, loss_pct=0.0, site="10.2.0.10",
+                        no_media=0.2)  # fmt: skip
+    with fast_dir(tmp_path) as base:
+        store = Store(base / "s.sqlite3")
+        n = simulate(store, DAY0 - 7 * DAY, 7, (9, 12), 10, seed=11)
+        simulate(store, DAY0, 1, (10, 11), 60, worse, first_id=n, seed=11)
+        cfg = AlertSettings(min_rate_delta=0.05)
+        ev = incidents.evaluate(store, cfg, DAY0 + 11 * HOUR)
+    raised = {(c.dimension, c.group, c.metric) for c in ev.raised}
+    assert raised == {("site", "10.2.0.10", "no_media")}
+    everyone = {(c.dimension, c.group) for c in ev.checks if c.metric == "no_media" and c.count > 0}
+    assert {d for d, _ in everyone} == {"campaign", "carrier", "codec", "site"}  # (agents: too few calls each)
+    first_pass = [c for c in ev.checks if c.metric == "no_media" and c.raised]
+    assert len(first_pass) > 1  # judged alone, others looked raised too: explaining away is what leaves one
 
 
 # --- notifications ---------------------------------------------------------------------------------------------

@@ -268,11 +268,11 @@ def _evaluates_on_its_own(base: Path, server: Any, got: list[dict[str, Any]]) ->
     store = Store(base / "store.sqlite3")
     rng = np.random.default_rng(5)
     now = time.time()
-    worse = Degradation("trunk-b", now - 3000, one_way=0.4)
+    worse = Degradation("trunk-b", now - 3600, one_way=0.4)
     i = 1
     for day in range(7, -1, -1):  # the same hour of each of the last 7 days, then today's with trunk-b broken
-        for carrier in CARRIERS:
-            for t in np.sort(rng.uniform(now - day * 86400 - 2400, now - day * 86400 - 60, 40)):
+        for carrier in CARRIERS:  # 60 an hour: whatever the quarter hour, 45 or more in the judged window
+            for t in np.sort(rng.uniform(now - day * 86400 - 3600, now - day * 86400, 60)):
                 store.put(make_call(i, float(t), carrier, rng, worse), now=float(t) + 60)
                 i += 1
     hook = f"http://127.0.0.1:{server.server_address[1]}/"
