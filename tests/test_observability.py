@@ -85,7 +85,7 @@ def test_rules_pass_promtool_check_and_their_unit_tests() -> None:
         bad.unlink()
 
 
-def test_dashboard_json_is_what_the_sdk_builds_and_parses_back() -> None:
+def test_dashboard_json_is_what_the_sdk_builds_and_parses_back(tmp_path: Path) -> None:
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models.dashboard import Dashboard
 
@@ -105,6 +105,8 @@ def test_dashboard_json_is_what_the_sdk_builds_and_parses_back() -> None:
     table = next(p for p in committed["panels"] if p["type"] == "table")
     links = table["fieldConfig"]["overrides"][0]["properties"][0]["value"]
     assert links[0]["url"] == "${callqa_url}/ui/calls/${__value.raw}"  # the web UI's call page (api/routes/ui.py)
+    app = create_app(Settings(db=tmp_path / "s.sqlite3", models_dir=tmp_path / "m"), provider=None)
+    assert "/ui/calls/{call_id}" in {getattr(r, "path", "") for r in app.routes}
     boards = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "callqa.yml").read_text())
     assert boards["providers"][0]["type"] == "file"
 
