@@ -105,8 +105,10 @@ def test_dashboard_json_is_what_the_sdk_builds_and_parses_back(tmp_path: Path) -
     table = next(p for p in committed["panels"] if p["type"] == "table")
     links = table["fieldConfig"]["overrides"][0]["properties"][0]["value"]
     assert links[0]["url"] == "${callqa_url}/ui/calls/${__value.raw}"  # the web UI's call page (api/routes/ui.py)
-    app = create_app(Settings(db=tmp_path / "s.sqlite3", models_dir=tmp_path / "m"), provider=None)
-    assert "/ui/calls/{call_id}" in {getattr(r, "path", "") for r in app.routes}
+    client = TestClient(create_app(Settings(db=tmp_path / "s.sqlite3", models_dir=tmp_path / "m"), provider=None))
+    page = client.get("/ui/calls/0123456789abcdef", follow_redirects=False)  # the page exists: sign in first
+    assert page.status_code in (302, 303, 307) and "/ui/login" in page.headers["location"]
+    assert client.get("/ui/call/0123456789abcdef", follow_redirects=False).status_code == 404
     boards = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "callqa.yml").read_text())
     assert boards["providers"][0]["type"] == "file"
 
