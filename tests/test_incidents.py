@@ -293,3 +293,42 @@ def test_a_receiver_that_fails_is_named_not_raised(evaluations: list[Evaluation]
                         smtp_host="127.0.0.1", smtp_port=port, mail_to=["x@example.com"], timeout_s=2)  # fmt: skip
     sent = notify(cfg, ev)
     assert [e.split(":")[0] for e in sent.errors] == ["webhook", "smtp", "alertmanager"]
+
+
+def test_incidents_are_listed_by_the_cli_and_the_api(
+    fleet: Store, evaluations: list[Evaluation], tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from callqa.api.keys import KeyStore
+    from callqa.api.main import create_app
+    from callqa.cli import app as cli
+    from callqa.config import AnalysisSettings, Settings
+
+    stored = incidents.incidents(fleet)
+    got = CliRunner().invoke(cli, ["incidents", "--json", "--db", str(fleet.path)])
+    assert got.exit_code == 0, got.output
+    listed = json.loads(got.stdout)
+    assert [i["id"] for i in listed] == [i.id for i in stored]
+    assert all("trunk-b" in i["summary"] and i["evidence"]["p_value"] < CFG.alpha for i in listed)
+    table = CliRunner().invoke(cli, ["incidents", "--status", "closed", "--db", str(fleet.path)])
+    assert table.exit_code == 0 and "closed" in table.stdout and "trunk-b" in table.stdout
+    assert CliRunner().invoke(cli, ["incidents", "--status", "maybe", "--db", str(fleet.path)]).exit_code == 2
+    token = KeyStore(fleet).create("read", "noc")
+    settings = Settings(db=fleet.path, models_dir=tmp_path / "models", analysis=AnalysisSettings(nisqa=False))
+    client = TestClient(create_app(settings, provider=None))  # no lifespan: no evaluation loop
+    auth = {"Authorization": f"Bearer {token}"}
+    r = client.get("/incidents", params={"status": "closed", "since": "2026-03-09"}, headers=auth)
+    assert r.status_code == 200 and {i["id"] for i in r.json()} == {i.id for i in stored}
+    assert r.json()[0]["worst"] and r.json()[0]["latest"]["calls"] >= CFG.min_calls
+    assert client.get("/incidents", params={"status": "open"}, headers=auth).json() == []
+    assert client.get("/incidents", params={"since": "2027-01-01"}, headers=auth).json() == []
+    assert client.get("/incidents", params={"status": "gone"}, headers=auth).status_code == 422
+    r = client.get("/trends", params={"by": "carrier", "since": "2026-03-09T08:00", "until": "2026-03-09T15:00",
+                                      "bucket": "1h", "series": "false"}, headers=auth)  # fmt: skip
+    groups = {g["group"]: g for g in r.json()["groups"]}
+    assert (
+        groups["trunk-b"]["faults"]["one_way_audio"]["rate"] > 2 * groups["trunk-a"]["faults"]["one_way_audio"]["rate"]
+    )
+    assert "series" not in groups["trunk-b"] and groups["trunk-b"]["calls"] == 700
