@@ -30,6 +30,13 @@ if [ -n "$missing" ]; then
   say "installing Debian packages:$missing"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # the tests run promtool and their own Alertmanager on 127.0.0.1: the servers the packages start under systemd
+  # (listening on every address) are stopped when this script installed them
+  if [ -d /run/systemd/system ]; then
+    for unit in prometheus prometheus-alertmanager; do
+      case " $missing " in *" $unit "*) $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 say "creating the virtualenv in .venv"

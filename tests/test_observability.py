@@ -295,3 +295,13 @@ def _evaluates_on_its_own(base: Path, server: Any, got: list[dict[str, Any]]) ->
     assert ("carrier", "trunk-b", "one_way_audio") in opened
     assert {g for _, g, _ in opened} == {"trunk-b"}
     assert got[0]["event"] == "opened" and got[0]["incident"]["evidence"]["baseline_kind"] == "same_hours"
+
+
+def test_a_broken_store_leaves_the_group_families_empty_not_the_scrape_failed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store.sqlite3")
+    metrics = Metrics()
+    metrics.watch_groups(store, MetricsSettings())
+    store.path.write_bytes(b"not a database" * 100)
+    text = generate_latest(metrics.registry).decode()
+    assert "# TYPE callqa_group_calls gauge" in text and "callqa_group_calls{" not in text
+    assert 'callqa_incidents_open{dimension="carrier",fault="one_way_audio"} 0.0' in text

@@ -100,8 +100,8 @@ async def alerts_loop(state: AppState) -> None:
         await asyncio.sleep(state.settings.alerts.interval_s)
         try:
             await asyncio.to_thread(run_evaluation, state.store, state.settings.alerts)
-        except CallqaError as exc:
-            log.warning("fault detection failed: %s", exc)
+        except Exception:  # a locked store, a bug: logged, and the next round runs as usual
+            log.exception("fault detection failed")
 
 
 async def vicidial_sync_loop(state: AppState) -> None:

@@ -9,8 +9,11 @@ that stores reports (the workers, ``callqa sniff``) counts, and a restart loses 
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -18,10 +21,12 @@ from prometheus_client.registry import Collector
 
 from callqa import rollups
 from callqa.config import MetricsSettings
+from callqa.errors import CallqaError
 from callqa.report import CallReport
 from callqa.rollups import DIMENSIONS, FAULTS, Rollup
 from callqa.store import Store
 
+log = logging.getLogger("callqa.metrics")
 OTHER = "other"
 QUANTILES = (0.1, 0.5, 0.9)
 GROUP_METRICS = ("callqa_group_calls", "callqa_group_fault_calls", "callqa_group_fault_ratio", "callqa_group_mos",
@@ -51,7 +56,6 @@ class GroupCollector(Collector):
         window = self.settings.group_window_s
         now = self.clock()
         since = now - now % 900 - window + 900  # the quarter hours of the window, the current one included
-        rollups.refresh(self.store)
         labels = ["dimension", "group"]
         calls = GaugeMetricFamily("callqa_group_calls", "Calls per group over the trailing window", labels=labels)
         faults = GaugeMetricFamily("callqa_group_fault_calls", "Calls with a fault finding per group",
@@ -63,30 +67,35 @@ class GroupCollector(Collector):
                                  labels=[*labels, "quantile"])  # fmt: skip
         jitter = GaugeMetricFamily("callqa_group_jitter_ms", "Mean jitter quantiles (worst direction) per group",
                                    labels=[*labels, "quantile"])  # fmt: skip
-        for dim in DIMENSIONS:
-            sums = capped(rollups.totals(rollups.read(self.store, dim, 900, since, now + 900)),
-                          self.settings.top_groups)  # fmt: skip
-            for key, r in sums.items():
-                calls.add_metric([dim, key], r.calls)
-                for fault in FAULTS:
-                    faults.add_metric([dim, key, fault], r.count(fault))
-                    ratio.add_metric([dim, key, fault], r.rate(fault))
-                for q in (0.5, 0.95):
-                    for family, value in ((loss, r.loss_quantile(q)), (jitter, r.jitter_quantile(q))):
+        try:
+            rollups.refresh(self.store)
+            for dim in DIMENSIONS:
+                sums = capped(rollups.totals(rollups.read(self.store, dim, 900, since, now + 900)),
+                              self.settings.top_groups)  # fmt: skip
+                for key, r in sums.items():
+                    calls.add_metric([dim, key], r.calls)
+                    for fault in FAULTS:
+                        faults.add_metric([dim, key, fault], r.count(fault))
+                        ratio.add_metric([dim, key, fault], r.rate(fault))
+                    for q in (0.5, 0.95):
+                        for family, value in ((loss, r.loss_quantile(q)), (jitter, r.jitter_quantile(q))):
+                            if value is not None:
+                                family.add_metric([dim, key, str(q)], value)
+                    for q in QUANTILES:
+                        value = r.mos_quantile(q)
                         if value is not None:
-                            family.add_metric([dim, key, str(q)], value)
-                for q in QUANTILES:
-                    value = r.mos_quantile(q)
-                    if value is not None:
-                        mos.add_metric([dim, key, str(q)], value)
+                            mos.add_metric([dim, key, str(q)], value)
+        except (sqlite3.Error, CallqaError) as exc:  # the store is busy or gone: empty families, not a failed scrape
+            log.warning("per-group metrics skipped: %s", exc)
         yield from (calls, faults, ratio, mos, loss, jitter)
         yield GaugeMetricFamily("callqa_group_window_seconds", "The trailing window of the group gauges",
                                 value=window)  # fmt: skip
         open_ = GaugeMetricFamily("callqa_incidents_open", "Open incidents by dimension and fault",
                                   labels=["dimension", "fault"])  # fmt: skip
         counts: dict[tuple[str, str], int] = {(d, m): 0 for d in DIMENSIONS for m in incidents.METRICS}
-        for inc in incidents.incidents(self.store, state="open", limit=10_000):
-            counts[(inc.dimension, inc.metric)] = counts.get((inc.dimension, inc.metric), 0) + 1
+        with suppress(sqlite3.Error, CallqaError):
+            for inc in incidents.incidents(self.store, state="open", limit=10_000):
+                counts[(inc.dimension, inc.metric)] = counts.get((inc.dimension, inc.metric), 0) + 1
         for (dimension, metric), n in sorted(counts.items()):
             open_.add_metric([dimension, metric], n)
         yield open_
