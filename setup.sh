@@ -20,8 +20,9 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # the tests also place real SIP calls between baresip agents in a network namespace, impaired with nftables,
 # fetch recordings from a real OpenSSH server, check the deployment files with systemd-analyze and nginx -t, and
 # read ViciDial's tables from a real MariaDB server (.ci/mariadb starts it), and drive the web pages in headless
-# Chromium (Playwright uses this browser; it never downloads its own)
-[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core"
+# Chromium (Playwright uses this browser; it never downloads its own), and check the Prometheus rules with promtool
+# and send incidents to a real Alertmanager, and run the Grafana dashboard's SQL with psql on the PostgreSQL server
+[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql-client"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }
@@ -29,6 +30,13 @@ if [ -n "$missing" ]; then
   say "installing Debian packages:$missing"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # the tests run promtool and their own Alertmanager on 127.0.0.1: the servers the packages start under systemd
+  # (listening on every address) are stopped when this script installed them
+  if [ -d /run/systemd/system ]; then
+    for unit in prometheus prometheus-alertmanager; do
+      case " $missing " in *" $unit "*) $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 say "creating the virtualenv in .venv"

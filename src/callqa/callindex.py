@@ -8,6 +8,13 @@ them: the service, ``callqa pcap``, ``callqa sniff``) are read once, rows of del
 Call context (agent, campaign, carrier/trunk, direction) comes from the report's optional ``context`` object
 when a source provides one (``agent``, ``campaign_id``, ``carrier``, ``direction``); for captured calls
 without a carrier the SIP host of the far side stands for the trunk (To for outbound calls, From for inbound).
+The capture site is the dialer server that recorded the call (``context.server_ip``); the codec is the first
+RTP stream's (else the first leg's); loss and jitter are the worst RTP direction's (captured calls only).
+
+The SQL here is plain (``?`` placeholders, ``INSERT ... ON CONFLICT ... DO UPDATE``, DOUBLE PRECISION for
+times: PostgreSQL's REAL is 4 bytes, too coarse for epoch seconds): report fields are read from the parsed JSON
+in Python, not with a database's JSON functions. Each sync also marks the quarter hours
+whose calls changed in ``DIRTY``, for the rollups (``rollups.py``) to recompute.
 """
 
 from __future__ import annotations
@@ -21,15 +28,18 @@ from typing import Any, Literal
 from callqa.ai.tools import host_of
 from callqa.store import Store
 
-TABLE = "call_index_v1"  # a new version of the row layout gets a new table, filled from the reports
+TABLE = "call_index_v2"  # a new version of the row layout gets a new table, filled from the reports
+OLD_TABLES = ("call_index_v1",)  # earlier layouts, dropped (they are rebuilt from the reports)
+DIRTY = "call_rollup_dirty_v1"  # quarter hours (epoch seconds of their start) whose calls changed since the rollups
+QUARTER_S = 900.0
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id          TEXT PRIMARY KEY,
-    stored_at   REAL NOT NULL,  -- reports.created_at of the indexed version (a replaced report differs)
-    t           REAL NOT NULL,  -- when the call happened: SIP start for captured calls, else analysis time
+    stored_at   DOUBLE PRECISION NOT NULL,  -- reports.created_at of the indexed version (a replaced report differs)
+    t           DOUBLE PRECISION NOT NULL,  -- when the call happened: SIP start, dialer's call date, or stored
     verdict     TEXT NOT NULL,
     severity    INTEGER NOT NULL,  -- good 0, degraded 1, failed 2
-    duration_s  REAL NOT NULL,
+    duration_s  DOUBLE PRECISION NOT NULL,
     kind        TEXT NOT NULL,  -- recording or capture
     label       TEXT NOT NULL,  -- the legs' sources
     sip_from    TEXT NOT NULL,
@@ -37,17 +47,27 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     findings    TEXT NOT NULL,  -- ',code,code,' (each code once)
     n_findings  INTEGER NOT NULL,
     roles       TEXT NOT NULL,  -- ',caller,callee,'
-    mos_1       REAL,           -- first leg: NISQA MOS when present, else DNSMOS OVRL
-    mos_2       REAL,           -- second leg
-    mos         REAL,           -- the call: its lowest leg MOS
-    net_mos     REAL,           -- captured calls: the lowest network (E-model) MOS of a direction
+    mos_1       DOUBLE PRECISION,           -- first leg: NISQA MOS when present, else DNSMOS OVRL
+    mos_2       DOUBLE PRECISION,           -- second leg
+    mos         DOUBLE PRECISION,           -- the call: its lowest leg MOS
+    net_mos     DOUBLE PRECISION,           -- captured calls: the lowest network (E-model) MOS of a direction
     agent       TEXT NOT NULL,
     campaign    TEXT NOT NULL,
     carrier     TEXT NOT NULL,
-    direction   TEXT NOT NULL
+    direction   TEXT NOT NULL,
+    site        TEXT NOT NULL,  -- the dialer server that recorded the call (context.server_ip); '' if unknown
+    codec       TEXT NOT NULL,  -- first RTP stream's codec, else the first leg's
+    loss_pct    DOUBLE PRECISION,           -- captured calls: the worst direction's lost / expected packets, percent
+    jitter_ms   DOUBLE PRECISION            -- captured calls: the worst direction's mean RFC 3550 jitter
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_t ON {TABLE} (t);
+CREATE TABLE IF NOT EXISTS {DIRTY} (start DOUBLE PRECISION PRIMARY KEY);
 """
+NAMES = ("id", "stored_at", "t", "verdict", "severity", "duration_s", "kind", "label", "sip_from", "sip_to", "findings",
+         "n_findings", "roles", "mos_1", "mos_2", "mos", "net_mos", "agent", "campaign", "carrier", "direction", "site",
+         "codec", "loss_pct", "jitter_ms")  # fmt: skip
+UPSERT = (f"INSERT INTO {TABLE} ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))}) ON CONFLICT (id) DO UPDATE "
+          "SET " + ", ".join(f"{n} = excluded.{n}" for n in NAMES[1:]))  # fmt: skip
 
 SEVERITY = {"good": 0, "degraded": 1, "failed": 2}
 SORTS: dict[str, str] = {  # sort name -> column (a fixed list: never a column name from a request)
@@ -56,7 +76,7 @@ SORTS: dict[str, str] = {  # sort name -> column (a fixed list: never a column n
 }  # fmt: skip
 Sort = Literal["time", "duration", "verdict", "mos_1", "mos_2", "mos", "findings", "agent", "campaign", "carrier"]
 COLUMNS = ("id, t, verdict, duration_s, kind, label, sip_from, sip_to, findings, roles, mos_1, mos_2, mos, net_mos, "
-           "agent, campaign, carrier, direction")  # fmt: skip
+           "agent, campaign, carrier, direction, site, codec, loss_pct, jitter_ms")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,10 @@ class CallEntry:
     campaign: str
     carrier: str
     direction: str
+    site: str = ""
+    codec: str = ""
+    loss_pct: float | None = None
+    jitter_ms: float | None = None
 
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> CallEntry:
@@ -152,13 +176,30 @@ def context_of(report: dict[str, Any]) -> dict[str, str]:
             "direction": direction}  # fmt: skip
 
 
+def media_of(report: dict[str, Any]) -> tuple[str, str, float | None, float | None]:
+    """site, codec, loss percent and mean jitter (ms) of a report (JSON as stored); '' or None where unknown."""
+    raw = report.get("context")
+    site = str(raw.get("server_ip") or "")[:200] if isinstance(raw, dict) else ""
+    streams = [s for s in report.get("streams", []) if isinstance(s, dict)]
+    legs = [lg for lg in report.get("legs", []) if isinstance(lg, dict)]
+    codecs = [str(s.get("codec") or s.get("payload") or "").split(",")[0].strip() for s in streams]
+    codecs += [str(lg.get("codec") or "").strip() for lg in legs]
+    codec = next((c for c in codecs if c), "")[:40]
+    losses = [max(0, int(s["lost"])) * 100.0 / int(s["expected"]) for s in streams
+              if int(s.get("expected") or 0) > 0 and s.get("lost") is not None]  # fmt: skip
+    jitters = [float(s["mean_jitter_ms"]) for s in streams if s.get("mean_jitter_ms") is not None]
+    return site, codec, round(max(losses), 4) if losses else None, round(max(jitters), 3) if jitters else None
+
+
 def entry_values(report: dict[str, Any], stored_at: float) -> tuple[Any, ...]:
     """The index row of one report (JSON as stored), in SCHEMA order."""
     sip = report.get("sip") if isinstance(report.get("sip"), dict) else None
     when = stored_at
-    if sip and sip.get("started_at"):
+    raw = report.get("context")
+    started = (sip or {}).get("started_at") or (raw.get("call_date") if isinstance(raw, dict) else None)
+    if started:  # the SIP start of a captured call, else the dialer's start of the recording
         with suppress(ValueError):
-            start = datetime.fromisoformat(str(sip["started_at"]).replace("Z", "+00:00"))
+            start = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
             when = (start if start.tzinfo else start.replace(tzinfo=UTC)).timestamp()
     legs = [lg for lg in report.get("legs", []) if isinstance(lg, dict)]
     moss = [leg_mos(lg) for lg in legs]
@@ -174,73 +215,66 @@ def entry_values(report: dict[str, Any], stored_at: float) -> tuple[Any, ...]:
         "," + ",".join(codes) + ",", len(report.get("findings", [])),
         "," + ",".join(str(lg.get("role", "")) for lg in legs) + ",",
         moss[0] if moss else None, moss[1] if len(moss) > 1 else None, min(known) if known else None,
-        min(net) if net else None, ctx["agent"], ctx["campaign"], ctx["carrier"], ctx["direction"],
+        min(net) if net else None, ctx["agent"], ctx["campaign"], ctx["carrier"], ctx["direction"], *media_of(report),
     )  # fmt: skip
 
 
 SYNC_BATCH = 500
 _MARKS: dict[str, tuple[Any, ...]] = {}  # store path -> (count, newest, sum of reports.created_at) at the last sync
-_J = "json_extract"
-_EXTRACT = f"""
-SELECT r.id, r.created_at, r.verdict, r.duration_s,
-       {_J}(r.report, '$.source', '$.sip.from', '$.sip.to', '$.sip.started_at', '$.context'),
-       (SELECT json_group_array({_J}(value, '$.code')) FROM json_each(r.report, '$.findings')),
-       (SELECT json_group_array(json({_J}(value, '$.role', '$.source', '$.mos.nisqa.mos', '$.mos.dnsmos.ovrl')))
-        FROM json_each(r.report, '$.legs')),
-       (SELECT json_group_array({_J}(value, '$.network_mos')) FROM json_each(r.report, '$.streams'))
-FROM reports r"""
-
-
-def _compact(r: tuple[Any, ...]) -> dict[str, Any]:
-    """The parts of a report the index reads, as extracted by ``_EXTRACT``, shaped like the report."""
-    source, sip_from, sip_to, started_at, context = json.loads(r[4])
-    legs = [{"role": role, "source": src, "mos": {"nisqa": {"mos": nisqa} if nisqa is not None else None,
-                                                  "dnsmos": {"ovrl": dnsmos} if dnsmos is not None else None}}
-            for role, src, nisqa, dnsmos in json.loads(r[6] or "[]")]  # fmt: skip
-    sip = {"from": sip_from, "to": sip_to, "started_at": started_at} if sip_from is not None or started_at else None
-    return {"id": r[0], "verdict": r[2], "duration_s": r[3], "source": source or "recording", "sip": sip,
-            "findings": [{"code": c} for c in json.loads(r[5] or "[]")], "legs": legs, "context": context,
-            "streams": [{"network_mos": m} for m in json.loads(r[7] or "[]")]}  # fmt: skip
 
 
 def _unreadable(report_id: str, stored_at: float) -> tuple[Any, ...]:
     return (report_id, stored_at, 0.0, "", 0, 0.0, "", "", "", "", ",,", 0, ",,", None, None, None, None, "", "", "",
-            "")  # fmt: skip
+            "", "", "", None, None)  # fmt: skip
+
+
+def quarter(t: float) -> float:
+    return t - t % QUARTER_S
 
 
 class CallIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
         with store.connect() as db:
+            for old in OLD_TABLES:
+                db.execute(f"DROP TABLE IF EXISTS {old}")
             db.executescript(SCHEMA)
 
     def sync(self) -> int:
         """Index reports added or replaced since the last call, forget deleted ones; returns rows written.
 
-        The fields are extracted by SQLite's JSON functions (a whole report is never parsed in Python), and
-        nothing is scanned when the reports' count and times are what they were at the last sync."""
+        Nothing is scanned when the reports' count and times are what they were at the last sync; else only the
+        reports missing from the index (or stored again since) are read and parsed."""
         with self.store.connect() as db:
-            mark = db.execute("SELECT count(*), max(created_at), total(created_at) FROM reports").fetchone()
+            mark = tuple(db.execute("SELECT count(*), max(created_at), sum(created_at) FROM reports").fetchone())
             if mark == _MARKS.get(str(self.store.path)):
                 return 0
             missing = db.execute(f"SELECT r.id, r.created_at FROM reports r LEFT JOIN {TABLE} i ON i.id = r.id "
                                  "AND i.stored_at = r.created_at WHERE i.id IS NULL").fetchall()  # fmt: skip
+            dirty: set[float] = set()
             for a in range(0, len(missing), SYNC_BATCH):  # a first sync of a large store: a batch at a time
                 batch = dict(missing[a : a + SYNC_BATCH])
                 marks = ", ".join("?" * len(batch))
-                fresh = db.execute(f"{_EXTRACT} WHERE r.id IN ({marks}) AND json_valid(r.report)", list(batch))
+                old = db.execute(f"SELECT t FROM {TABLE} WHERE id IN ({marks})", list(batch)).fetchall()
+                dirty.update(quarter(r[0]) for r in old)
                 rows = []
-                for r in fresh:
+                for report_id, created, text in db.execute(
+                    f"SELECT id, created_at, report FROM reports WHERE id IN ({marks})", list(batch)
+                ):
                     try:
-                        rows.append(entry_values(_compact(r), r[1]))
+                        row = entry_values({**json.loads(text), "id": report_id}, created)  # the row's id
                     except (ValueError, TypeError, KeyError, AttributeError):
-                        continue
-                    del batch[r[0]]
-                # unreadable reports get an empty row: not read again, and kept out of the list as the store does
-                rows += [_unreadable(report_id, created) for report_id, created in batch.items()]
-                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 21)})", rows)
+                        row = _unreadable(report_id, created)  # not read again, and kept out of the list
+                    rows.append(row)
+                    if row[3]:
+                        dirty.add(quarter(row[2]))
+                db.executemany(UPSERT, rows)
             written = len(missing)
-            db.execute(f"DELETE FROM {TABLE} WHERE id NOT IN (SELECT id FROM reports)")
+            gone = f"FROM {TABLE} WHERE id NOT IN (SELECT id FROM reports)"
+            dirty.update(quarter(r[0]) for r in db.execute(f"SELECT t {gone}"))
+            db.execute(f"DELETE {gone}")
+            db.executemany(f"INSERT INTO {DIRTY} (start) VALUES (?) ON CONFLICT (start) DO NOTHING",
+                           [(d,) for d in sorted(dirty)])  # fmt: skip
             _MARKS[str(self.store.path)] = mark
         return written
 

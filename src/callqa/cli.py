@@ -1,5 +1,5 @@
 """Command line: ``callqa analyze``, ``pcap``, ``sniff``, ``serve``, ``keys``, ``schema``, ``show``, ``list``,
-``models``.
+``trends``, ``incidents``, ``models``.
 
 Exit codes: 0 success; 1 a batch in which every call failed; 2 bad input or usage (a CallqaError).
 """
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from callqa import __version__
+from callqa import __version__, rollups
 from callqa.config import AnalysisSettings, Settings, get_settings
 from callqa.errors import CallqaError, InputError
 from callqa.render import print_report
@@ -334,6 +334,104 @@ def list_calls(
         ctx = r.context or {}
         extra = (str(ctx.get("agent", "")), str(ctx.get("campaign_id", "")), str(ctx.get("direction") or ""))
         table.add_row(r.id, when, r.verdict, f"{r.duration_s:.1f}", *(extra if with_context else ()), r.source)
+    out.print(table)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+@app.command()
+def trends(
+    by: Annotated[str, typer.Option(help="agent, campaign, carrier, site or codec")] = "carrier",
+    since: Annotated[str, typer.Option(help="24h, 7d, epoch seconds or an ISO date/time (UTC)")] = "24h",
+    until: Annotated[str | None, typer.Option(help="end of the range (default: now)")] = None,
+    bucket: Annotated[str | None, typer.Option(help="15m, 1h or 1d (default: from the range)")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="groups with the most calls")] = 50,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Quality per group over time: calls, verdicts, fault rates, MOS and loss/jitter percentiles."""
+    import csv
+    import time
+
+    from callqa.trends import group_trends, parse_time
+
+    try:
+        if fmt not in ("table", "json", "csv"):
+            raise InputError(f"--format is table, json or csv, not {fmt!r}")
+        now = time.time()
+        end = parse_time(until, now) if until else now
+        try:
+            result = group_trends(Store(db or get_settings().db), by, parse_time(since, now), end, bucket, limit)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.as_json(), indent=2) + "\n")
+        return
+    if fmt == "csv":
+        csv.writer(sys.stdout).writerows(result.csv_rows())
+        return
+    table = Table(show_edge=False, title=f"by {by}, {result.bucket} buckets, {result.overall.calls} calls")
+    for col in (by, "calls", "good", "degr.", "failed", "one-way", "dead air", "no media", "low MOS", "MOS p50",
+                "MOS p10", "loss p95 %", "jitter p95 ms"):  # fmt: skip
+        table.add_column(col)
+    for g in result.groups:
+        r = g.total
+        figures = (
+            (r.median_mos, 2),
+            (r.mos_quantile(0.1), 2),
+            (r.loss_quantile(0.95), 2),
+            (r.jitter_quantile(0.95), 1),
+        )
+        table.add_row(g.key, str(r.calls), *map(str, r.verdicts), *(_pct(r.rate(f)) for f in rollups.FAULTS),
+                      *(f"{v:.{d}f}" if v is not None else "-" for v, d in figures))  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def incidents(
+    status: Annotated[str | None, typer.Option(help="open or closed (default: both)")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="judge the last window now and send news")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+) -> None:
+    """Systemic faults: groups whose fault rate or MOS left their baseline (docs/alerts.md)."""
+    from datetime import UTC
+
+    from callqa import incidents as found
+    from callqa.service.alerts import run_evaluation
+
+    settings = get_settings()
+    try:
+        if status not in (None, "open", "closed"):
+            raise InputError(f"--status is open or closed, not {status!r}")
+        store = Store(db or settings.db)
+        if evaluate:
+            ev, sent = run_evaluation(store, settings.alerts)
+            err.print(f"judged {len(ev.checks)} group figures: {len(ev.opened)} opened, {len(ev.closed)} closed")
+            for problem in sent.errors:
+                err.print(f"[yellow]warning:[/] {problem}")
+        rows = found.incidents(store, status, limit=limit)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps([{**i.as_json(), "summary": i.summary} for i in rows], indent=2) + "\n")
+        return
+    table = Table(show_edge=False)
+    for col in ("id", "state", "opened", "closed", "summary", "worst calls"):
+        table.add_column(col)
+    for i in rows:
+
+        def when(t: float | None) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+        table.add_row(i.id, i.state, when(i.opened_at), when(i.closed_at), i.summary, " ".join(i.worst[:3]))
     out.print(table)
 
 

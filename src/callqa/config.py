@@ -211,6 +211,41 @@ class VicidialSettings(BaseModel, frozen=True):
         return value.get_secret_value() if reveal else str(value)
 
 
+class AlertSettings(BaseModel, frozen=True):
+    """Systemic fault detection over the stored calls (docs/alerts.md) and where incidents are sent."""
+
+    interval_s: float = Field(900.0, ge=0, description="the service evaluates this often; 0 = never")
+    window_s: float = Field(3600.0, ge=300, description="the current window each group is judged on")
+    baseline_days: int = Field(7, ge=1, le=60, description="the baseline: the same hours of this many days before")
+    baseline_min_calls: int = Field(
+        200, ge=1, description="fewer calls in those same hours: the baseline is the whole of those days"
+    )
+    min_calls: int = Field(30, ge=1, description="a group with fewer calls in the window is not judged")
+    alpha: float = Field(0.001, gt=0, lt=0.5, description="p-value below which a group's rate is raised")
+    close_alpha: float = Field(0.05, gt=0, lt=0.5, description="an incident stays open while p is below this")
+    min_ratio: float = Field(2.0, ge=1.0, description="the window's rate must be this many times the baseline's")
+    min_rate_delta: float = Field(0.02, ge=0.0, description="and at least this much above it (0.02 = 2 points)")
+    mos_drop: float = Field(0.3, ge=0.0, description="median MOS this far below the baseline's median (and p)")
+    clear_after_s: float = Field(3600.0, ge=0, description="an incident closes after this long without its fault")
+    worst_calls: int = Field(5, ge=0, le=50)
+    webhook_url: str = Field("", description="POST each opened/closed incident as JSON here")
+    alertmanager_url: str = Field("", description="Alertmanager base URL: alerts go to {url}/api/v2/alerts")
+    smtp_host: str = Field("", description="mail incidents through this SMTP server")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    mail_from: str = "callqa@localhost"
+    mail_to: list[str] = []
+    public_url: str = Field("", description="the service's public base URL, for links to calls in notifications")
+    timeout_s: float = Field(10.0, gt=0, description="per notification")
+
+
+class MetricsSettings(BaseModel, frozen=True):
+    group_window_s: float = Field(3600.0, ge=900, description="the per-group gauges cover this trailing window")
+    top_groups: int = Field(20, ge=1, le=200, description="per dimension: these groups, the rest as 'other'")
+
+
 class Settings(BaseSettings):
     """Process-wide settings, from the environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``,
     ``CALLQA_ANALYSIS__VAD_THRESHOLD`` (nested analysis fields use a double underscore)."""
@@ -236,6 +271,8 @@ class Settings(BaseSettings):
     llm: LlmSettings = LlmSettings()
     fetch: FetchSettings = FetchSettings()
     vicidial: VicidialSettings = VicidialSettings()
+    alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -20,11 +20,12 @@ from callqa.api import logs
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
-from callqa.api.routes import ai, analyze, calls, live, ops, ui
+from callqa.api.routes import ai, analyze, calls, live, ops, trends, ui
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
 from callqa.private import open_to_others
 from callqa.public import public_message
+from callqa.service.alerts import run_evaluation
 from callqa.service.jobs import JobStore, audio_dir, error_code, prune
 from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
@@ -94,6 +95,16 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+async def alerts_loop(state: AppState) -> None:
+    """Systemic fault detection every ``alerts.interval_s``: incidents opened, closed and sent (docs/alerts.md)."""
+    while True:
+        await asyncio.sleep(state.settings.alerts.interval_s)
+        try:
+            await asyncio.to_thread(run_evaluation, state.store, state.settings.alerts)
+        except Exception:  # a locked store, a bug: logged, and the next round runs as usual
+            log.exception("fault detection failed")
+
+
 async def vicidial_sync_loop(state: AppState) -> None:
     """The dialer's new or changed recordings become jobs every ``vicidial.sync_interval_s`` (one round at a time;
     a round that finds the queue full leaves the rest for the next one)."""
@@ -145,6 +156,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     llm = make_provider(settings.llm) if provider is True else provider or None
     store = Store(settings.db)
     metrics = Metrics()
+    metrics.watch_groups(store, settings.metrics)
     assistant = Assistant(settings.llm, store, llm, metrics.observe_llm)
     jobs = JobStore(store)
     state = AppState(settings=settings, store=store, keys=KeyStore(store), jobs=jobs, metrics=metrics,
@@ -163,6 +175,8 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
         await asyncio.to_thread(prune, settings, jobs)
         await state.runner.start()
         tasks = [asyncio.create_task(retention())]
+        if settings.alerts.interval_s > 0:
+            tasks.append(asyncio.create_task(alerts_loop(state)))
         if settings.vicidial.dsn is not None and settings.vicidial.sync_interval_s > 0:
             tasks.append(asyncio.create_task(vicidial_sync_loop(state)))
         try:
@@ -177,7 +191,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
                   description="Objective quality analysis of VoIP calls: recordings and captured calls in, "
                               "CallReports, AI assessments and answers out.")  # fmt: skip
     app.state.callqa = state
-    for module in (analyze, calls, ai, live, ops):
+    for module in (analyze, calls, ai, live, ops, trends):
         app.include_router(module.router)
     ui.install(app)  # the web pages under /ui/
     install_docs(app)  # /docs from packaged Swagger UI files

@@ -1,11 +1,105 @@
 """Prometheus metrics. Labels are bounded sets (verdicts, model names, outcomes, route templates): no call
-ids, phone numbers or addresses ever become labels."""
+ids, phone numbers or addresses ever become labels.
+
+Per-group quality (``GroupCollector``): on each scrape, the rollups of the stored calls over the trailing
+``metrics.group_window_s`` per dimension (agent, campaign, carrier, site, codec). Only the ``top_groups`` groups
+with the most calls of each dimension get their own ``group`` label; the rest are summed into ``group="other"``,
+so a dimension never has more than ``top_groups + 1`` label values. They come from the store, so every process
+that stores reports (the workers, ``callqa sniff``) counts, and a restart loses nothing."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from callqa import rollups
+from callqa.config import MetricsSettings
+from callqa.errors import CallqaError
 from callqa.report import CallReport
+from callqa.rollups import DIMENSIONS, FAULTS, Rollup
+from callqa.store import Store
+
+log = logging.getLogger("callqa.metrics")
+OTHER = "other"
+QUANTILES = (0.1, 0.5, 0.9)
+GROUP_METRICS = ("callqa_group_calls", "callqa_group_fault_calls", "callqa_group_fault_ratio", "callqa_group_mos",
+                 "callqa_group_loss_percent", "callqa_group_jitter_ms", "callqa_group_window_seconds",
+                 "callqa_incidents_open")  # fmt: skip
+
+
+def capped(sums: dict[str, Rollup], top: int) -> dict[str, Rollup]:
+    """The ``top`` groups with the most calls, the rest summed as ``other`` (label values cut to 64 characters)."""
+    order = sorted(sums, key=lambda k: (-sums[k].calls, k))
+    out = {k[:64]: sums[k] for k in order[:top]}
+    rest = [sums[k] for k in order[top:]]
+    if rest:
+        out[OTHER] = sum(rest, out.get(OTHER, Rollup()))
+    return out
+
+
+class GroupCollector(Collector):
+    def __init__(self, store: Store, settings: MetricsSettings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        from callqa import incidents  # the detection reads the rollups too; imported when first scraped
+
+        window = self.settings.group_window_s
+        now = self.clock()
+        since = now - now % 900 - window + 900  # the quarter hours of the window, the current one included
+        labels = ["dimension", "group"]
+        calls = GaugeMetricFamily("callqa_group_calls", "Calls per group over the trailing window", labels=labels)
+        faults = GaugeMetricFamily("callqa_group_fault_calls", "Calls with a fault finding per group",
+                                   labels=[*labels, "fault"])  # fmt: skip
+        ratio = GaugeMetricFamily("callqa_group_fault_ratio", "Share of a group's calls with a fault finding",
+                                  labels=[*labels, "fault"])  # fmt: skip
+        mos = GaugeMetricFamily("callqa_group_mos", "Call MOS quantiles per group", labels=[*labels, "quantile"])
+        loss = GaugeMetricFamily("callqa_group_loss_percent", "Packet loss quantiles (worst direction) per group",
+                                 labels=[*labels, "quantile"])  # fmt: skip
+        jitter = GaugeMetricFamily("callqa_group_jitter_ms", "Mean jitter quantiles (worst direction) per group",
+                                   labels=[*labels, "quantile"])  # fmt: skip
+        try:
+            rollups.refresh(self.store)
+            for dim in DIMENSIONS:
+                sums = capped(rollups.totals(rollups.read(self.store, dim, 900, since, now + 900)),
+                              self.settings.top_groups)  # fmt: skip
+                for key, r in sums.items():
+                    calls.add_metric([dim, key], r.calls)
+                    for fault in FAULTS:
+                        faults.add_metric([dim, key, fault], r.count(fault))
+                        ratio.add_metric([dim, key, fault], r.rate(fault))
+                    for q in (0.5, 0.95):
+                        for family, value in ((loss, r.loss_quantile(q)), (jitter, r.jitter_quantile(q))):
+                            if value is not None:
+                                family.add_metric([dim, key, str(q)], value)
+                    for q in QUANTILES:
+                        value = r.mos_quantile(q)
+                        if value is not None:
+                            mos.add_metric([dim, key, str(q)], value)
+        except (sqlite3.Error, CallqaError) as exc:  # the store is busy or gone: empty families, not a failed scrape
+            log.warning("per-group metrics skipped: %s", exc)
+        yield from (calls, faults, ratio, mos, loss, jitter)
+        yield GaugeMetricFamily("callqa_group_window_seconds", "The trailing window of the group gauges",
+                                value=window)  # fmt: skip
+        open_ = GaugeMetricFamily("callqa_incidents_open", "Open incidents by dimension and fault",
+                                  labels=["dimension", "fault"])  # fmt: skip
+        counts: dict[tuple[str, str], int] = {(d, m): 0 for d in DIMENSIONS for m in incidents.METRICS}
+        with suppress(sqlite3.Error, CallqaError):
+            for inc in incidents.incidents(self.store, state="open", limit=10_000):
+                counts[(inc.dimension, inc.metric)] = counts.get((inc.dimension, inc.metric), 0) + 1
+        for (dimension, metric), n in sorted(counts.items()):
+            open_.add_metric([dimension, metric], n)
+        yield open_
+
 
 MOS_BUCKETS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.25, 4.5, 5.0)
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 60.0, 120.0, 300.0)
@@ -30,6 +124,10 @@ class Metrics:
                                   registry=r)  # fmt: skip
         self.requests = Counter("callqa_http_requests", "HTTP requests by route template and status",
                                 ["method", "route", "status"], registry=r)  # fmt: skip
+
+    def watch_groups(self, store: Store, settings: MetricsSettings, clock: Callable[[], float] = time.time) -> None:
+        """Serve the per-group quality gauges of the stored calls (see the module's doc)."""
+        self.registry.register(GroupCollector(store, settings, clock))
 
     def observe_report(self, report: CallReport, cached: bool) -> None:
         if cached:
