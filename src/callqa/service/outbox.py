@@ -25,6 +25,7 @@ import re
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ class Outbox:
         self.refused = 0  # calls not spooled because even their report did not fit
         self.without_audio = 0  # calls spooled without their audio because of the bound
         self.quarantined = 0
+        self.bytes = 0
         self._fd = self._take_lock()
         try:
             self._recover()
@@ -116,10 +118,8 @@ class Outbox:
         audio = [p for p in audio if AUDIO_NAME.match(p.name)]
         with self._lock:
             need = len(report_json) + sum(_size(p) for p in audio) + ENTRY_OVERHEAD * (1 + len(audio))
-            if audio and self.bytes + need > self.max_bytes:
-                self.without_audio += 1
-                log.warning("spool %s is full (%d of %d bytes): call %s is sent without its audio",
-                            self.root, self.bytes, self.max_bytes, report.id)  # fmt: skip
+            dropped = bool(audio) and self.bytes + need > self.max_bytes
+            if dropped:
                 audio, need = [], len(report_json) + ENTRY_OVERHEAD
             if self.bytes + need > self.max_bytes:
                 self.refused += 1
@@ -139,6 +139,10 @@ class Outbox:
                     tmp.unlink()
                 raise
             self.bytes += _size(self.root / name)
+            if dropped:
+                self.without_audio += 1
+                log.warning("spool %s is nearly full (%d of %d bytes): call %s is sent without its audio",
+                            self.root, self.bytes, self.max_bytes, report.id)  # fmt: skip
         return self.root / name
 
     @staticmethod
@@ -173,8 +177,11 @@ class Outbox:
                         audio.append((name.removeprefix("audio/"), z.read(name)))
         except ValidationError as exc:
             raise CorruptEntry(f"{REPORT} is not a valid report: {exc.error_count()} errors") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
-            raise CorruptEntry(f"not a readable spool entry: {exc}") from None
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
+                OSError) as exc:  # fmt: skip
+            raise CorruptEntry(f"not a readable spool entry: {type(exc).__name__}: {exc}") from None
         if not path.name.removeprefix(TMP_PREFIX).removesuffix(SUFFIX).endswith("-" + report.id):
             raise CorruptEntry(f"it holds report {report.id}, not the one its name says")
         return Entry(path, report.id, report_json, audio)
@@ -300,7 +307,12 @@ class Sender:
                     return
                 self._wake.wait(1.0)
                 continue
-            retry_after = self._deliver(entries[0])
+            try:
+                retry_after = self._deliver(entries[0])
+            except Exception as exc:  # noqa: BLE001 - the sender must outlive any one entry's trouble
+                log.exception("sending spool entry %s failed", entries[0].name)
+                self._failed(f"sending {entries[0].name} failed: {type(exc).__name__}: {exc}")
+                retry_after = 0.0
             if retry_after is None:
                 delay = 0.0
                 continue
