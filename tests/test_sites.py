@@ -471,3 +471,34 @@ def test_a_site_needs_its_name_central_service_and_key(tmp_path: Path) -> None:
                          (SniffOptions(site="lab 1/..", central_url="http://x"), "site name")):  # fmt: skip
         with pytest.raises(CallqaError, match=why):
             run_live(settings, options, print, print)
+
+
+def test_outbox_commands_show_requeue_and_add(tmp_path: Path) -> None:
+    """`callqa outbox status` (while a sniffer holds the spool too), `requeue` and `add`, as an operator runs them."""
+    reports = site_reports(tmp_path, 3)
+    db = tmp_path / "site" / "store.sqlite3"
+    store = Store(db)
+    for r in reports:
+        store.put(r)
+    box = Outbox(db.parent / "outbox", 10**9)
+    box.put(reports[0])
+    box.quarantine(box.put(reports[1]), "refused by the central service: HTTP 413: too large")  # type: ignore[arg-type]
+    env = {**os.environ, "CALLQA_DB": str(db), "PYTHONPATH": str(REPO / "src")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "callqa.cli", "outbox", *args], capture_output=True, text=True,
+                              env=env, timeout=120)  # fmt: skip
+
+    status = json.loads(cli("status", "--json").stdout)  # the spool is held by `box` (a running sniffer)
+    assert status["waiting"] == 1 and status["bytes"] == box.bytes and status["oldest_age_s"] >= 0
+    assert [q["reason"] for q in status["quarantined"]] == ["refused by the central service: HTTP 413: too large"]
+    busy = cli("requeue")
+    assert busy.returncode == 2 and "in use by another process" in busy.stderr
+    box.close()
+    assert "1 entries back" in cli("requeue").stdout
+    done = cli("add", reports[2].id, "0123456789abcdef")
+    assert done.returncode == 2 and "no stored call '0123456789abcdef'" in done.stderr
+    box = Outbox(db.parent / "outbox", 10**9)
+    assert [box.read(p).report_id for p in box.pending()] == [r.id for r in reports]
+    assert box.quarantined_entries() == []
+    box.close()

@@ -288,7 +288,7 @@ def outbox_status(
     """What waits in this capture site's spool for the central service (and what was quarantined)."""
     import time
 
-    box = _outbox(db)
+    box = _outbox(db, exclusive=False)  # a running sniffer keeps sending meanwhile
     try:
         pending, quarantined = box.pending(), box.quarantined_entries()
         oldest = int(pending[0].name.split("-", 1)[0]) / 1e9 if pending else None
@@ -345,13 +345,13 @@ def outbox_requeue(
         box.close()
 
 
-def _outbox(db: Path | None):  # type: ignore[no-untyped-def]
+def _outbox(db: Path | None, exclusive: bool = True):  # type: ignore[no-untyped-def]
     from callqa.service.live import spool_dir
     from callqa.service.outbox import Outbox
 
     settings = get_settings() if db is None else get_settings().model_copy(update={"db": db})
     try:
-        return Outbox(spool_dir(settings), settings.site.spool_max_bytes)
+        return Outbox(spool_dir(settings), settings.site.spool_max_bytes, exclusive)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

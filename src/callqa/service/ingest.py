@@ -87,9 +87,12 @@ class SiteCalls:
                 write_bytes(leg_audio_path(self.audio_root, report.id, index, report.legs[index].role), data)
             self.store.put(report)
             with self.store.connect() as db:
-                db.execute("INSERT INTO site_calls (report_id, site, digest, received_at) VALUES (?, ?, ?, ?)",
-                           (report.id, report.site, digest, time.time()))  # fmt: skip
-        return Received(report, "stored")
+                # another process on the same database may have received the same call meanwhile: the primary key
+                # keeps one row, and this copy (the same content, just put again) is the repeat
+                row = (report.id, report.site, digest, time.time())
+                added = db.execute("INSERT OR IGNORE INTO site_calls (report_id, site, digest, received_at) "
+                                   "VALUES (?, ?, ?, ?)", row).rowcount  # fmt: skip
+        return Received(report, "stored" if added == 1 else "already stored")
 
 
 def parse(report_json: bytes) -> CallReport:

@@ -69,9 +69,10 @@ class Entry:
 
 
 class Outbox:
-    """The spool directory (0700, entries 0600). One process at a time: a second one is refused."""
+    """The spool directory (0700, entries 0600). One process at a time writes and sends (a second one is
+    refused); ``exclusive=False`` opens it to look only (``callqa outbox status`` while the sniffer runs)."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, exclusive: bool = True) -> None:
         self.root = private_dir(Path(root))
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -80,9 +81,10 @@ class Outbox:
         self.without_audio = 0  # calls spooled without their audio because of the bound
         self.quarantined = 0
         self.bytes = 0
-        self._fd = self._take_lock()
+        self._fd = self._take_lock() if exclusive else -1
         try:
-            self._recover()
+            if exclusive:
+                self._recover()
             self.bytes = sum(_size(p) for p in self.pending())
         except BaseException:
             self.close()
@@ -94,7 +96,7 @@ class Outbox:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutboxError(f"the spool {self.root} is in use by another process") from None
+            raise OutboxError(f"the spool {self.root} is in use by another process (a running sniffer)") from None
         return fd
 
     def close(self) -> None:
