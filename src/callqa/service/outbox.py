@@ -303,20 +303,26 @@ class Sender:
         delay = 0.0
         while not self._stopping_now():
             self._wake.clear()
-            entries = self.outbox.pending()
+            entries = self.outbox.pending()  # listed once per round: a backlog is not listed again per entry
             if not entries:
                 if self._stop.is_set():
                     return
                 self._wake.wait(1.0)
                 continue
-            try:
-                retry_after = self._deliver(entries[0])
-            except Exception as exc:  # noqa: BLE001 - the sender must outlive any one entry's trouble
-                log.exception("sending spool entry %s failed", entries[0].name)
-                self._failed(f"sending {entries[0].name} failed: {type(exc).__name__}: {exc}")
-                retry_after = 0.0
-            if retry_after is None:
+            retry_after = None
+            for path in entries:  # entries spooled meanwhile sort after these: the next round takes them
+                if self._stopping_now():
+                    return
+                try:
+                    retry_after = self._deliver(path)
+                except Exception as exc:  # noqa: BLE001 - the sender must outlive any one entry's trouble
+                    log.exception("sending spool entry %s failed", path.name)
+                    self._failed(f"sending {path.name} failed: {type(exc).__name__}: {exc}")
+                    retry_after = 0.0
+                if retry_after is not None:
+                    break
                 delay = 0.0
+            if retry_after is None:
                 continue
             delay = min(max(delay * 2, self.settings.retry_min_s), self.settings.retry_max_s)
             wait = max(delay, retry_after)
