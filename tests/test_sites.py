@@ -294,8 +294,8 @@ def test_a_sites_call_arrives_with_its_audio(central, tmp_path: Path) -> None:
 
 
 def _netns_available() -> str | None:
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        return "needs root and iproute2 (installed by .ci/run) for a network namespace"
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
+        return "needs root, iproute2 and nftables (installed by .ci/run) for a network namespace and a partition"
     return None
 
 
@@ -387,6 +387,7 @@ class Central:
 def _sniffer(ns: str, site_addr: str, hep_port: int, central: Central, tmp: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "CALLQA_DB": str(tmp / "site" / "store.sqlite3"), "CALLQA_SITE__KEY": central.write,
            "CALLQA_SITE__RETRY_MIN_S": "0.2", "CALLQA_SITE__RETRY_MAX_S": "0.5", "CALLQA_SITE__DRAIN_S": "1",
+           "CALLQA_SITE__TIMEOUT_S": "1",
            "PYTHONPATH": str(REPO / "src")}  # fmt: skip
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "callqa.cli", "sniff", "--jsonl",
                              "--stats-only", "--hep", f"{site_addr}:{hep_port}", "--inactivity", "1", "--site",
@@ -407,12 +408,15 @@ def _until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-u
 
 @pytest.mark.skipif(_netns_available() is not None, reason=str(_netns_available()))
 def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net, tmp_path: Path) -> None:
-    """Calls finish while the central service is down, and the site's sniffer is restarted meanwhile: when the
-    central service is back, every call is there exactly once and the site's spool is empty."""
+    """A call finishes while the network to the central service drops every packet (nftables in the site's
+    namespace: connections time out), then calls finish while the central service is down and the site's
+    sniffer is restarted meanwhile: when the central service is back, every call is there exactly once and the
+    site's spool is empty."""
     ns, host_addr, site_addr = site_net
     central = Central(tmp_path, host_addr)
     hep_port = _free_port("127.0.0.1", socket.SOCK_DGRAM)
-    calls = generated_calls(tmp_path, 6, prefix=f"outage-{uuid.uuid4().hex[:6]}")
+    calls = generated_calls(tmp_path, 7, prefix=f"outage-{uuid.uuid4().hex[:6]}")
+    nft = ["ip", "netns", "exec", ns, "nft"]
     spool = tmp_path / "site" / "outbox"
     lines: list[str] = []
     sniffer = None
@@ -422,20 +426,30 @@ def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net,
         for call in calls[:2]:
             _hep(call, tmp_path, (site_addr, hep_port))
         _until(lambda: len(central.calls()) == 2, 20, "the first two calls at the central service")
+        # a partition: the site's packets to the central service vanish (no answer, no reset)
+        drop = f"add rule ip part out ip daddr {host_addr} tcp dport {central.port} drop"
+        subprocess.run([*nft, f"add table ip part; add chain ip part out {{ type filter hook output priority 0; }}; "
+                        f"{drop}"], check=True)  # fmt: skip
+        _hep(calls[2], tmp_path, (site_addr, hep_port))
+        _until(lambda: len(list(spool.glob("*.zip"))) == 1, 20, "the third call spooled during the partition")
+        time.sleep(1.5)  # at least one attempt times out
+        assert len(central.calls()) == 2
+        subprocess.run([*nft, "delete", "table", "ip", "part"], check=True)
+        _until(lambda: len(central.calls()) == 3, 20, "the third call delivered after the partition")
         central.stop()  # down: the next calls finish and wait in the site's spool
-        for call in calls[2:5]:
+        for call in calls[3:6]:
             _hep(call, tmp_path, (site_addr, hep_port))
         _until(lambda: len(list(spool.glob("*.zip"))) == 3, 20, "three calls spooled at the site")
         sniffer.terminate()  # the site restarts while the central service is still down
         out, err = sniffer.communicate(timeout=30)
         lines += out.splitlines()
         assert sniffer.returncode == 0, err[-2000:]
-        assert "3 waiting in the spool" in err and "cannot reach" in err
+        assert "3 waiting in the spool" in err and "cannot reach" in err and "ConnectTimeout" in err
         sniffer = _sniffer(ns, site_addr, hep_port, central, tmp_path)
-        _hep(calls[5], tmp_path, (site_addr, hep_port))
+        _hep(calls[6], tmp_path, (site_addr, hep_port))
         _until(lambda: len(list(spool.glob("*.zip"))) == 4, 20, "the fourth call spooled")
         central.start()
-        _until(lambda: len(central.calls()) == 6, 20, "all six calls at the central service")
+        _until(lambda: len(central.calls()) == 7, 20, "all seven calls at the central service")
         _until(lambda: not list(spool.glob("*.zip")), 10, "the spool emptied")
         metrics = central.metrics()  # since the restart: four stored, none twice
         sniffer.terminate()
@@ -448,12 +462,12 @@ def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net,
             sniffer.wait()
         central.stop()
     site_ids = {json.loads(line)["id"] for line in lines}
-    assert len(site_ids) == 6 == len(lines)
+    assert len(site_ids) == 7 == len(lines)
     with Store(central.db).connect() as db:
         rows = db.execute("SELECT id, json_extract(report, '$.sip.call_id'), json_extract(report, '$.site') "
                           "FROM reports").fetchall()  # fmt: skip
         received = db.execute("SELECT report_id, site FROM site_calls").fetchall()
-    assert {r[0] for r in rows} == site_ids and len(rows) == 6
+    assert {r[0] for r in rows} == site_ids and len(rows) == 7
     assert sorted(r[1] for r in rows) == sorted(c.call_id for c in calls)  # each call once, none missing
     assert {r[2] for r in rows} == {"lab-1"} and sorted(received) == sorted((i, "lab-1") for i in site_ids)
     assert 'callqa_site_calls_total{outcome="stored"} 4.0' in metrics
