@@ -288,6 +288,11 @@ def test_a_sites_call_arrives_with_its_audio(central, tmp_path: Path) -> None:
         r = client.get(f"/calls/{report.id}/audio/{leg.role}", headers=auth)
         assert r.status_code == 200 and r.content == (audio_dir(site) / report.id / f"{i}-{leg.role}.wav").read_bytes()
     box.close()
+    # the call's page names the site (signed in with the read key, as a browser does)
+    csrf = client.get("/ui/login").cookies["callqa_login"]
+    client.post("/ui/login", data={"key": read, "csrf": csrf, "next": f"/ui/calls/{report.id}"})
+    page = client.get(f"/ui/calls/{report.id}")
+    assert page.status_code == 200 and '· site <b id="site">lab-1</b>' in page.text
 
 
 # --- a site in a network namespace, the central service down for a while ---------------------------------------
