@@ -175,7 +175,7 @@ def test_a_full_spool_sends_without_audio_then_refuses_with_an_error(tmp_path: P
     legs = [tmp_path / "0-caller.wav", tmp_path / "1-callee.wav"]
     for p in legs:
         p.write_bytes(b"RIFF" + bytes(40_000))
-    box = Outbox(tmp_path / "outbox", len(reports[0].model_dump_json()) + 4096)  # one report, no audio
+    box = Outbox(tmp_path / "outbox", max(len(r.model_dump_json()) for r in reports) + 4096)  # one report, no audio
     with caplog.at_level(logging.WARNING, logger="callqa.site"):
         a, b, c = (box.put(r, legs) for r in reports)
     assert a is not None and b is None and c is None

@@ -262,8 +262,8 @@ def sniff(
                               stats_only=stats_only, nat_aliases=_aliases(settings, nat_alias),
                               publish_url=publish, keep_audio=keep_audio, site=site,
                               central_url=central)  # fmt: skip
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # the sender's outcomes are logged, not each request
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("callqa.site").setLevel(logging.INFO)  # the spool and the sender say what they do
         result = run_live(settings, options, on_report, on_error, lambda: stop["flag"])
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
