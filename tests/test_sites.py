@@ -288,6 +288,13 @@ def test_a_sites_call_arrives_with_its_audio(central, tmp_path: Path) -> None:
         r = client.get(f"/calls/{report.id}/audio/{leg.role}", headers=auth)
         assert r.status_code == 200 and r.content == (audio_dir(site) / report.id / f"{i}-{leg.role}.wav").read_bytes()
     box.close()
+    # a site's report whose leg names a file on the central machine: that file is never read or served
+    key = ("1" if report.cache_key[0] == "0" else "0") + report.cache_key[1:]
+    legs = [leg.model_copy(update={"source": str(kept[0])}) for leg in report.legs]
+    elsewhere = report.model_copy(update={"id": key[:16], "cache_key": key, "legs": legs})
+    assert post(client, write, elsewhere.model_dump_json().encode()).status_code == 201
+    r = client.get(f"/calls/{elsewhere.id}/audio/caller", headers=auth)
+    assert r.status_code == 404 and "not kept" in r.json()["detail"]
     # the call's page names the site (signed in with the read key, as a browser does)
     csrf = client.get("/ui/login").cookies["callqa_login"]
     client.post("/ui/login", data={"key": read, "csrf": csrf, "next": f"/ui/calls/{report.id}"})
