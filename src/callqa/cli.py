@@ -291,7 +291,8 @@ def outbox_status(
     box = _outbox(db, exclusive=False)  # a running sniffer keeps sending meanwhile
     try:
         pending, quarantined = box.pending(), box.quarantined_entries()
-        oldest = int(pending[0].name.split("-", 1)[0]) / 1e9 if pending else None
+        stamps = [int(t) for p in pending if (t := p.name.split("-", 1)[0]).isdigit()]
+        oldest = min(stamps) / 1e9 if stamps else None
         status = {"spool": str(box.root), "waiting": len(pending), "bytes": box.bytes, "max_bytes": box.max_bytes,
                   "oldest_age_s": round(time.time() - oldest, 1) if oldest else None,
                   "quarantined": [{"entry": p.name, "reason": _reason(p)} for p in quarantined]}  # fmt: skip

@@ -81,11 +81,16 @@ class Outbox:
         self.without_audio = 0  # calls spooled without their audio because of the bound
         self.quarantined = 0
         self.bytes = 0
+        self._last_ns = 0
         self._fd = self._take_lock() if exclusive else -1
         try:
             if exclusive:
                 self._recover()
-            self.bytes = sum(_size(p) for p in self.pending())
+            pending = self.pending()
+            self.bytes = sum(_size(p) for p in pending)
+            # names keep sorting in spooling order even if the clock is set back
+            stamps = [p.name.split("-", 1)[0] for p in pending]
+            self._last_ns = max((int(t) for t in stamps if t.isdigit()), default=0)
         except BaseException:
             self.close()
             raise
@@ -130,7 +135,8 @@ class Outbox:
                           self.root, self.bytes, self.max_bytes, report.id, report.id)  # fmt: skip
                 return None
             self._seq += 1
-            name = f"{time.time_ns():020d}-{self._seq % 1_000_000:06d}-{report.id}{SUFFIX}"
+            self._last_ns = max(time.time_ns(), self._last_ns + 1)
+            name = f"{self._last_ns:020d}-{self._seq % 1_000_000:06d}-{report.id}{SUFFIX}"
             tmp = self.root / (TMP_PREFIX + name)
             try:
                 self._write(tmp, report_json, audio)
