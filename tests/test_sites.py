@@ -381,9 +381,9 @@ class Central:
                 time.sleep(0.1)
         raise AssertionError("the central service did not start")
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.kill() if kill else self.proc.terminate()
             self.proc.wait(30)
         self.proc = None
 
@@ -448,7 +448,7 @@ def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net,
         assert len(central.calls()) == 2
         subprocess.run([*nft, "delete", "table", "ip", "part"], check=True)
         _until(lambda: len(central.calls()) == 3, 20, "the third call delivered after the partition")
-        central.stop()  # down: the next calls finish and wait in the site's spool
+        central.stop(kill=True)  # it crashes (SIGKILL): the next calls finish and wait in the site's spool
         for call in calls[3:6]:
             _hep(call, tmp_path, (site_addr, hep_port))
         _until(lambda: len(list(spool.glob("*.zip"))) == 3, 20, "three calls spooled at the site")
