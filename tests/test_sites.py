@@ -405,7 +405,6 @@ def _sniffer(ns: str, site_addr: str, hep_port: int, central: Central, tmp: Path
                              "--stats-only", "--hep", f"{site_addr}:{hep_port}", "--inactivity", "1", "--site",
                              "lab-1", "--central", central.url], env=env, cwd=tmp, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_listening(proc, "udp", hep_port)
     return proc
 
 
@@ -433,8 +432,9 @@ def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net,
     lines: list[str] = []
     sniffer = None
     try:
+        sniffer = _sniffer(ns, site_addr, hep_port, central, tmp_path)  # both start at once
         central.start()
-        sniffer = _sniffer(ns, site_addr, hep_port, central, tmp_path)
+        wait_listening(sniffer, "udp", hep_port)
         for call in calls[:2]:
             _hep(call, tmp_path, (site_addr, hep_port))
         _until(lambda: len(central.calls()) == 2, 20, "the first two calls at the central service")
@@ -458,6 +458,7 @@ def test_site_in_a_namespace_delivers_every_call_once_across_an_outage(site_net,
         assert sniffer.returncode == 0, err[-2000:]
         assert "3 waiting in the spool" in err and "cannot reach" in err and "ConnectTimeout" in err
         sniffer = _sniffer(ns, site_addr, hep_port, central, tmp_path)
+        wait_listening(sniffer, "udp", hep_port)
         _hep(calls[6], tmp_path, (site_addr, hep_port))
         _until(lambda: len(list(spool.glob("*.zip"))) == 4, 20, "the fourth call spooled")
         central.start()
