@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -272,7 +273,7 @@ def sniff(
     err.print(f"{result.frames} frames read, {result.kernel_drops} dropped by the kernel")
     if result.site is not None:
         r = result.site
-        last = f"; last error: {r.last_error}" if r.last_error else ""
+        last = f"; last error: {escape(r.last_error)}" if r.last_error else ""
         err.print(f"central service: {r.sent} calls stored, {r.duplicates} already there; {r.waiting} waiting in "
                   f"the spool, {r.quarantined} quarantined, {r.refused} refused (spool full), {r.without_audio} "
                   f"sent without audio (spool full){last}")  # fmt: skip
@@ -304,7 +305,7 @@ def outbox_status(
     out.print(f"{status['waiting']} calls waiting ({status['bytes']} of {status['max_bytes']} bytes)"
               + (f", the oldest for {status['oldest_age_s']} s" if oldest else ""))  # fmt: skip
     for q in status["quarantined"]:  # type: ignore[attr-defined]
-        out.print(f"[yellow]quarantined[/] {q['entry']}: {q['reason']}")
+        out.print(f"[yellow]quarantined[/] {q['entry']}: {escape(q['reason'])}")
 
 
 @outbox_app.command("add")

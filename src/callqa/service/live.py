@@ -75,6 +75,8 @@ def run_live(
     worker thread (capture goes on meanwhile), stored, and handed to ``on_report``; a call that cannot be
     analysed goes to ``on_error`` and the capture carries on."""
     store = Store(settings.db)
+    site = options.site or settings.site.name or None
+    outbox, sender = open_site(settings, site, options.central_url)  # a wrong site set-up fails before capturing
     source = f"live:{options.interface or ''}{'+hep:' + options.hep if options.hep else ''}"
     tracker = Tracker(
         options.nat_aliases,
@@ -97,8 +99,6 @@ def run_live(
         follower = LiveAudio(LiveTranscriber(publisher, rules=ruleset), settings.limits)
 
     keep = audio_dir(settings) if options.keep_audio and not options.stats_only else None
-    site = options.site or settings.site.name or None
-    outbox, sender = open_site(settings, site, options.central_url)
 
     def analyse(call: CapturedCall) -> None:
         try:
@@ -110,7 +110,7 @@ def run_live(
             return
         if outbox is not None and sender is not None:
             legs = [leg_audio_path(keep, report.id, i, leg.role) for i, leg in enumerate(report.legs)] if keep else []
-            try:  # durable before anything else is done with it
+            try:  # durable before it is printed or handed on
                 outbox.put(report, legs if settings.site.send_audio else [])
             except OSError as exc:
                 on_error(call, OSError(f"call {report.id} not spooled for the central service: {exc}"))
