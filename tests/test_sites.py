@@ -30,7 +30,7 @@ from sniffing import wait_listening
 from callqa.api.keys import KeyStore
 from callqa.api.main import create_app
 from callqa.capture.calls import read_capture
-from callqa.config import AnalysisSettings, Settings, SiteSettings
+from callqa.config import AnalysisSettings, ApiSettings, Settings, SiteSettings
 from callqa.errors import CallqaError
 from callqa.protocol.hep import build_hep3
 from callqa.protocol.packet import Decoder
@@ -528,4 +528,26 @@ def test_outbox_commands_show_requeue_and_add(tmp_path: Path) -> None:
     box = Outbox(db.parent / "outbox", 10**9)
     assert [box.read(p).report_id for p in box.pending()] == [r.id for r in reports]
     assert box.quarantined_entries() == []
+    box.close()
+
+
+def test_an_unknown_key_is_retried_and_a_too_large_call_quarantined(tmp_path: Path) -> None:
+    """What the central service answers decides: 401 (a key it does not know yet) keeps the entry for later;
+    413 (larger than its body limit) can never succeed as it is, so the entry is quarantined with the reason."""
+    (report,) = site_reports(tmp_path, 1)
+    settings = Settings(db=tmp_path / "central" / "store.sqlite3")
+    write = KeyStore(Store(settings.db)).create("write", "site lab-1")
+    box = Outbox(tmp_path / "outbox", 10**9)
+    box.put(report)
+    client = TestClient(create_app(settings, provider=None))
+    sender = Sender(box, "http://testserver", "cqa_00000000_unknown", FAST, client=client).start()
+    sender.close(drain_s=0.5)
+    assert len(box.pending()) == 1 and sender.failed_attempts >= 2 and "answered 401" in sender.last_error
+    assert box.quarantined_entries() == []
+    small = settings.model_copy(update={"api": ApiSettings(max_upload_bytes=2000)})  # smaller than the call
+    client = TestClient(create_app(small, provider=None))
+    sender = Sender(box, "http://testserver", write, FAST, client=client).start()
+    sender.close(drain_s=5)
+    (q,) = box.quarantined_entries()
+    assert box.pending() == [] and "HTTP 413" in (q.parent / (q.name + ".reason")).read_text()
     box.close()
