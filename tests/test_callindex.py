@@ -192,3 +192,15 @@ def test_an_unreadable_report_is_left_out_and_not_read_again(store: Store) -> No
         db.execute(f"INSERT INTO reports {COLUMNS} SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, "
                    "report FROM reports WHERE id = ?", (NOW + 5, f"{3:016x}"))  # fmt: skip
     assert index.sync() == 1 and index.page(ListQuery()).total == 6
+
+
+def test_the_site_is_the_capture_site_else_the_dialer_server(store: Store) -> None:
+    """A call sent by a capture site is indexed (and rolled up) under that site's name; a dialer's call under
+    the server that recorded it."""
+    sent = _report(7).model_copy(update={"site": "branch-lyon"})
+    store.put(sent, now=NOW + 2)
+    _with_context(store, _report(8), {"agent": "carol", "server_ip": "10.9.0.4"}, NOW + 3)
+    index = CallIndex(store)
+    sites = {e.id: e.site for e in index.entries(0, NOW + 10**6)}
+    assert sites[sent.id] == "branch-lyon" and sites[f"{8:016x}"] == "10.9.0.4"
+    assert sites[f"{3:016x}"] == ""

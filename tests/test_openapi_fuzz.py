@@ -54,7 +54,12 @@ def test_no_server_errors(api_schema) -> None:  # type: ignore[no-untyped-def]
     auth = {"Authorization": f"Bearer {TOKEN['write']}"}
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /analyze", "POST /ask", "GET /calls/{call_id}/audio/{leg}"}
+    assert {op.label for op in operations} >= {
+        "POST /analyze",
+        "POST /ask",
+        "GET /calls/{call_id}/audio/{leg}",
+        "POST /calls",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -8,7 +8,8 @@ them: the service, ``callqa pcap``, ``callqa sniff``) are read once, rows of del
 Call context (agent, campaign, carrier/trunk, direction) comes from the report's optional ``context`` object
 when a source provides one (``agent``, ``campaign_id``, ``carrier``, ``direction``); for captured calls
 without a carrier the SIP host of the far side stands for the trunk (To for outbound calls, From for inbound).
-The capture site is the dialer server that recorded the call (``context.server_ip``); the codec is the first
+The site is the capture site that sent the call (``site``, see docs/scaling.md), else the dialer server that
+recorded it (``context.server_ip``); the codec is the first
 RTP stream's (else the first leg's); loss and jitter are the worst RTP direction's (captured calls only).
 
 The SQL here is plain (``?`` placeholders, ``INSERT ... ON CONFLICT ... DO UPDATE``, DOUBLE PRECISION for
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     campaign    TEXT NOT NULL,
     carrier     TEXT NOT NULL,
     direction   TEXT NOT NULL,
-    site        TEXT NOT NULL,  -- the dialer server that recorded the call (context.server_ip); '' if unknown
+    site        TEXT NOT NULL,  -- the capture site that sent the call, else the dialer server (context.server_ip)
     codec       TEXT NOT NULL,  -- first RTP stream's codec, else the first leg's
     loss_pct    DOUBLE PRECISION,           -- captured calls: the worst direction's lost / expected packets, percent
     jitter_ms   DOUBLE PRECISION            -- captured calls: the worst direction's mean RFC 3550 jitter
@@ -179,7 +180,8 @@ def context_of(report: dict[str, Any]) -> dict[str, str]:
 def media_of(report: dict[str, Any]) -> tuple[str, str, float | None, float | None]:
     """site, codec, loss percent and mean jitter (ms) of a report (JSON as stored); '' or None where unknown."""
     raw = report.get("context")
-    site = str(raw.get("server_ip") or "")[:200] if isinstance(raw, dict) else ""
+    dialer = str(raw.get("server_ip") or "") if isinstance(raw, dict) else ""
+    site = str(report.get("site") or dialer)[:200]
     streams = [s for s in report.get("streams", []) if isinstance(s, dict)]
     legs = [lg for lg in report.get("legs", []) if isinstance(lg, dict)]
     codecs = [str(s.get("codec") or s.get("payload") or "").split(",")[0].strip() for s in streams]

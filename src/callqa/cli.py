@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -33,6 +34,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys of the HTTP s
 app.add_typer(keys_app, name="keys")
 vicidial_app = typer.Typer(no_args_is_help=True, help="Analyse a ViciDial call center's recordings.")
 app.add_typer(vicidial_app, name="vicidial")
+outbox_app = typer.Typer(no_args_is_help=True, help="A capture site's spool of calls for the central service.")
+app.add_typer(outbox_app, name="outbox")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -219,10 +222,20 @@ def sniff(
             help="keep each call's legs for listening (the web page's players), next to the store",
         ),
     ] = True,
+    site: Annotated[
+        str | None, typer.Option(help="this capture site's name: each call is also sent to --central")
+    ] = None,  # fmt: skip
+    central: Annotated[
+        str | None,
+        typer.Option(help="central callqa service receiving this site's calls (key: CALLQA_SITE__KEY)"),
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
 ) -> None:
     """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends; with
-    --transcribe, each direction is also transcribed as the call goes on and the segments are published."""
+    --transcribe, each direction is also transcribed as the call goes on and the segments are published; with
+    --site and --central, each call is spooled on disk and sent to the central service (nothing lost when it is
+    unreachable, nothing stored twice)."""
+    import logging
     import signal
 
     from callqa.service.live import SniffOptions, run_live
@@ -248,15 +261,109 @@ def sniff(
         settings = _settings(db, None, no_nisqa, False, transcribe, rules)
         options = SniffOptions(interface=interface, bpf=bpf, hep=hep, inactivity_s=inactivity, duration_s=duration,
                               stats_only=stats_only, nat_aliases=_aliases(settings, nat_alias),
-                              publish_url=publish, keep_audio=keep_audio)  # fmt: skip
+                              publish_url=publish, keep_audio=keep_audio, site=site,
+                              central_url=central)  # fmt: skip
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("callqa.site").setLevel(logging.INFO)  # the spool and the sender say what they do
         result = run_live(settings, options, on_report, on_error, lambda: stop["flag"])
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     _emit(collected, as_json, False)
     err.print(f"{result.frames} frames read, {result.kernel_drops} dropped by the kernel")
+    if result.site is not None:
+        r = result.site
+        last = f"; last error: {escape(r.last_error)}" if r.last_error else ""
+        err.print(f"central service: {r.sent} calls stored, {r.duplicates} already there; {r.waiting} waiting in "
+                  f"the spool, {r.quarantined} quarantined, {r.refused} refused (spool full), {r.without_audio} "
+                  f"sent without audio (spool full){last}")  # fmt: skip
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}")
+
+
+@outbox_app.command("status")
+def outbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+) -> None:
+    """What waits in this capture site's spool for the central service (and what was quarantined)."""
+    import time
+
+    box = _outbox(db, exclusive=False)  # a running sniffer keeps sending meanwhile
+    try:
+        pending, quarantined = box.pending(), box.quarantined_entries()
+        stamps = [int(t) for p in pending if (t := p.name.split("-", 1)[0]).isdigit()]
+        oldest = min(stamps) / 1e9 if stamps else None
+        status = {"spool": str(box.root), "waiting": len(pending), "bytes": box.bytes, "max_bytes": box.max_bytes,
+                  "oldest_age_s": round(time.time() - oldest, 1) if oldest else None,
+                  "quarantined": [{"entry": p.name, "reason": _reason(p)} for p in quarantined]}  # fmt: skip
+    finally:
+        box.close()
+    if as_json:
+        sys.stdout.write(json.dumps(status) + "\n")
+        return
+    out.print(f"{status['waiting']} calls waiting ({status['bytes']} of {status['max_bytes']} bytes)"
+              + (f", the oldest for {status['oldest_age_s']} s" if oldest else ""))  # fmt: skip
+    for q in status["quarantined"]:  # type: ignore[attr-defined]
+        out.print(f"[yellow]quarantined[/] {q['entry']}: {escape(q['reason'])}")
+
+
+@outbox_app.command("add")
+def outbox_add(
+    ids: Annotated[list[str], typer.Argument(help="stored report ids (a call refused while the spool was full)")],
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+) -> None:
+    """Spool stored calls again for the central service (the sniffer sends them on its next start, or now)."""
+    from callqa.service.jobs import audio_dir
+    from callqa.service.recordings import leg_audio_path
+
+    settings = get_settings() if db is None else get_settings().model_copy(update={"db": db})
+    store, box, failed = Store(settings.db), _outbox(db), 0
+    try:
+        for report_id in ids:
+            report = store.get(report_id)
+            if report is None or not report.site:
+                err.print(f"[red]error:[/] no stored call {report_id!r} of this site")
+                failed += 1
+                continue
+            legs = [leg_audio_path(audio_dir(settings), report.id, i, leg.role) for i, leg in enumerate(report.legs)]
+            if box.put(report, [p for p in legs if p.is_file()] if settings.site.send_audio else []) is None:
+                failed += 1
+    finally:
+        box.close()
+    if failed:
+        raise typer.Exit(2)
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(
+    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+) -> None:
+    """Move quarantined entries back into the spool (after what made the central service refuse them is fixed)."""
+    box = _outbox(db)
+    try:
+        out.print(f"{box.requeue()} entries back in the spool")
+    finally:
+        box.close()
+
+
+def _outbox(db: Path | None, exclusive: bool = True):  # type: ignore[no-untyped-def]
+    from callqa.service.live import spool_dir
+    from callqa.service.outbox import Outbox
+
+    settings = get_settings() if db is None else get_settings().model_copy(update={"db": db})
+    try:
+        return Outbox(spool_dir(settings), settings.site.spool_max_bytes, exclusive)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _reason(entry: Path) -> str:
+    try:
+        return (entry.parent / (entry.name + ".reason")).read_text().strip()
+    except OSError:
+        return ""
 
 
 def _aliases(settings: Settings, options: list[str] | None) -> dict[str, str]:

@@ -246,6 +246,27 @@ class MetricsSettings(BaseModel, frozen=True):
     top_groups: int = Field(20, ge=1, le=200, description="per dimension: these groups, the rest as 'other'")
 
 
+class SiteSettings(BaseModel, frozen=True):
+    """A capture site: ``callqa sniff`` at a remote site sends each finished call's report (and its kept audio)
+    to a central service, through a durable spool on disk (see docs/scaling.md, "Capture sites")."""
+
+    name: str = Field(
+        "", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$", description="this site's name; '' = not a site"
+    )
+    central_url: str | None = Field(None, description="the central callqa service, e.g. https://callqa.example")
+    key: SecretStr | None = Field(None, description="a write API key of the central service (else publish_key)")
+    ca_file: Path | None = Field(None, description="CA certificates to verify the central service with")
+    spool_dir: Path | None = Field(None, description="the outgoing spool; default: 'outbox' next to the store")
+    spool_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="spool size limit: past it calls go without audio, then are refused"
+    )
+    send_audio: bool = Field(True, description="send each call's kept leg audio with its report")
+    timeout_s: float = Field(30.0, gt=0, description="one delivery's deadline")
+    retry_min_s: float = Field(1.0, gt=0, description="first wait after a failed delivery (doubles each time)")
+    retry_max_s: float = Field(60.0, gt=0, description="longest wait between delivery attempts")
+    drain_s: float = Field(10.0, ge=0, description="when the sniffer stops, how long it keeps sending the spool")
+
+
 class Settings(BaseSettings):
     """Process-wide settings, from the environment: ``CALLQA_DB``, ``CALLQA_NISQA_WEIGHTS``,
     ``CALLQA_ANALYSIS__VAD_THRESHOLD`` (nested analysis fields use a double underscore)."""
@@ -273,6 +294,9 @@ class Settings(BaseSettings):
     vicidial: VicidialSettings = VicidialSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+
+
+    site: SiteSettings = SiteSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.3.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
+SCHEMA_VERSION = "1.4.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
 # 1.3: context; legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments; sip.messages (the ladder),
-# streams[].intervals (loss and jitter over time)
+# streams[].intervals (loss and jitter over time); 1.4: site (the capture site that sent the call)
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -311,6 +311,7 @@ class CallReport(BaseModel):
     conversation: Conversation | None = None
     scorecard: Scorecard | None = Field(None, description="from the phrase rules, when a rules file is set")
     context: CallContext | None = Field(None, description="agent, campaign, carrier... from the call center")
+    site: str | None = Field(None, description="the capture site that analysed the call and sent it here")
     timings: Timings = Timings()
     models: dict[str, str] = Field(default={}, description="model name -> version used")
     settings: dict[str, Any] = {}

@@ -14,7 +14,8 @@ from callqa.ai.assistant import Assistant
 from callqa.api.hub import Hub
 from callqa.api.keys import ApiKey, KeyStore, Scope
 from callqa.config import Settings
-from callqa.service.jobs import JobStore
+from callqa.service.ingest import SiteCalls
+from callqa.service.jobs import JobStore, audio_dir
 from callqa.service.metrics import Metrics
 from callqa.service.runner import Runner
 from callqa.store import Store
@@ -60,6 +61,7 @@ class AppState:
     hub: Hub = field(default_factory=lambda: Hub())
     verified: dict[str, tuple[ApiKey, float]] = field(default_factory=dict)
     _sessions: Sessions | None = None
+    _site_calls: SiteCalls | None = None
 
     @property
     def sessions(self) -> Sessions:
@@ -67,6 +69,13 @@ class AppState:
         if self._sessions is None:
             self._sessions = Sessions(self.store)
         return self._sessions
+
+    @property
+    def site_calls(self) -> SiteCalls:
+        """Calls received from capture sites (their table is created on first use)."""
+        if self._site_calls is None:
+            self._site_calls = SiteCalls(self.store, audio_dir(self.settings))
+        return self._site_calls
 
     def verify(self, token: str) -> ApiKey | None:
         digest = hashlib.sha256(token.encode()).hexdigest()

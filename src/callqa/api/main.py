@@ -20,7 +20,7 @@ from callqa.api import logs
 from callqa.api.deps import AppState, RateLimiter
 from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
-from callqa.api.routes import ai, analyze, calls, live, ops, trends, ui
+from callqa.api.routes import ai, analyze, calls, live, ops, sites, trends, ui
 from callqa.config import Settings, get_settings
 from callqa.errors import CallqaError
 from callqa.private import open_to_others
@@ -191,7 +191,7 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
                   description="Objective quality analysis of VoIP calls: recordings and captured calls in, "
                               "CallReports, AI assessments and answers out.")  # fmt: skip
     app.state.callqa = state
-    for module in (analyze, calls, ai, live, ops, trends):
+    for module in (analyze, calls, ai, live, ops, sites, trends):
         app.include_router(module.router)
     ui.install(app)  # the web pages under /ui/
     install_docs(app)  # /docs from packaged Swagger UI files

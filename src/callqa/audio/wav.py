@@ -23,3 +23,14 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
         w.writeframes(pcm.tobytes())
     tmp.replace(path)
     return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """A WAV file's bytes (already checked) written to ``path`` as ``write_wav`` writes: private, under a
+    temporary name, then renamed, so a reader never sees half a file."""
+    private_dir(path.parent)
+    tmp = path.with_suffix(".part")
+    with open_private(tmp) as f:
+        f.write(data)
+    tmp.replace(path)
+    return path

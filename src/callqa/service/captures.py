@@ -151,13 +151,18 @@ def report_captured(
     wav_dir: Path | None = None,
     use_cache: bool = True,
     audio_dir: Path | None = None,
+    site: str | None = None,
 ) -> CallReport:
-    """One captured call through the pipeline, cached by capture hash, call and settings."""
-    key = cache.capture_key(source_hash, call.id, stats_only, settings)
+    """One captured call through the pipeline, cached by capture hash, call and settings; ``site`` names the
+    capture site that analysed it (part of its key: two sites never make the same id)."""
+    key = cache.capture_key(source_hash if site is None else f"{source_hash}|site:{site}", call.id, stats_only,
+                            settings)  # fmt: skip
     hit = cache.lookup(store, key, settings) if use_cache and wav_dir is None and audio_dir is None else None
     if hit is not None:
         return hit
     report = report_call(call, settings, key[:16], key, source, stats_only, wav_dir, audio_dir)
+    if site is not None:
+        report = report.model_copy(update={"site": site})
     if store is not None:
         store.put(report)
     return report

@@ -122,6 +122,8 @@ class Metrics:
                                   registry=r)  # fmt: skip
         self.llm_errors = Counter("callqa_llm_errors", "Language-model errors by kind", ["provider", "kind"],
                                   registry=r)  # fmt: skip
+        self.site_calls = Counter("callqa_site_calls", "Calls received from capture sites, by outcome (stored, "
+                                  "duplicate, refused)", ["outcome"], registry=r)  # fmt: skip
         self.requests = Counter("callqa_http_requests", "HTTP requests by route template and status",
                                 ["method", "route", "status"], registry=r)  # fmt: skip
 

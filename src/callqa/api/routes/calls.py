@@ -69,12 +69,14 @@ async def get_audio(state: State, key: ReadKey, call_id: str, leg: str) -> FileR
 
 
 async def leg_file(state: State, report: CallReport, index: int) -> Path:
-    """The kept WAV of a leg; for a call analysed from a local file, the leg is extracted once and kept."""
+    """The kept WAV of a leg; for a call analysed from a local file, the leg is extracted once and kept (never
+    for a capture site's call: its legs' sources are the site's, not files of this machine)."""
     lr = report.legs[index]
     path = leg_audio_path(audio_dir(state.settings), report.id, index, lr.role)
     if not path.is_file():
         source = Path(lr.source)
-        if not source.is_file():
+        # a capture site's report names files on the site, never here: its audio is what the site sent, or none
+        if report.site is not None or not source.is_file():
             raise HTTPException(404, f"the audio of call {report.id} was not kept")
         try:  # analysed from a local file: extract the leg once and keep it
             decoded = await asyncio.to_thread(decode_file, source, state.settings.analysis.max_leg_duration_s)
