@@ -295,7 +295,6 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
 
-
     site: SiteSettings = SiteSettings()
 
     @property
