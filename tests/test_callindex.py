@@ -96,10 +96,11 @@ def test_filters_sort_and_pages(store: Store) -> None:
 
 def test_index_follows_added_replaced_and_deleted_reports(store: Store) -> None:
     index = CallIndex(store)
-    assert index.sync() == 5 and index.sync() == 0
+    # put() writes a report with its index columns; the two written by plain SQL are indexed once, on first use
+    assert index.sync() == 2 and index.sync() == 0
     store.put(_report(3, "failed", (1.5, 1.5), ("no_audio",)), now=NOW)  # analysed again: replaced
     store.put(_report(6), now=NOW + 1)
-    assert index.sync() == 2
+    assert index.sync() == 0
     assert ids(index.page(ListQuery(verdict="failed"))) == ["3", "2"]
     with store.connect() as db:
         db.execute("DELETE FROM reports WHERE id = ?", (f"{6:016x}",))
@@ -186,7 +187,7 @@ def test_an_unreadable_report_is_left_out_and_not_read_again(store: Store) -> No
     with store.connect() as db:
         db.execute(f"INSERT INTO reports {COLUMNS} VALUES ('00000000000000ff', 'kff', ?, 'x', 'good', 1.0, "
                    "'{not json')", (NOW,))  # fmt: skip
-    assert index.sync() == 6
+    assert index.sync() == 3
     assert "f" not in ids(index.page(ListQuery())) and index.page(ListQuery()).total == 5
     with store.connect() as db:  # a new report arrives: only it is read
         db.execute(f"INSERT INTO reports {COLUMNS} SELECT '00000000000000fe', 'kfe', ?, source, verdict, duration_s, "

@@ -460,6 +460,24 @@ def serve(
                 log_level="info", timeout_graceful_shutdown=10)  # fmt: skip
 
 
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(min=1, max=256, help="worker processes on this host (one job each)")] = 1,
+) -> None:
+    """Analyse queued jobs (CALLQA_BROKER and a PostgreSQL CALLQA_DB): run any number per host, on any hosts."""
+    from callqa.service.queue import supervise
+
+    settings = get_settings()
+    if settings.broker is None:
+        err.print("[red]error:[/] no job queue is configured (CALLQA_BROKER=amqp://USER:PASS@HOST:5672/VHOST)")
+        raise typer.Exit(2)
+    try:
+        supervise(settings, processes)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="read (GET endpoints) or write (everything)")] = "read",

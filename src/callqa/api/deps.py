@@ -16,6 +16,7 @@ from callqa.api.keys import ApiKey, KeyStore, Scope
 from callqa.config import Settings
 from callqa.service.jobs import JobStore
 from callqa.service.metrics import Metrics
+from callqa.service.queue import QueueRunner
 from callqa.service.runner import Runner
 from callqa.store import Store
 from callqa.web.session import COOKIE, Sessions
@@ -55,7 +56,7 @@ class AppState:
     jobs: JobStore
     metrics: Metrics
     assistant: Assistant
-    runner: Runner
+    runner: Runner | QueueRunner  # the in-process pool, or the queue to `callqa worker` processes (CALLQA_BROKER)
     limiter: RateLimiter
     hub: Hub = field(default_factory=lambda: Hub())
     verified: dict[str, tuple[ApiKey, float]] = field(default_factory=dict)

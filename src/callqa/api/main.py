@@ -26,6 +26,7 @@ from callqa.errors import CallqaError
 from callqa.public import public_message
 from callqa.service.jobs import JobStore, error_code, prune
 from callqa.service.metrics import Metrics
+from callqa.service.queue import QueueRunner
 from callqa.service.runner import Runner
 from callqa.store import Store
 
@@ -132,8 +133,9 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     metrics = Metrics()
     assistant = Assistant(settings.llm, store, llm, metrics.observe_llm)
     jobs = JobStore(store)
+    runner = (QueueRunner if settings.broker is not None else Runner)(settings, jobs, metrics, assistant)
     state = AppState(settings=settings, store=store, keys=KeyStore(store), jobs=jobs, metrics=metrics,
-                     assistant=assistant, runner=Runner(settings, jobs, metrics, assistant),
+                     assistant=assistant, runner=runner,
                      limiter=RateLimiter(settings.api.rate_per_minute, settings.api.read_rate_per_minute))  # fmt: skip
 
     async def retention() -> None:

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     key_id      TEXT NOT NULL,
     kind        TEXT NOT NULL,
     status      TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
     spec        TEXT NOT NULL,
     report_id   TEXT,
@@ -110,7 +110,9 @@ class JobStore:
         with store.connect() as db:
             db.executescript(SCHEMA)
 
-    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None) -> Job:
+    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None, files: list[Path] | None = None) -> Job:
+        """A queued job; ``files`` (uploads) are stored with it, in the same transaction, for workers on other
+        hosts (the ``job_files`` table of ``service.queue``)."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=spec.kind, status="queued", created_at=now, updated_at=now,
                   spec=spec)  # fmt: skip
@@ -119,7 +121,23 @@ class JobStore:
                 "INSERT INTO jobs (id, key_id, kind, status, created_at, updated_at, spec) VALUES (?,?,?,?,?,?,?)",
                 (job.id, key_id, job.kind, job.status, now, now, spec.model_dump_json()),
             )
+            for i, path in enumerate(files or []):
+                db.execute("INSERT INTO job_files (job_id, idx, name, data) VALUES (?, ?, ?, ?)",
+                           (job.id, i, path.name, path.read_bytes()))  # fmt: skip
         return job
+
+    def finish(self, job_id: str, status: Literal["done", "failed"], report_id: str | None = None,
+               error: str | None = None, error_code: int | None = None,
+               assessment: dict[str, Any] | None = None) -> bool:  # fmt: skip
+        """End a job that has not ended (one statement: of two runs of a job, the first to end decides)."""
+        with self.store.connect() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, report_id = ?, error = ?, error_code = ?, assessment = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('queued', 'running')",
+                (status, report_id, error, error_code, json.dumps(assessment) if assessment is not None else None,
+                 time.time(), job_id),
+            )  # fmt: skip
+            return cur.rowcount == 1
 
     def get(self, job_id: str) -> Job | None:
         with self.store.connect() as db:
