@@ -167,7 +167,10 @@ class Database:
         return f"postgresql://{info.get('user', '')}@{host}:{port}/{info.get('dbname', '')}"
 
     @contextmanager
-    def connect(self, timeout_s: float = 30.0) -> Iterator[Connection]:
+    def connect(self, timeout_s: float | None = None) -> Iterator[Connection]:
+        """One connection in one transaction. ``timeout_s``: how long to wait for a connection (the SQLite lock, or
+        a PostgreSQL server that is restarting); default ``CALLQA_DB_WAIT_S`` (30 s)."""
+        timeout_s = float(os.environ.get("CALLQA_DB_WAIT_S", "30")) if timeout_s is None else timeout_s
         try:
             if self.dialect == "sqlite":
                 db = sqlite3.connect(self.target, timeout=timeout_s)
