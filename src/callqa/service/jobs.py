@@ -109,6 +109,10 @@ class JobStore:
         self.store = store
         with store.connect() as db:
             db.executescript(SCHEMA)
+            if "worker" not in db.columns("jobs"):  # added with the job queue: which host:pid runs the job
+                db.lock_schema()
+                if "worker" not in db.columns("jobs"):
+                    db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
 
     def create(self, spec: JobSpec, key_id: str, job_id: str | None = None, files: list[Path] | None = None) -> Job:
         """A queued job; ``files`` (uploads) are stored with it, in the same transaction, for workers on other
@@ -151,7 +155,7 @@ class JobStore:
                    assessment=json.loads(row[10]) if row[10] else None)  # fmt: skip
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec"}
+        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec", "worker"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "assessment" in fields and fields["assessment"] is not None:

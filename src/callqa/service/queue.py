@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -110,7 +111,7 @@ def _process(job_id: str) -> None:
                     error_code=500)  # fmt: skip
         drop_files(store, job_id)
         return
-    jobs.update(job_id, status="running", attempts=job.attempts + 1)
+    jobs.update(job_id, status="running", attempts=job.attempts + 1, worker=f"{socket.gethostname()}:{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="callqa-job-") as tmp:
         spec = fetch_files(store, job, Path(tmp))
         result = safe_run(spec.model_dump_json(), _WORKER["settings_json"])
