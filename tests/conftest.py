@@ -128,7 +128,7 @@ def _unreachable(what: str, env: str, exc: BaseException) -> None:
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]
-    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL needs the 'postgres' extra")
+    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL needs the 'scale' extra")
     try:
         return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
@@ -160,7 +160,7 @@ def amqp_queue() -> Iterator[tuple[str, str]]:
     deleted after the test."""
     import secrets
 
-    pika = pytest.importorskip("pika", reason="the job queue needs the 'postgres' extra")
+    pika = pytest.importorskip("pika", reason="the job queue needs the 'scale' extra")
     try:
         conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3"))
     except pika.exceptions.AMQPError as exc:

@@ -117,6 +117,11 @@ def _submit(client: TestClient, cluster: Cluster, legs: list[tuple[bytes, bytes]
     return ids
 
 
+def _server_start(cluster: Cluster) -> Any:
+    with cluster.store.connect() as db:
+        return db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+
 def _stored_once(cluster: Cluster, rows: list[tuple[Any, ...]]) -> None:
     with cluster.store.connect() as db:
         reports = db.execute("SELECT id, cache_key FROM reports").fetchall()
@@ -171,7 +176,9 @@ def test_every_job_finishes_across_a_postgresql_restart(cluster: Cluster) -> Non
             time.sleep(0.1)
         else:
             raise AssertionError(f"the batch did not get under way: {cluster.jobs()}\n{cluster.worker_logs()}")
+        started = _server_start(cluster)
         subprocess.run([ctl, "--skip-systemctl-redirect", versions[-1], "main", "restart"], check=True, timeout=120)
+        assert _server_start(cluster) != started  # it did restart (with jobs in progress and queued)
         rows = cluster.wait_done(len(ids), 300)
         assert [r[1] for r in rows] == ["done"] * len(ids), (rows, cluster.worker_logs())
         _stored_once(cluster, rows)

@@ -211,7 +211,7 @@ def _pool(url: str, timeout_s: float) -> Any:
             try:
                 from psycopg_pool import ConnectionPool
             except ImportError as exc:
-                raise StoreError("PostgreSQL needs the 'postgres' extra: pip install 'callqa[postgres]'") from exc
+                raise StoreError("PostgreSQL needs the 'scale' extra: pip install 'callqa[scale]'") from exc
             size = int(os.environ.get("CALLQA_DB_POOL", "8"))
             pool = ConnectionPool(url, min_size=1, max_size=max(1, size), timeout=timeout_s, open=True,
                                   check=ConnectionPool.check_connection, reconnect_timeout=300.0,
