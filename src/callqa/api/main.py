@@ -22,7 +22,8 @@ from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
 from callqa.api.routes import ai, analyze, calls, live, ops, ui
 from callqa.config import Settings, get_settings
-from callqa.errors import CallqaError
+from callqa.errors import CallqaError, StoreError
+from callqa.private import private_dir
 from callqa.public import public_message
 from callqa.service.jobs import JobStore, error_code, prune
 from callqa.service.metrics import Metrics
@@ -130,6 +131,10 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     logs.install()
     llm = make_provider(settings.llm) if provider is True else provider or None
     store = Store(settings.db)
+    try:
+        private_dir(settings.data_dir)  # the spool and kept audio (beside a SQLite store, it exists already)
+    except OSError as exc:
+        raise StoreError(f"cannot create the working directory {settings.data_dir}: {exc}") from exc
     metrics = Metrics()
     assistant = Assistant(settings.llm, store, llm, metrics.observe_llm)
     jobs = JobStore(store)

@@ -36,6 +36,7 @@ from callqa.ai.assistant import Assistant
 from callqa.ai.providers import ConfigError
 from callqa.config import Settings
 from callqa.errors import StoreError
+from callqa.private import private_dir
 from callqa.report import CallReport
 from callqa.service.jobs import Job, JobSpec, JobStore, remove_spool, safe_run
 from callqa.service.metrics import Metrics
@@ -159,6 +160,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     from callqa.service.jobs import warm_up
 
     check(settings)
+    private_dir(settings.data_dir)  # kept leg audio
     settings_json = settings.model_dump_json(exclude={"llm"}, context={"reveal_secrets": True})
     store = Store(settings.db)
     JobStore(store)
