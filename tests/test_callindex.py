@@ -46,14 +46,16 @@ COLUMNS = "(id, cache_key, created_at, source, verdict, duration_s, report)"  # 
 def _with_context(store: Store, report: CallReport, context: dict[str, str], when: float) -> None:
     data = json.loads(report.model_dump_json())
     data["context"] = {"recording_id": 1, **context}  # a valid CallContext
-    with store.connect() as db:
+    with store.connect() as db:  # written by plain SQL, without the index columns (as an older version did)
         row = (report.id, report.cache_key, when, "x", report.verdict, report.duration_s, json.dumps(data))
-        db.execute(f"INSERT OR REPLACE INTO reports {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        db.execute("DELETE FROM reports WHERE id = ?", (report.id,))
+        db.execute(f"INSERT INTO reports {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "store.sqlite3")
+def store(db_target: str | Path) -> Store:
+    """The same calls in a SQLite store and in a PostgreSQL one."""
+    s = Store(db_target)
     s.put(_report(1, "degraded", (2.1, 3.9), ("low_mos",), sip_to="<sip:cust@trunk-b.example>",
                   sip_from="<sip:agent@pbx.local>"), now=NOW - 50)  # fmt: skip
     s.put(_report(2, "failed", (None, 1.2), ("one_way_audio", "no_audio")), now=NOW - 40)

@@ -47,7 +47,14 @@ out = _console()
 err = _console(stderr=True)
 
 
-def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
+def _db(value: str | None) -> Path | str | None:
+    """A ``--db`` value: a PostgreSQL URL as given, else the SQLite file's path."""
+    if value is None:
+        return None
+    return value if value.startswith(("postgresql://", "postgres://")) else Path(value)
+
+
+def _settings(db: str | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
               transcribe: bool = False, rules: Path | None = None) -> Settings:  # fmt: skip
     base = get_settings()
     changes: dict[str, object] = {
@@ -60,7 +67,7 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
     analysis = AnalysisSettings.model_validate({**base.analysis.model_dump(), **changes})
     update: dict[str, object] = {"analysis": analysis}
     if db:
-        update["db"] = db
+        update["db"] = _db(db)
     if nisqa_weights:
         update["nisqa_weights"] = nisqa_weights
     return base.model_copy(update=update)
@@ -84,7 +91,7 @@ def analyze(
     transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
     rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (implies --transcribe)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Analyse a call recording (or a folder of them) and print its quality report."""
     try:
@@ -162,7 +169,7 @@ def pcap(
             "--keep-audio", help="keep each call's legs for listening (the web page's players), next to the store"
         ),
     ] = False,  # fmt: skip
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Find every call in a capture: SIP dialog, RTP per direction, network statistics and audio analysis."""
     from callqa.service.captures import analyze_capture
@@ -219,7 +226,7 @@ def sniff(
             help="keep each call's legs for listening (the web page's players), next to the store",
         ),
     ] = True,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends; with
     --transcribe, each direction is also transcribed as the call goes on and the segments are published."""
@@ -281,11 +288,11 @@ def schema() -> None:
 def show(
     report_id: Annotated[str, typer.Argument(help="report id (or a unique prefix)")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Show a stored report."""
     try:
-        report = Store(db or get_settings().db).get(report_id)
+        report = Store(_db(db) or get_settings().db).get(report_id)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -307,7 +314,7 @@ def list_calls(
     carrier: Annotated[str | None, typer.Option(help="calls that went out on this carrier (trunk)")] = None,
     direction: Annotated[str | None, typer.Option(help="inbound or outbound")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON, with each call's context")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """List stored reports, newest first."""
     from dataclasses import asdict
@@ -317,7 +324,7 @@ def list_calls(
 
     query = CallQuery(verdict=verdict, agent=agent, campaign=campaign, carrier=carrier, direction=direction)
     try:
-        rows = Store(db or get_settings().db).list(limit, query=query)
+        rows = Store(_db(db) or get_settings().db).list(limit, query=query)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -364,7 +371,7 @@ def vicidial_sync(
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when the audio is cached")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Analyse the dialer's new recordings (and those whose files changed) and store each report with the
     call's agent, campaign, carrier and direction. Run it again at any time: finished rows are skipped."""
@@ -441,7 +448,7 @@ def models_status() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8084)")] = None,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Run the HTTP service (FastAPI under uvicorn)."""
     import uvicorn
@@ -450,7 +457,7 @@ def serve(
 
     settings = get_settings()
     if db:
-        settings = settings.model_copy(update={"db": db})
+        settings = settings.model_copy(update={"db": _db(db)})
     try:
         application = create_app(settings)
     except CallqaError as exc:
@@ -482,7 +489,7 @@ def worker(
 def keys_create(
     scope: Annotated[str, typer.Option(help="read (GET endpoints) or write (everything)")] = "read",
     name: Annotated[str, typer.Option(help="who or what the key is for")] = "",
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Create an API key and print it (only its hash is stored: keep the printed key)."""
     from callqa.api.keys import KeyStore
@@ -491,7 +498,7 @@ def keys_create(
         err.print("[red]error:[/] --scope must be read or write")
         raise typer.Exit(2)
     try:
-        token = KeyStore(Store(db or get_settings().db)).create(scope, name)  # type: ignore[arg-type]
+        token = KeyStore(Store(_db(db) or get_settings().db)).create(scope, name)  # type: ignore[arg-type]
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -499,7 +506,9 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None) -> None:
+def keys_list(
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
+) -> None:
     """List API keys (ids, scopes, names; never the keys themselves)."""
     from datetime import datetime
 
@@ -508,7 +517,7 @@ def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite
     table = Table(show_edge=False)
     for col in ("id", "scope", "name", "created", "revoked"):
         table.add_column(col)
-    for k in KeyStore(Store(db or get_settings().db)).list():
+    for k in KeyStore(Store(_db(db) or get_settings().db)).list():
         when = datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
         table.add_row(k.id, k.scope, k.name, when, "yes" if k.revoked else "")
     out.print(table)
@@ -517,12 +526,12 @@ def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id (the part after cqa_)")],
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Revoke an API key (the service stops accepting it within 30 s)."""
     from callqa.api.keys import KeyStore
 
-    if not KeyStore(Store(db or get_settings().db)).revoke(key_id):
+    if not KeyStore(Store(_db(db) or get_settings().db)).revoke(key_id):
         err.print(f"[red]error:[/] no API key {key_id!r}")
         raise typer.Exit(2)
     out.print(f"revoked {key_id}")
