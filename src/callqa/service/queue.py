@@ -101,9 +101,8 @@ _WORKER: dict[str, Any] = {}  # the worker process's settings (set by run_worker
 
 def _process(job_id: str) -> None:
     """One delivery of a job (runs in a ``callqa worker`` process)."""
-    settings: Settings = _WORKER["settings"]
-    store = Store(settings.db)
-    jobs = JobStore(store)
+    store: Store = _WORKER["store"]
+    jobs: JobStore = _WORKER["jobs"]
     job = jobs.get(job_id)
     if job is None or job.status in ("done", "failed"):
         return  # a second delivery of a job that ended: nothing to do (its effect is already stored)
@@ -113,23 +112,40 @@ def _process(job_id: str) -> None:
         drop_files(store, job_id)
         return
     jobs.update(job_id, status="running", attempts=job.attempts + 1, worker=f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        _run(job, jobs, store)
+    except (Transient, StoreError):
+        raise  # retried with backoff
+    except BaseException as exc:  # the time limit, or a bug outside the analysis: the job fails, it is not lost
+        from dramatiq.middleware import TimeLimitExceeded
+
+        if not isinstance(exc, TimeLimitExceeded | Exception):
+            raise  # the worker is shutting down: the message is redelivered
+        error = ("the analysis took longer than the time limit" if isinstance(exc, TimeLimitExceeded)
+                 else f"internal error ({type(exc).__name__}); see the worker log")  # fmt: skip
+        log.exception("job %s: %s", job_id, error)
+        jobs.finish(job_id, "failed", error=error, error_code=500)
+        drop_files(store, job_id)
+
+
+def _run(job: Job, jobs: JobStore, store: Store) -> None:
     with tempfile.TemporaryDirectory(prefix="callqa-job-") as tmp:
         spec = fetch_files(store, job, Path(tmp))
         result = safe_run(spec.model_dump_json(), _WORKER["settings_json"])
     if not result["ok"] and result["code"] == 503:  # the store (or a model) was unavailable: try again later
-        jobs.update(job_id, status="queued")
+        jobs.update(job.id, status="queued", attempts=job.attempts)  # not a start that counts against the job
         raise Transient(result["error"])
     if not result["ok"]:
         if "trace" in result:
-            log.error("job %s: internal error %s\n%s", job_id, result["incident"], result["trace"])
-        jobs.finish(job_id, "failed", error=result["error"], error_code=result["code"])
+            log.error("job %s: internal error %s\n%s", job.id, result["incident"], result["trace"])
+        jobs.finish(job.id, "failed", error=result["error"], error_code=result["code"])
     else:
         report = CallReport.model_validate_json(result["report"])
         assessment = None
         if job.kind == "ai-analyze":
             assessment = _WORKER["assistant"].assess(report).__dict__
-        jobs.finish(job_id, "done", report_id=report.id, assessment=assessment)
-    drop_files(store, job_id)
+        jobs.finish(job.id, "done", report_id=report.id, assessment=assessment)
+    drop_files(store, job.id)
 
 
 def fetch_files(store: Store, job: Job, folder: Path) -> JobSpec:
@@ -163,11 +179,11 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     private_dir(settings.data_dir)  # kept leg audio
     settings_json = settings.model_dump_json(exclude={"llm"}, context={"reveal_secrets": True})
     store = Store(settings.db)
-    JobStore(store)
+    jobs = JobStore(store)
     with store.connect() as db:
         db.executescript(FILES_SCHEMA)
     warm_up(settings_json)
-    _WORKER.update(settings=settings, settings_json=settings_json,
+    _WORKER.update(settings=settings, settings_json=settings_json, store=store, jobs=jobs,
                    assistant=Assistant(settings.llm, store, make_provider(settings.llm)))  # fmt: skip
     actor = actor_for(settings)
     worker = dramatiq.Worker(actor.broker, worker_threads=1)
