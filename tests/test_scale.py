@@ -183,3 +183,61 @@ def test_every_job_finishes_across_a_postgresql_restart(cluster: Cluster) -> Non
         assert [r[1] for r in rows] == ["done"] * len(ids), (rows, cluster.worker_logs())
         _stored_once(cluster, rows)
         assert len(client.get("/calls", headers=cluster.auth).json()) == len(ids)  # the API's pool reconnected
+
+
+def test_without_the_broker_a_job_is_refused_whole(pg_url: str, tmp_path: Path) -> None:
+    settings = Settings(db=pg_url, broker="amqp://guest:guest@127.0.0.1:1/%2F", work_dir=tmp_path / "api",
+                        models_dir=tmp_path / "models", analysis=AnalysisSettings(nisqa=False))  # fmt: skip
+    store = Store(pg_url)
+    auth = {"Authorization": f"Bearer {KeyStore(store).create('write')}"}
+    (a, b), *_ = _calls(1, 5.0, tmp_path)
+    with TestClient(create_app(settings, provider=None)) as client:
+        r = client.post("/analyze", headers=auth, files=[("files", ("agent.wav", a, "audio/wav")),
+                                                         ("files", ("customer.wav", b, "audio/wav"))])  # fmt: skip
+        assert r.status_code == 503 and "queue cannot be reached" in r.json()["detail"]
+        assert client.get("/calls", headers=auth).json() == []
+    with store.connect() as db:  # no job without its message: nothing half-made is left behind
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM job_files").fetchone()[0] == 0
+    assert not any((tmp_path / "api" / "spool").iterdir())
+    with pytest.raises(Exception, match="needs a PostgreSQL store"):  # a SQLite store cannot be shared by hosts
+        create_app(settings.model_copy(update={"db": tmp_path / "s.sqlite3"}), provider=None)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_the_worker_supervisor_replaces_a_dead_process_and_stops_them_all(cluster: Cluster) -> None:
+    def children(pid: int) -> set[int]:  # the worker processes (not multiprocessing's resource tracker)
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return {int(p) for p in out.split() if b"spawn_main" in _cmdline(int(p))}
+
+    def wait_for(pred: Any, what: str, timeout_s: float = 120) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if value := pred():
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"{what}\n{cluster.worker_logs()}")
+
+    log = open(cluster.logs / "supervisor.log", "wb")  # noqa: SIM115 - closed with the process
+    sup = subprocess.Popen([sys.executable, "-m", "callqa.cli", "worker", "--processes", "2"], env=cluster.env,
+                           stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    cluster.workers.append(sup)
+
+    def two(without: int = 0) -> set[int] | None:
+        c = children(sup.pid)
+        return c if len(c) == 2 and without not in c else None
+
+    first = wait_for(two, "two worker processes")
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(lambda: two(without=victim), "a replacement")
+    assert len(after - first) == 1
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(90) == 0
+    assert all(not Path(f"/proc/{p}").exists() for p in after)

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,9 +115,11 @@ class JobStore:
                 if "worker" not in db.columns("jobs"):
                     db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
 
-    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None, files: list[Path] | None = None) -> Job:
+    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None, files: list[Path] | None = None,
+               publish: Callable[[str], None] | None = None) -> Job:  # fmt: skip
         """A queued job; ``files`` (uploads) are stored with it, in the same transaction, for workers on other
-        hosts (the ``job_files`` table of ``service.queue``)."""
+        hosts (the ``job_files`` table of ``service.queue``). ``publish(job_id)`` runs last, before the commit: a
+        job whose message could not be sent is not created, and a message is never lost for a job that was."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=spec.kind, status="queued", created_at=now, updated_at=now,
                   spec=spec)  # fmt: skip
@@ -128,6 +131,8 @@ class JobStore:
             for i, path in enumerate(files or []):
                 db.execute("INSERT INTO job_files (job_id, idx, name, data) VALUES (?, ?, ?, ?)",
                            (job.id, i, path.name, path.read_bytes()))  # fmt: skip
+            if publish is not None:
+                publish(job.id)
         return job
 
     def finish(self, job_id: str, status: Literal["done", "failed"], report_id: str | None = None,

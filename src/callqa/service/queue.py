@@ -62,6 +62,10 @@ class Transient(Exception):
     """The store could not be reached: the message is retried later."""
 
 
+class QueueDown(StoreError):
+    """The broker could not be reached (HTTP 503)."""
+
+
 def check(settings: Settings) -> None:
     """A queue needs a store every host reaches: PostgreSQL."""
     if settings.broker is not None and not str(settings.db).startswith(("postgresql://", "postgres://")):
@@ -104,7 +108,14 @@ def _process(job_id: str) -> None:
     store: Store = _WORKER["store"]
     jobs: JobStore = _WORKER["jobs"]
     job = jobs.get(job_id)
-    if job is None or job.status in ("done", "failed"):
+    for _ in range(40):  # the message is sent just before the job's row is committed: give the commit a moment
+        if job is not None:
+            break
+        time.sleep(0.05)
+        job = jobs.get(job_id)
+    if job is None:  # published just before its row was committed, or its request failed after publishing
+        raise Transient(f"job {job_id} is not in the store (yet)")  # retried a while, then dead-lettered
+    if job.status in ("done", "failed"):
         return  # a second delivery of a job that ended: nothing to do (its effect is already stored)
     if job.attempts >= MAX_STARTS:
         jobs.finish(job_id, "failed", error=f"the analysis worker died {job.attempts} times on this job",
@@ -239,14 +250,18 @@ class QueueRunner:
         if self.depth() >= self.settings.api.queue_max:
             self.metrics.jobs.labels("rejected").inc()
             raise QueueFull(self.retry_after())
-        job = self.jobs.create(spec, key_id, job_id, files=[Path(f) for f in spec.source.files])
-        remove_spool(spec)  # the uploads are in the database now
-        try:
-            actor_for(self.settings).send(job.id)
-        except Exception as exc:  # noqa: BLE001 - any broker failure: the job cannot run, say so
-            log.warning("job %s: cannot enqueue: %s", job.id, exc)
-            self.jobs.finish(job.id, "failed", error="the job queue cannot be reached; try again", error_code=503)
-            raise StoreError("the job queue cannot be reached; try again") from exc
+
+        def publish(new_id: str) -> None:
+            try:
+                actor_for(self.settings).send(new_id)
+            except Exception as exc:  # noqa: BLE001 - any broker failure: the job is not created, the caller is told
+                log.warning("job %s: cannot enqueue: %s", new_id, exc)
+                raise QueueDown("the job queue cannot be reached; try again") from exc
+
+        try:  # the job row, its uploads and its message: all or nothing (the message goes last, before the commit)
+            job = self.jobs.create(spec, key_id, job_id, files=[Path(f) for f in spec.source.files], publish=publish)
+        finally:
+            remove_spool(spec)  # the uploads are in the database now (or the request failed)
         return job
 
     def take_report(self, job: Job) -> CallReport | None:
@@ -261,12 +276,17 @@ class QueueRunner:
             await asyncio.sleep(self.POLL_S)
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
 def _child(settings_json: str, nice: int) -> None:
     from callqa.config import get_settings
     from callqa.service.jobs import worker_init
 
     worker_init(nice)  # dies with the supervisor
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging()
     settings = Settings.model_validate_json(settings_json).model_copy(update={"llm": get_settings().llm})
     run_worker(settings)
 
@@ -275,6 +295,7 @@ def supervise(settings: Settings, processes: int) -> None:
     """``callqa worker``: ``processes`` worker processes on this host (one job at a time each), restarted when
     one dies; SIGTERM/SIGINT stop them after their job in progress. One process runs in this one."""
     check(settings)
+    _logging()
     if processes <= 1:
         run_worker(settings)
         return
