@@ -116,6 +116,8 @@ def test_a_new_modules_upserts_and_placeholders(store: Store) -> None:
                "ON CONFLICT (bucket, grp) DO UPDATE SET n = rollup.n + excluded.n")  # fmt: skip
         db.executemany(sql, [(NOW, "a?b", 1), (NOW, "a?b", 2), (NOW, "100%", 5)])
     with store.connect() as db:
+        mean = db.execute("SELECT avg(n), sum(n), count(*) FROM rollup").fetchone()
+        assert tuple(mean) == (4.0, 8, 2) and isinstance(mean[0], float)  # the same types from both engines
         rows = db.execute("SELECT grp, n, 'literal ? and %' FROM rollup WHERE grp LIKE ? ESCAPE '\\' ORDER BY grp",
                           (contains("?"),)).fetchall()  # fmt: skip
         assert [tuple(r) for r in rows] == [("a?b", 3, "literal ? and %")]

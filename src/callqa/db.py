@@ -198,6 +198,13 @@ def _is_pg_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error)
 
 
+def _configure(conn: Any) -> None:
+    """Values as SQLite's module gives them: NUMERIC (``avg()``, ``sum()`` of floats cast) as float, not Decimal."""
+    from psycopg.types.numeric import FloatLoader
+
+    conn.adapters.register_loader("numeric", FloatLoader)
+
+
 _POOLS: dict[tuple[str, int], Any] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -215,7 +222,7 @@ def _pool(url: str, timeout_s: float) -> Any:
             size = int(os.environ.get("CALLQA_DB_POOL", "8"))
             pool = ConnectionPool(url, min_size=1, max_size=max(1, size), timeout=timeout_s, open=True,
                                   check=ConnectionPool.check_connection, reconnect_timeout=300.0,
-                                  kwargs={"connect_timeout": 10})  # fmt: skip
+                                  configure=_configure, kwargs={"connect_timeout": 10})  # fmt: skip
             _POOLS[key] = pool
         return pool
 
