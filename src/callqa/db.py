@@ -19,6 +19,7 @@ A driver error inside ``connect()`` comes out as a :class:`~callqa.errors.StoreE
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from callqa.errors import StoreError
 
+log = logging.getLogger("callqa.db")
 Dialect = Literal["sqlite", "postgresql"]
 _LOCK_ID = 0x63616C6C7161  # "callqa": the advisory lock that serialises schema changes on PostgreSQL
 
@@ -185,8 +187,10 @@ class Database:
         except sqlite3.Error as exc:
             raise StoreError(f"result store {self.target}: {exc}") from exc
         except Exception as exc:
-            if _is_pg_error(exc):
-                raise StoreError(f"result store {self.describe()}: {exc}".strip()) from exc
+            if _is_pg_error(exc):  # the server's words go to the log; a client is told no host, user or SQL
+                log.warning("result store %s: %s: %s", self.describe(), type(exc).__name__, exc)
+                raise StoreError(f"the result store is unavailable or refused the request ({type(exc).__name__})") \
+                    from exc  # fmt: skip
             raise
 
 
