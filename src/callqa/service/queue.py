@@ -35,7 +35,7 @@ from typing import Any
 from callqa.ai.assistant import Assistant
 from callqa.ai.providers import ConfigError
 from callqa.config import Settings
-from callqa.errors import StoreError
+from callqa.errors import CallqaError, StoreError
 from callqa.private import private_dir
 from callqa.report import CallReport
 from callqa.service.jobs import Job, JobSpec, JobStore, remove_spool, safe_run
@@ -45,6 +45,7 @@ from callqa.store import Store
 
 log = logging.getLogger("callqa.service.queue")
 
+PRUNE_EVERY_S = 3600.0
 MAX_STARTS = 5  # a job whose worker died this many times is failed (a recording that kills its worker)
 TIME_LIMIT_MS = 30 * 60 * 1000  # one job's longest run
 FILES_SCHEMA = """
@@ -184,7 +185,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     import dramatiq
 
     from callqa.ai.providers import make_provider
-    from callqa.service.jobs import warm_up
+    from callqa.service.jobs import prune, warm_up
 
     check(settings)
     private_dir(settings.data_dir)  # kept leg audio
@@ -206,9 +207,13 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     log.info("worker %d consuming %s", os.getpid(), settings.queue_name)
     if ready is not None:
         ready.set()
+    pruned = 0.0
     try:
         while not stop.wait(1.0):
-            pass
+            if time.monotonic() - pruned > PRUNE_EVERY_S:  # this host's kept audio, as the API does for its own
+                pruned = time.monotonic()
+                with contextlib.suppress(CallqaError, OSError):
+                    prune(settings, jobs)
     finally:
         worker.stop(timeout=60_000)  # the job in progress ends first (its message is acknowledged)
         actor.broker.close()
