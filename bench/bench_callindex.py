@@ -37,8 +37,11 @@ def main() -> None:
                  context={"agent": f"agent{i % 40}", "campaign_id": f"C{i % 5}"})  # fmt: skip
         rows.append((r["id"], r["cache_key"], now - i * 60, "x", r["verdict"], r["duration_s"], json.dumps(r)))
     with out.connect() as db:
-        db.executemany("INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)  # without the index columns: indexed by the first sync
+        db.executemany(
+            "INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )  # without the index columns: indexed by the first sync
     index = CallIndex(out)
     sync_s, _ = timed(index.sync)
     page_s, _ = timed(lambda: index.page(ListQuery()))
