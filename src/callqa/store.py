@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import re
 import sqlite3
 import time
@@ -91,6 +92,9 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
 ]
 
 
+_MIGRATED: set[tuple[str, int]] = set()
+
+
 def migrate(db: Connection) -> int:
     """Bring the schema up to date; returns the version it has now. Call inside one transaction."""
     db.lock_schema()
@@ -164,8 +168,11 @@ class Store:
                 private_file(self.path)  # 0600, and so are the WAL and shared-memory files SQLite makes beside it
                 with closing(sqlite3.connect(self.path, timeout=30.0)) as raw:
                     raw.execute("PRAGMA journal_mode=WAL")
-            with self.db.connect() as db:
-                migrate(db)
+            if (self.db.target, os.getpid()) not in _MIGRATED:  # a server's database: once per process
+                with self.db.connect() as db:
+                    migrate(db)
+                if self.path is None:  # (a SQLite file may be removed and made again: checked at every open)
+                    _MIGRATED.add((self.db.target, os.getpid()))
         except (OSError, sqlite3.Error, StoreError) as exc:
             raise StoreError(f"cannot open the result store {self.db.describe()}: {exc}") from exc
 
