@@ -132,7 +132,7 @@ def _stored_once(cluster: Cluster, rows: list[tuple[Any, ...]]) -> None:
 
 
 def test_a_killed_worker_s_job_runs_again_and_is_stored_once(cluster: Cluster) -> None:
-    legs = _calls(6, 40.0, cluster.tmp)
+    legs = _calls(5, 30.0, cluster.tmp)
     cluster.start_workers(3)
     with TestClient(create_app(cluster.settings, provider=None)) as client:
         ids = _submit(client, cluster, legs)
@@ -164,7 +164,7 @@ def test_every_job_finishes_across_a_postgresql_restart(cluster: Cluster) -> Non
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if ctl is None or not versions or os.geteuid() != 0:
         pytest.skip("restarting PostgreSQL needs the local Debian cluster (pg_ctlcluster) and root")
-    legs = _calls(8, 20.0, cluster.tmp)
+    legs = _calls(6, 15.0, cluster.tmp)
     cluster.start_workers(2)
     with TestClient(create_app(cluster.settings, provider=None)) as client:
         ids = _submit(client, cluster, legs)
