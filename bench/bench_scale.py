@@ -142,7 +142,7 @@ def run(backend: str, workers: int, calls: list[list[Path]], warm: list[list[Pat
         cpu = cpu_s([p.pid for p in procs]) - cpu0
         load_after = os.getloadavg()
         with store.connect() as conn:
-            rows = [r for r in conn.execute("SELECT id, status, created_at, updated_at FROM jobs").fetchall()
+            rows = [r for r in conn.execute("SELECT id, status, created_at, updated_at, worker FROM jobs").fetchall()
                     if r[0] not in warm_ids]  # fmt: skip
     finally:
         for p in procs:
@@ -171,7 +171,8 @@ def run(backend: str, workers: int, calls: list[list[Path]], warm: list[list[Pat
             "failed": sum(r[1] == "failed" for r in rows), "lost": len(accepted) - len(done),
             "calls_per_s": len(done) / span, "per_hour": 3600 * len(done) / span, "submit_s": submit_s,
             "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
-            "cpu_per_call": cpu / max(1, len(done)), "load_before": load_before, "load_after": load_after}  # fmt: skip
+            "cpu_per_call": cpu / max(1, len(done)), "ran_on": len({r[4] for r in rows if r[4]}),
+            "load_before": load_before, "load_after": load_after}  # fmt: skip
 
 
 def main() -> None:
@@ -192,13 +193,15 @@ def main() -> None:
         print(f"{len(calls)} distinct {args.seconds}-s two-leg calls; {os.cpu_count()} cores; "
               f"load average at start {os.getloadavg()[0]:.2f}")  # fmt: skip
         print(f"{'backend':<11} {'workers':>7} {'done':>5} {'lost':>4} {'failed':>6} {'calls/s':>8} {'calls/h':>8} "
-              f"{'p50 s':>7} {'p95 s':>7} {'CPU s/call':>10}  load avg before -> after")  # fmt: skip
+              f"{'p50 s':>7} {'p95 s':>7} {'CPU s/call':>10} {'submit s':>8} {'ran on':>6}  "
+              "load avg before -> after")  # fmt: skip
         for backend in args.backends.split(","):
             for w in counts:
                 r = run(backend, w, calls, warm, tmp)
                 print(f"{r['backend']:<11} {r['workers']:>7} {r['done']:>5} {r['lost']:>4} {r['failed']:>6} "
                       f"{r['calls_per_s']:>8.2f} {r['per_hour']:>8.0f} {r['p50']:>7.1f} {r['p95']:>7.1f} "
-                      f"{r['cpu_per_call']:>10.2f}  {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}",
+                      f"{r['cpu_per_call']:>10.2f} {r['submit_s']:>8.1f} {r['ran_on'] or '-':>6}  "
+                      f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f}",
                       flush=True)  # fmt: skip
 
 
