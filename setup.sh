@@ -20,9 +20,10 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # the tests also place real SIP calls between baresip agents in a network namespace, impaired with nftables,
 # fetch recordings from a real OpenSSH server, check the deployment files with systemd-analyze and nginx -t, and
 # read ViciDial's tables from a real MariaDB server (.ci/mariadb starts it), and drive the web pages in headless
-# Chromium (Playwright uses this browser; it never downloads its own), and check the Prometheus rules with promtool
-# and send incidents to a real Alertmanager, and run the Grafana dashboard's SQL with psql on the PostgreSQL server
-[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql-client"
+# Chromium (Playwright uses this browser; it never downloads its own), check the Prometheus rules with promtool
+# and send incidents to a real Alertmanager, and run the scaled-out deployment on a real PostgreSQL server and
+# RabbitMQ broker (.ci/postgres and .ci/rabbitmq start them; psql runs the Grafana dashboard's SQL there)
+[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql postgresql-client rabbitmq-server"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }

@@ -47,8 +47,11 @@ def main() -> None:
         )
         rows.append((r["id"], r["cache_key"], now - i * 60, "x", r["verdict"], r["duration_s"], json.dumps(r)))
     with out.connect() as db:
-        db.executemany("INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
+        db.executemany(
+            "INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )  # without the index columns: indexed by the first sync
     index = CallIndex(out)
     sync_s, _ = timed(index.sync)
     sync_cpu = timed.cpu  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import wave
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,74 @@ def write_wav(path: Path, x: np.ndarray, rate: int) -> Path:
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return path
+
+
+# --- PostgreSQL and RabbitMQ (the scaled-out deployment) ---------------------------------------------------------
+# The servers on 127.0.0.1 (PostgreSQL 5432 with trust for postgres, RabbitMQ 5672 guest/guest), as .ci/run starts
+# them. Each test makes its own database / queue and drops it. Without a server the tests skip, unless
+# CALLQA_REQUIRE_POSTGRES / CALLQA_REQUIRE_RABBITMQ is set (CI sets them, so there they fail instead).
+PG_ADMIN = os.environ.get("CALLQA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("CALLQA_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def _unreachable(what: str, env: str, exc: BaseException) -> None:
+    if os.environ.get(env):
+        pytest.fail(f"{env} is set but {what} is unreachable: {exc}")
+    pytest.skip(f"no {what} ({exc}); .ci/run starts one")
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL needs the 'scale' extra")
+    try:
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        _unreachable("PostgreSQL server on 127.0.0.1:5432", "CALLQA_REQUIRE_POSTGRES", exc)
+        raise
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    import secrets
+
+    from callqa.db import close_pools
+
+    name = f"callqa_test_{secrets.token_hex(6)}"
+    with _pg_admin() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        close_pools()
+        with _pg_admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def amqp_queue() -> Iterator[tuple[str, str]]:
+    """(broker URL, a new queue name) on the RabbitMQ server; the queue and its delay/dead-letter queues are
+    deleted after the test."""
+    import secrets
+
+    pika = pytest.importorskip("pika", reason="the job queue needs the 'scale' extra")
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL + "?connection_attempts=1&socket_timeout=3"))
+    except pika.exceptions.AMQPError as exc:
+        _unreachable("RabbitMQ server on 127.0.0.1:5672", "CALLQA_REQUIRE_RABBITMQ", exc)
+        raise
+    conn.close()
+    name = f"callqa-test-{secrets.token_hex(6)}"
+    yield AMQP_URL, name
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = conn.channel()
+    for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+        channel.queue_delete(queue)
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """A store on each backend: a SQLite file, and a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite3"
+    return str(request.getfixturevalue("pg_url"))

@@ -1,4 +1,5 @@
-"""The cache: same file and settings hit; a changed file, setting or expiry miss; the store survives junk."""
+"""The cache: same file and settings hit; a changed file, setting or expiry miss; the store survives junk. Each test
+runs on both stores: the SQLite file (the default) and a PostgreSQL database (skipped without a server)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from callqa.store import Store
 
 
 @pytest.fixture
+def settings(db_target: str | Path, tmp_path: Path) -> Settings:
+    return Settings(db=db_target, work_dir=tmp_path / "data", models_dir=tmp_path / "models",
+                    analysis=AnalysisSettings(nisqa=False))  # fmt: skip
+
+
+@pytest.fixture
 def call_file(tmp_path: Path) -> Path:
     return write_wav(tmp_path / "call.wav", calls.leg(6, [0.5]), calls.RATE)
 
@@ -30,8 +37,9 @@ def test_rerun_is_a_cache_hit(call_file: Path, settings: Settings) -> None:
     assert store.get(first.id) == first
     assert store.get(first.id[:6]) == first  # unique prefix
     assert [c.id for c in store.list()] == [first.id]
-    with sqlite3.connect(settings.db) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if isinstance(settings.db, Path):
+        with sqlite3.connect(settings.db) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_changed_file_is_a_miss(call_file: Path, settings: Settings, tmp_path: Path) -> None:
@@ -70,7 +78,7 @@ def test_expired_entry_is_a_miss(call_file: Path, settings: Settings) -> None:
 def test_unknown_id_and_unreadable_row(settings: Settings) -> None:
     store = Store(settings.db)
     assert store.get("doesnotexist") is None
-    with sqlite3.connect(settings.db) as db:
+    with store.connect() as db:
         db.execute("INSERT INTO reports (id, cache_key, created_at, source, verdict, duration_s, report) "
                    "VALUES ('abc', 'k', 1e12, 's', 'good', 1.0, '{not json')")  # fmt: skip
     assert store.get("abc") is None

@@ -30,14 +30,14 @@ OUT = Path(__file__).parent / "dashboards" / "callqa-quality.json"
 FAULTS = {"one_way_audio": "one-way audio", "no_media": "no media", "dead_air": "dead air", "low_mos": "low MOS"}
 DIMENSIONS = ("carrier", "agent", "campaign")
 
-# the worst calls of the dashboard's time range, from the call index that callqa keeps in its store
-# (callindex.py: table call_index_v2); $__unixEpochFilter is Grafana's macro for an epoch-seconds column
+# the worst calls of the dashboard's time range, from the index columns of callqa's reports table (store.py;
+# kind '' marks a report that version could not read); $__unixEpochFilter is Grafana's macro for epoch seconds
 WORST_CALLS_SQL = """SELECT id, to_timestamp(t) AS "time", verdict, carrier, agent, campaign, site, codec,
        round(mos::numeric, 2) AS mos, round(loss_pct::numeric, 2) AS loss_pct,
        round(jitter_ms::numeric, 1) AS jitter_ms, trim(both ',' from findings) AS findings
-FROM call_index_v2
-WHERE $__unixEpochFilter(t) AND verdict IN ('degraded', 'failed')
-ORDER BY severity DESC, call_index_v2.mos ASC NULLS LAST, t DESC
+FROM reports
+WHERE $__unixEpochFilter(t) AND kind != '' AND verdict IN ('degraded', 'failed')
+ORDER BY severity DESC, reports.mos ASC NULLS LAST, t DESC
 LIMIT 200"""
 
 

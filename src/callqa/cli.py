@@ -50,7 +50,14 @@ out = _console()
 err = _console(stderr=True)
 
 
-def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
+def _db(value: str | None) -> Path | str | None:
+    """A ``--db`` value: a PostgreSQL URL as given, else the SQLite file's path."""
+    if value is None:
+        return None
+    return value if value.startswith(("postgresql://", "postgres://")) else Path(value)
+
+
+def _settings(db: str | None, nisqa_weights: Path | None, no_nisqa: bool, no_dnsmos: bool,
               transcribe: bool = False, rules: Path | None = None) -> Settings:  # fmt: skip
     base = get_settings()
     changes: dict[str, object] = {
@@ -63,7 +70,7 @@ def _settings(db: Path | None, nisqa_weights: Path | None, no_nisqa: bool, no_dn
     analysis = AnalysisSettings.model_validate({**base.analysis.model_dump(), **changes})
     update: dict[str, object] = {"analysis": analysis}
     if db:
-        update["db"] = db
+        update["db"] = _db(db)
     if nisqa_weights:
         update["nisqa_weights"] = nisqa_weights
     return base.model_copy(update=update)
@@ -87,7 +94,7 @@ def analyze(
     transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
     rules: Annotated[Path | None, typer.Option(help="YAML phrase rules (implies --transcribe)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when cached")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Analyse a call recording (or a folder of them) and print its quality report."""
     try:
@@ -165,7 +172,7 @@ def pcap(
             "--keep-audio", help="keep each call's legs for listening (the web page's players), next to the store"
         ),
     ] = False,  # fmt: skip
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Find every call in a capture: SIP dialog, RTP per direction, network statistics and audio analysis."""
     from callqa.service.captures import analyze_capture
@@ -229,7 +236,7 @@ def sniff(
         str | None,
         typer.Option(help="central callqa service receiving this site's calls (key: CALLQA_SITE__KEY)"),
     ] = None,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Listen on a mirror port (and/or HEP): each call is analysed, stored and printed when it ends; with
     --transcribe, each direction is also transcribed as the call goes on and the segments are published; with
@@ -284,7 +291,9 @@ def sniff(
 @outbox_app.command("status")
 def outbox_status(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="result store: SQLite file (the spool beside it) or postgresql://...")
+    ] = None,
 ) -> None:
     """What waits in this capture site's spool for the central service (and what was quarantined)."""
     import time
@@ -311,7 +320,9 @@ def outbox_status(
 @outbox_app.command("add")
 def outbox_add(
     ids: Annotated[list[str], typer.Argument(help="stored report ids (a call refused while the spool was full)")],
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="result store: SQLite file (the spool beside it) or postgresql://...")
+    ] = None,
 ) -> None:
     """Spool stored calls again for the central service (the sniffer sends them on its next start, or now)."""
     from callqa.service.jobs import audio_dir
@@ -337,7 +348,9 @@ def outbox_add(
 
 @outbox_app.command("requeue")
 def outbox_requeue(
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite); the spool is next to it")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="result store: SQLite file (the spool beside it) or postgresql://...")
+    ] = None,
 ) -> None:
     """Move quarantined entries back into the spool (after what made the central service refuse them is fixed)."""
     box = _outbox(db)
@@ -347,11 +360,11 @@ def outbox_requeue(
         box.close()
 
 
-def _outbox(db: Path | None, exclusive: bool = True):  # type: ignore[no-untyped-def]
+def _outbox(db: str | None, exclusive: bool = True):  # type: ignore[no-untyped-def]
     from callqa.service.live import spool_dir
     from callqa.service.outbox import Outbox
 
-    settings = get_settings() if db is None else get_settings().model_copy(update={"db": db})
+    settings = get_settings() if db is None else get_settings().model_copy(update={"db": _db(db)})
     try:
         return Outbox(spool_dir(settings), settings.site.spool_max_bytes, exclusive)
     except CallqaError as exc:
@@ -388,11 +401,11 @@ def schema() -> None:
 def show(
     report_id: Annotated[str, typer.Argument(help="report id (or a unique prefix)")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Show a stored report."""
     try:
-        report = Store(db or get_settings().db).get(report_id)
+        report = Store(_db(db) or get_settings().db).get(report_id)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -414,7 +427,7 @@ def list_calls(
     carrier: Annotated[str | None, typer.Option(help="calls that went out on this carrier (trunk)")] = None,
     direction: Annotated[str | None, typer.Option(help="inbound or outbound")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON, with each call's context")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """List stored reports, newest first."""
     from dataclasses import asdict
@@ -424,7 +437,7 @@ def list_calls(
 
     query = CallQuery(verdict=verdict, agent=agent, campaign=campaign, carrier=carrier, direction=direction)
     try:
-        rows = Store(db or get_settings().db).list(limit, query=query)
+        rows = Store(_db(db) or get_settings().db).list(limit, query=query)
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -456,7 +469,7 @@ def trends(
     bucket: Annotated[str | None, typer.Option(help="15m, 1h or 1d (default: from the range)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="groups with the most calls")] = 50,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Quality per group over time: calls, verdicts, fault rates, MOS and loss/jitter percentiles."""
     import csv
@@ -470,7 +483,7 @@ def trends(
         now = time.time()
         end = parse_time(until, now) if until else now
         try:
-            result = group_trends(Store(db or get_settings().db), by, parse_time(since, now), end, bucket, limit)  # type: ignore[arg-type]
+            result = group_trends(Store(_db(db) or get_settings().db), by, parse_time(since, now), end, bucket, limit)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InputError(str(exc)) from exc
     except CallqaError as exc:
@@ -505,7 +518,7 @@ def incidents(
     evaluate: Annotated[bool, typer.Option("--evaluate", help="judge the last window now and send news")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     limit: Annotated[int, typer.Option(min=1)] = 50,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Systemic faults: groups whose fault rate or MOS left their baseline (docs/alerts.md)."""
     from datetime import UTC
@@ -517,7 +530,7 @@ def incidents(
     try:
         if status not in (None, "open", "closed"):
             raise InputError(f"--status is open or closed, not {status!r}")
-        store = Store(db or settings.db)
+        store = Store(_db(db) or settings.db)
         if evaluate:
             ev, sent = run_evaluation(store, settings.alerts)
             err.print(f"judged {len(ev.checks)} group figures: {len(ev.opened)} opened, {len(ev.closed)} closed")
@@ -569,7 +582,7 @@ def vicidial_sync(
     no_nisqa: Annotated[bool, typer.Option("--no-nisqa", help="skip NISQA")] = False,
     transcribe: Annotated[bool, typer.Option("--transcribe", help="add the transcript and phrase rules")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="analyse again even when the audio is cached")] = False,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Analyse the dialer's new recordings (and those whose files changed) and store each report with the
     call's agent, campaign, carrier and direction. Run it again at any time: finished rows are skipped."""
@@ -646,7 +659,7 @@ def models_status() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8084)")] = None,
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Run the HTTP service (FastAPI under uvicorn)."""
     import uvicorn
@@ -655,7 +668,7 @@ def serve(
 
     settings = get_settings()
     if db:
-        settings = settings.model_copy(update={"db": db})
+        settings = settings.model_copy(update={"db": _db(db)})
     try:
         application = create_app(settings)
     except CallqaError as exc:
@@ -665,11 +678,29 @@ def serve(
                 log_level="info", timeout_graceful_shutdown=10)  # fmt: skip
 
 
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option(min=1, max=256, help="worker processes on this host (one job each)")] = 1,
+) -> None:
+    """Analyse queued jobs (CALLQA_BROKER and a PostgreSQL CALLQA_DB): run any number per host, on any hosts."""
+    from callqa.service.queue import supervise
+
+    settings = get_settings()
+    if settings.broker is None:
+        err.print("[red]error:[/] no job queue is configured (CALLQA_BROKER=amqp://USER:PASS@HOST:5672/VHOST)")
+        raise typer.Exit(2)
+    try:
+        supervise(settings, processes)
+    except CallqaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="read (GET endpoints) or write (everything)")] = "read",
     name: Annotated[str, typer.Option(help="who or what the key is for")] = "",
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Create an API key and print it (only its hash is stored: keep the printed key)."""
     from callqa.api.keys import KeyStore
@@ -678,7 +709,7 @@ def keys_create(
         err.print("[red]error:[/] --scope must be read or write")
         raise typer.Exit(2)
     try:
-        token = KeyStore(Store(db or get_settings().db)).create(scope, name)  # type: ignore[arg-type]
+        token = KeyStore(Store(_db(db) or get_settings().db)).create(scope, name)  # type: ignore[arg-type]
     except CallqaError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -686,7 +717,9 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None) -> None:
+def keys_list(
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
+) -> None:
     """List API keys (ids, scopes, names; never the keys themselves)."""
     from datetime import datetime
 
@@ -695,7 +728,7 @@ def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite
     table = Table(show_edge=False)
     for col in ("id", "scope", "name", "created", "revoked"):
         table.add_column(col)
-    for k in KeyStore(Store(db or get_settings().db)).list():
+    for k in KeyStore(Store(_db(db) or get_settings().db)).list():
         when = datetime.fromtimestamp(k.created_at).strftime("%Y-%m-%d %H:%M")
         table.add_row(k.id, k.scope, k.name, when, "yes" if k.revoked else "")
     out.print(table)
@@ -704,12 +737,12 @@ def keys_list(db: Annotated[Path | None, typer.Option(help="result store (SQLite
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id (the part after cqa_)")],
-    db: Annotated[Path | None, typer.Option(help="result store (SQLite)")] = None,
+    db: Annotated[str | None, typer.Option(help="result store: a SQLite file or postgresql://...")] = None,
 ) -> None:
     """Revoke an API key (the service stops accepting it within 30 s)."""
     from callqa.api.keys import KeyStore
 
-    if not KeyStore(Store(db or get_settings().db)).revoke(key_id):
+    if not KeyStore(Store(_db(db) or get_settings().db)).revoke(key_id):
         err.print(f"[red]error:[/] no API key {key_id!r}")
         raise typer.Exit(2)
     out.print(f"revoked {key_id}")

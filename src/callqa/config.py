@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, SerializationInfo, field_serializer
+from pydantic import BaseModel, Field, SecretStr, SerializationInfo, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -274,7 +274,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLQA_", env_nested_delimiter="__", extra="ignore")
 
     analysis: AnalysisSettings = AnalysisSettings()
-    db: Path = Field(default_factory=lambda: _default_data_dir() / "callqa.sqlite3")
+    db: Path | str = Field(
+        default_factory=lambda: _default_data_dir() / "callqa.sqlite3",
+        description="the store: a SQLite file (the default), or postgresql://USER[:PASS]@HOST[:PORT]/DB",
+    )
+    work_dir: Path | None = Field(
+        None, description="uploads spool and kept audio; default: beside a SQLite store, else the user's data dir"
+    )
+    broker: SecretStr | None = Field(
+        None, description="amqp://USER:PASS@HOST:5672/VHOST: jobs go to `callqa worker` processes (PostgreSQL only)"
+    )
+    queue_name: str = Field("callqa.analyze", min_length=1, max_length=200, description="the analysis queue")
     cache_ttl_s: float = Field(30 * 24 * 3600.0, ge=0)
     nisqa_weights: Path | None = None
     models_dir: Path = Field(default_factory=lambda: _default_data_dir() / "models")
@@ -297,10 +307,28 @@ class Settings(BaseSettings):
 
     site: SiteSettings = SiteSettings()
 
+    @field_validator("db", mode="before")
+    @classmethod
+    def _db(cls, value: object) -> Path | str:
+        """A PostgreSQL URL stays a string; anything else is the SQLite file's path."""
+        text = str(value)
+        return text if text.startswith(("postgresql://", "postgres://")) else Path(text)
+
+    @field_serializer("broker", when_used="json")
+    def _broker(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked in JSON, except for the worker processes that need it (``context={"reveal_secrets": True}``)."""
+        if value is None:
+            return None
+        reveal = isinstance(info.context, dict) and info.context.get("reveal_secrets")
+        return value.get_secret_value() if reveal else str(value)
+
     @property
     def data_dir(self) -> Path:
-        """Where the service keeps its spool of uploads and other working files: next to the store."""
-        return self.db.parent
+        """Where the service keeps its spool of uploads and other working files: ``work_dir``, else next to a
+        SQLite store, else the user's data directory."""
+        if self.work_dir is not None:
+            return self.work_dir
+        return self.db.parent if isinstance(self.db, Path) else _default_data_dir()
 
     def resolved_nisqa_weights(self) -> Path | None:
         """The configured NISQA weights, else the fetched copy in ``models_dir``, else None."""

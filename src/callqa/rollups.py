@@ -7,9 +7,10 @@ Prometheus' ``histogram_quantile`` does): the MOS bins are 0.1 wide, so a median
 
 Groups: ``agent``, ``campaign``, ``carrier`` (trunk or SIP peer), ``site`` (capture site) and ``codec`` of each
 call as the call index holds them, and ``all`` (every call, group ""). Buckets: 15 minutes, an hour, a day (UTC).
-The table is kept up to date from the call index: each index sync marks the quarter hours whose calls changed,
-``refresh`` recomputes those quarters from the index rows, and the hours and days that hold them from the
-quarters. Plain SQL only (``?`` placeholders, portable upserts); histograms are stored as text.
+The table is kept up to date from the store's index columns: storing, replacing, deleting or first indexing a
+report marks its quarter hour (``store.DIRTY``), ``refresh`` recomputes the marked quarters from the reports' index
+columns, and the hours and days that hold them from the quarters. Plain SQL only (``?`` placeholders, portable
+upserts); histograms are stored as text.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from callqa.callindex import COLUMNS, DIRTY, QUARTER_S, TABLE, CallEntry, CallIndex
+from callqa.callindex import COLUMNS, DIRTY, QUARTER_S, CallEntry, CallIndex
 from callqa.store import Store
 
 Dimension = Literal["agent", "campaign", "carrier", "site", "codec"]
@@ -210,7 +211,7 @@ def _recompute(db: Any, quarters: list[float]) -> None:
     again (for the next refresh) instead of being lost."""
     db.executemany(f"DELETE FROM {DIRTY} WHERE start = ?", [(q,) for q in quarters])
     for q in quarters:
-        rows = db.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE verdict != '' AND t >= ? AND t < ?",
+        rows = db.execute(f"SELECT {COLUMNS} FROM reports WHERE kind != '' AND t >= ? AND t < ?",
                           (q, q + QUARTER_S)).fetchall()  # fmt: skip
         calls = [CallEntry.from_row(r) for r in rows]
         db.execute(f"DELETE FROM {ROLLUPS} WHERE bucket_s = ? AND start = ?", (int(QUARTER_S), q))

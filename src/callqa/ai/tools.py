@@ -6,7 +6,6 @@ values are reported back to the model as a tool error) and returns compact JSON 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from callqa.report import CallReport
-from callqa.store import CallQuery, CallRow, Store
+from callqa.store import CallQuery, CallRow, Store, host_of
 
 FINDING_CODES = ("no_audio", "no_speech", "one_way_audio", "no_media", "dead_air", "clipping", "low_level", "low_mos",
                  "mixed_legs", "packet_loss", "high_jitter", "no_transcript", "required_phrase_missing",
@@ -33,7 +32,6 @@ GroupBy = Literal[
     "carrier",
     "direction",
 ]
-_URI_HOST = re.compile(r"(?:sips?:|https?://|sftp:)(?:[^@/;>\s]*@)?(\[[^\]]+\]|[^:;>/\s]+)")
 
 
 class Filters(BaseModel):
@@ -69,11 +67,6 @@ class CountCalls(Filters):
 class GetCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=4, max_length=64, pattern=r"^[0-9a-f]+$")
-
-
-def host_of(uri: str) -> str:
-    m = _URI_HOST.search(uri)
-    return m.group(1).lower() if m else ""
 
 
 def row_json(r: CallRow) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from callqa.config import Settings
 from callqa.service.ingest import SiteCalls
 from callqa.service.jobs import JobStore, audio_dir
 from callqa.service.metrics import Metrics
+from callqa.service.queue import QueueRunner
 from callqa.service.runner import Runner
 from callqa.store import Store
 from callqa.web.session import COOKIE, Sessions
@@ -56,7 +57,7 @@ class AppState:
     jobs: JobStore
     metrics: Metrics
     assistant: Assistant
-    runner: Runner
+    runner: Runner | QueueRunner  # the in-process pool, or the queue to `callqa worker` processes (CALLQA_BROKER)
     limiter: RateLimiter
     hub: Hub = field(default_factory=lambda: Hub())
     verified: dict[str, tuple[ApiKey, float]] = field(default_factory=dict)

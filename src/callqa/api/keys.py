@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     hash        TEXT NOT NULL,
     scope       TEXT NOT NULL,
     name        TEXT NOT NULL DEFAULT '',
-    created_at  REAL NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
     revoked     INTEGER NOT NULL DEFAULT 0
 );
 """

@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,12 +23,13 @@ from callqa.api.docs import install_docs
 from callqa.api.keys import KeyStore
 from callqa.api.routes import ai, analyze, calls, live, ops, sites, trends, ui
 from callqa.config import Settings, get_settings
-from callqa.errors import CallqaError
-from callqa.private import open_to_others
+from callqa.errors import CallqaError, StoreError
+from callqa.private import open_to_others, private_dir
 from callqa.public import public_message
 from callqa.service.alerts import run_evaluation
 from callqa.service.jobs import JobStore, audio_dir, error_code, prune
 from callqa.service.metrics import Metrics
+from callqa.service.queue import QueueRunner
 from callqa.service.runner import Runner
 from callqa.store import Store
 
@@ -137,8 +139,9 @@ async def vicidial_sync_loop(state: AppState) -> None:
 def warn_open_data(settings: Settings) -> list[str]:
     """Warn (once, at start) about the store, kept audio and upload spool when other users can read them: new
     ones are created private, but a store made by an older version or by hand keeps its mode. Returns the lines."""
-    places = [settings.db, settings.db.with_name(settings.db.name + "-wal"), audio_dir(settings),
-              settings.data_dir / "spool"]  # fmt: skip
+    places = [audio_dir(settings), settings.data_dir / "spool"]
+    if isinstance(settings.db, Path):  # a SQLite store and its write-ahead log
+        places += [settings.db, settings.db.with_name(settings.db.name + "-wal")]
     lines = []
     for path, mode in open_to_others(places):
         fix = "700" if path.is_dir() else "600"
@@ -155,12 +158,17 @@ def create_app(settings: Settings | None = None, provider: Provider | None | boo
     logs.install()
     llm = make_provider(settings.llm) if provider is True else provider or None
     store = Store(settings.db)
+    try:
+        private_dir(settings.data_dir)  # the spool and kept audio (beside a SQLite store, it exists already)
+    except OSError as exc:
+        raise StoreError(f"cannot create the working directory {settings.data_dir}: {exc}") from exc
     metrics = Metrics()
     metrics.watch_groups(store, settings.metrics)
     assistant = Assistant(settings.llm, store, llm, metrics.observe_llm)
     jobs = JobStore(store)
+    runner = (QueueRunner if settings.broker is not None else Runner)(settings, jobs, metrics, assistant)
     state = AppState(settings=settings, store=store, keys=KeyStore(store), jobs=jobs, metrics=metrics,
-                     assistant=assistant, runner=Runner(settings, jobs, metrics, assistant),
+                     assistant=assistant, runner=runner,
                      limiter=RateLimiter(settings.api.rate_per_minute, settings.api.read_rate_per_minute))  # fmt: skip
 
     async def retention() -> None:

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS site_calls (
     report_id   TEXT PRIMARY KEY,
     site        TEXT NOT NULL,
     digest      TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS site_calls_site ON site_calls (site, received_at);
 """
@@ -90,8 +90,8 @@ class SiteCalls:
                 # another process on the same database may have received the same call meanwhile: the primary key
                 # keeps one row, and this copy (the same content, just put again) is the repeat
                 row = (report.id, report.site, digest, time.time())
-                added = db.execute("INSERT OR IGNORE INTO site_calls (report_id, site, digest, received_at) "
-                                   "VALUES (?, ?, ?, ?)", row).rowcount  # fmt: skip
+                added = db.execute("INSERT INTO site_calls (report_id, site, digest, received_at) "
+                                   "VALUES (?, ?, ?, ?) ON CONFLICT (report_id) DO NOTHING", row).rowcount  # fmt: skip
         return Received(report, "stored" if added == 1 else "already stored")
 
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     key_id      TEXT NOT NULL,
     kind        TEXT NOT NULL,
     status      TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
     spec        TEXT NOT NULL,
     report_id   TEXT,
@@ -109,8 +110,16 @@ class JobStore:
         self.store = store
         with store.connect() as db:
             db.executescript(SCHEMA)
+            if "worker" not in db.columns("jobs"):  # added with the job queue: which host:pid runs the job
+                db.lock_schema()
+                if "worker" not in db.columns("jobs"):
+                    db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
 
-    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None) -> Job:
+    def create(self, spec: JobSpec, key_id: str, job_id: str | None = None, files: list[Path] | None = None,
+               publish: Callable[[str], None] | None = None) -> Job:  # fmt: skip
+        """A queued job; ``files`` (uploads) are stored with it, in the same transaction, for workers on other
+        hosts (the ``job_files`` table of ``service.queue``). ``publish(job_id)`` runs last, before the commit: a
+        job whose message could not be sent is not created, and a message is never lost for a job that was."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=spec.kind, status="queued", created_at=now, updated_at=now,
                   spec=spec)  # fmt: skip
@@ -119,7 +128,25 @@ class JobStore:
                 "INSERT INTO jobs (id, key_id, kind, status, created_at, updated_at, spec) VALUES (?,?,?,?,?,?,?)",
                 (job.id, key_id, job.kind, job.status, now, now, spec.model_dump_json()),
             )
+            for i, path in enumerate(files or []):
+                db.execute("INSERT INTO job_files (job_id, idx, name, data) VALUES (?, ?, ?, ?)",
+                           (job.id, i, path.name, path.read_bytes()))  # fmt: skip
+            if publish is not None:
+                publish(job.id)
         return job
+
+    def finish(self, job_id: str, status: Literal["done", "failed"], report_id: str | None = None,
+               error: str | None = None, error_code: int | None = None,
+               assessment: dict[str, Any] | None = None) -> bool:  # fmt: skip
+        """End a job that has not ended (one statement: of two runs of a job, the first to end decides)."""
+        with self.store.connect() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, report_id = ?, error = ?, error_code = ?, assessment = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('queued', 'running')",
+                (status, report_id, error, error_code, json.dumps(assessment) if assessment is not None else None,
+                 time.time(), job_id),
+            )  # fmt: skip
+            return cur.rowcount == 1
 
     def get(self, job_id: str) -> Job | None:
         with self.store.connect() as db:
@@ -133,7 +160,7 @@ class JobStore:
                    assessment=json.loads(row[10]) if row[10] else None)  # fmt: skip
 
     def update(self, job_id: str, **fields: Any) -> None:
-        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec"}
+        allowed = {"status", "attempts", "report_id", "error", "error_code", "assessment", "spec", "worker"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "assessment" in fields and fields["assessment"] is not None:

@@ -34,12 +34,12 @@ from callqa.store import Store
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vicidial_synced (
     dialer        TEXT NOT NULL,
-    recording_id  INTEGER NOT NULL,
+    recording_id  BIGINT NOT NULL,
     status        TEXT NOT NULL,
     fingerprint   TEXT NOT NULL,
     report_id     TEXT,
     error         TEXT,
-    updated_at    REAL NOT NULL,
+    updated_at    DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (dialer, recording_id)
 );
 """
@@ -123,8 +123,10 @@ class Bookkeeping:
              error: str | None = None) -> None:  # fmt: skip
         with self.store.connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO vicidial_synced (dialer, recording_id, status, fingerprint, report_id, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO vicidial_synced (dialer, recording_id, status, fingerprint, report_id, error, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dialer, recording_id) DO UPDATE SET"
+                " status = excluded.status, fingerprint = excluded.fingerprint, report_id = excluded.report_id,"
+                " error = excluded.error, updated_at = excluded.updated_at",
                 (self.dialer, recording_id, status, fingerprint, report_id, error, time.time()),
             )
 

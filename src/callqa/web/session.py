@@ -24,8 +24,8 @@ CREATE TABLE IF NOT EXISTS ui_sessions (
     hash        TEXT PRIMARY KEY,
     key_id      TEXT NOT NULL,
     csrf        TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    expires_at  REAL NOT NULL
+    created_at  DOUBLE PRECISION NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
 );
 """
 
