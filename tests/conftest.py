@@ -62,7 +62,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if nodeid is None or (nodeid in outcome and category == "skipped"):
                 continue
             reason = str(rep.longrepr[2]) if category == "skipped" and isinstance(rep.longrepr, tuple) else ""
-            outcome[nodeid] = (category, "parity" in rep.keywords, reason.removeprefix("Skipped: "))
+            parity_test = "parity" in getattr(rep, "keywords", {})  # a collection error has no keywords
+            outcome[nodeid] = (category, parity_test, reason.removeprefix("Skipped: "))
     parity = Counter(o for o, p, _ in outcome.values() if p)
     if not outcome:
         return
