@@ -41,7 +41,7 @@ if [ "$nisqa" = 1 ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
   extras="nisqa"
 fi
-[ "$dev" = 1 ] && extras="${extras:+$extras,}dev"
+[ "$dev" = 1 ] && extras="${extras:+$extras,}dev,mosfit"
 say "installing callqa${extras:+ [$extras]} and its bundled models (ONNX Runtime, Silero VAD, DNSMOS, Whisper tiny.en)"
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 say "models:"

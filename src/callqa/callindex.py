@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     findings    TEXT NOT NULL,  -- ',code,code,' (each code once)
     n_findings  INTEGER NOT NULL,
     roles       TEXT NOT NULL,  -- ',caller,callee,'
-    mos_1       REAL,           -- first leg: NISQA MOS when present, else DNSMOS OVRL
+    mos_1       REAL,           -- first leg: the call MOS (older reports: NISQA, else DNSMOS OVRL)
     mos_2       REAL,           -- second leg
     mos         REAL,           -- the call: its lowest leg MOS
     net_mos     REAL,           -- captured calls: the lowest network (E-model) MOS of a direction
@@ -121,8 +121,11 @@ def _codes(text: str) -> tuple[str, ...]:
 
 
 def leg_mos(leg: dict[str, Any]) -> float | None:
-    """A leg's perceptual MOS: NISQA when it ran, else DNSMOS OVRL (as the low_mos detector judges it)."""
+    """A leg's perceptual MOS: the calibrated call MOS (as the low_mos detector judges it); for reports made
+    before it existed NISQA when it ran, else DNSMOS OVRL."""
     mos = leg.get("mos") or {}
+    if isinstance(mos.get("call"), dict) and mos["call"].get("value") is not None:
+        return float(mos["call"]["value"])
     if isinstance(mos.get("nisqa"), dict) and mos["nisqa"].get("mos") is not None:
         return float(mos["nisqa"]["mos"])
     if isinstance(mos.get("dnsmos"), dict) and mos["dnsmos"].get("ovrl") is not None:
@@ -185,7 +188,8 @@ _EXTRACT = f"""
 SELECT r.id, r.created_at, r.verdict, r.duration_s,
        {_J}(r.report, '$.source', '$.sip.from', '$.sip.to', '$.sip.started_at', '$.context'),
        (SELECT json_group_array({_J}(value, '$.code')) FROM json_each(r.report, '$.findings')),
-       (SELECT json_group_array(json({_J}(value, '$.role', '$.source', '$.mos.nisqa.mos', '$.mos.dnsmos.ovrl')))
+       (SELECT json_group_array(json({_J}(value, '$.role', '$.source', '$.mos.nisqa.mos', '$.mos.dnsmos.ovrl',
+                                               '$.mos.call.value')))
         FROM json_each(r.report, '$.legs')),
        (SELECT json_group_array({_J}(value, '$.network_mos')) FROM json_each(r.report, '$.streams'))
 FROM reports r"""
@@ -195,8 +199,9 @@ def _compact(r: tuple[Any, ...]) -> dict[str, Any]:
     """The parts of a report the index reads, as extracted by ``_EXTRACT``, shaped like the report."""
     source, sip_from, sip_to, started_at, context = json.loads(r[4])
     legs = [{"role": role, "source": src, "mos": {"nisqa": {"mos": nisqa} if nisqa is not None else None,
-                                                  "dnsmos": {"ovrl": dnsmos} if dnsmos is not None else None}}
-            for role, src, nisqa, dnsmos in json.loads(r[6] or "[]")]  # fmt: skip
+                                                  "dnsmos": {"ovrl": dnsmos} if dnsmos is not None else None,
+                                                  "call": {"value": call} if call is not None else None}}
+            for role, src, nisqa, dnsmos, call in json.loads(r[6] or "[]")]  # fmt: skip
     sip = {"from": sip_from, "to": sip_to, "started_at": started_at} if sip_from is not None or started_at else None
     return {"id": r[0], "verdict": r[2], "duration_s": r[3], "source": source or "recording", "sip": sip,
             "findings": [{"code": c} for c in json.loads(r[5] or "[]")], "legs": legs, "context": context,
