@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--testdata", type=Path, default=None, help="score the shared PESQ-labelled pairs too")
     ap.add_argument("--nisqa-weights", type=Path, default=None)
     ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--dump-shared", type=Path, default=None, help="keep the shared pairs' features in this file")
     ap.add_argument("--write", action="store_true", help="write the refitted model and the scatter plot")
     args = ap.parse_args()
     rows = load(args.corpus)
@@ -179,6 +180,8 @@ def main() -> None:
              "target": "P.862 narrowband MOS-LQO (pesq package)", **final}  # fmt: skip
     if args.testdata is not None:
         shared = shared_rows(args.testdata, args.nisqa_weights, args.models_dir)
+        if args.dump_shared is not None:
+            args.dump_shared.write_text(json.dumps(shared))
         print("\n".join(table("Shared PESQ-labelled pairs (never fitted on), final model", shared, final)))
         print("| pair | P.862 | DNSMOS OVRL | NISQA | call MOS |\n|---|---|---|---|---|")
         for r in shared:

@@ -50,9 +50,9 @@ def bandwidth_hz(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> f
 
 
 def dropout_ratio(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> float:
-    """Audio lost in dropouts, as a share of the speech time: stretches of at least 15 ms down at the line's
-    noise floor that begin and end abruptly (30 dB within 5 ms on both sides), as lost packets played as
-    silence cut into words; a talker's pauses fade out and in instead."""
+    """Audio lost in dropouts, as a share of the speech time: stretches of 15-300 ms down at the line's noise
+    floor that begin and end abruptly (30 dB within 5 ms on both sides), as lost packets played as silence cut
+    into words; a talker's pauses fade out and in instead, and pauses between sentences last longer."""
     speech_s = sum(b - a for a, b in speech)
     n = int(DROPOUT_FRAME_S * sr)
     if speech_s <= 0 or x.size < 4 * n:
@@ -64,7 +64,7 @@ def dropout_ratio(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> 
     edges = np.diff(np.concatenate([[0], low.astype(np.int8), [0]]))
     lost = 0
     for a, b in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True):
-        if b - a < 3 or a == 0 or b >= db.size:
+        if not 3 <= b - a <= 60 or a == 0 or b >= db.size:
             continue
         inside = float(np.mean(db[a:b]))
         if db[a - 1] > inside + DROPOUT_DB and db[b] > inside + DROPOUT_DB:
@@ -212,17 +212,15 @@ def derived(raw: dict[str, Any]) -> dict[str, float]:
         "nisqa_col": f("nisqa_col"),
         "nisqa_dis": f("nisqa_dis"),
         "nisqa_loud": f("nisqa_loud"),
-        "active_dbfs": active,
         "snr_db": min(active - floor, 80.0) if not (math.isnan(active) or math.isnan(floor)) else math.nan,
-        "crest_db": f("peak_dbfs") - f("rms_dbfs"),
         "clipping_log": math.log10(f("clipping_ratio") + 1e-6),
         "bandwidth_hz": f("bandwidth_hz"),
-        "dropout_ratio": f("dropout_ratio"),
+        # under 1% of the speech time, dropouts cannot be told from abrupt word edges (synthetic or gated speech)
+        "dropout_ratio": max(0.0, f("dropout_ratio") - 0.01),
         "high_band_db": f("high_band_db"),
         "top_spread_db": f("top_spread_db"),
         "echo_corr": f("echo_corr"),
         "band_snr_db": min(f("band_snr_db"), 80.0),
-        "speech_ratio": f("speech_ratio"),
     }
 
 
