@@ -17,6 +17,7 @@ import pytest
 from captures import Call
 from conftest import REPO
 
+from callqa import explain
 from callqa.config import Settings
 from callqa.pipeline import Leg, analyze_legs
 from callqa.quality import callmos
@@ -144,6 +145,13 @@ def test_cause_on_impaired_captures(settings: Settings, tmp_path: Path) -> None:
             assert ev["packet_loss"] == 0 and ev["network_mos"] > 4.0 and caller.mos.call.value < 3.0
     assert causes == {"loss": "network", "noise": "endpoint", "both": "both", "clean": None}
     assert "low_mos" not in {f.code for f in by_call["clean"].findings}
+    # the finding says it in plain words, and what to check follows the cause
+    said = {name: next(f for f in by_call[name].findings if f.code == "low_mos" and f.leg == "caller")
+            for name in ("loss", "noise", "both")}  # fmt: skip
+    assert "network lost or delayed" in explain.what(said["loss"]) and "QoS" in explain.check(said["loss"])
+    assert "sound at that end" in explain.what(said["noise"]) and "headset" in explain.check(said["noise"])
+    assert "both the network" in explain.what(said["both"])
+    assert said["both"].evidence["network_reasons"] == ["packet loss"]
 
 
 def test_the_shipped_trees_are_scikit_learns(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from callqa.report import CallMos, CallMosWindow, LegReport
 
 DNSMOS_WINDOW_S = 9.01
+SPECTRUM_S = 60.0  # spectra, flat tops: from the first minute of speech
 DROPOUT_FRAME_S = 0.005
 DROPOUT_DB = 30.0  # a stretch at the noise floor this far below the sound on both sides is a dropout
 
@@ -32,11 +33,7 @@ DROPOUT_DB = 30.0  # a stretch at the noise floor this far below the sound on bo
 def bandwidth_hz(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> float | None:
     """The audio bandwidth: the highest frequency where the long-term spectrum of the speech (or of the whole
     leg without speech) is within 30 dB of its peak, from 32 ms frames; None for silence."""
-    if speech:
-        parts = [x[int(a * sr) : int(b * sr)] for a, b in speech]
-        y = np.concatenate(parts) if parts else x
-    else:
-        y = x
+    y = _speech_samples(x, sr, speech) if speech else np.asarray(x[: int(SPECTRUM_S * sr)], np.float64)
     n = 256 if sr <= 8000 else 512
     if y.size < n:
         return None
@@ -57,8 +54,7 @@ def dropout_ratio(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> 
     n = int(DROPOUT_FRAME_S * sr)
     if speech_s <= 0 or x.size < 4 * n:
         return 0.0
-    frames = x[: x.size // n * n].reshape(-1, n).astype(np.float64)
-    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    db = 10 * np.log10(_frame_power(x, n) + 1e-12)
     floor = float(np.percentile(db, 5))
     low = db < max(floor + 10.0, -100.0)
     edges = np.diff(np.concatenate([[0], low.astype(np.int8), [0]]))
@@ -75,8 +71,7 @@ def dropout_ratio(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> 
 def high_band_db(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> float | None:
     """Speech energy in 2.5-3.5 kHz relative to 0.3-2.5 kHz, dB (codecs at low rates and band limits thin the
     upper band); None without speech."""
-    parts = [x[int(a * sr) : int(b * sr)] for a, b in speech]
-    y = np.concatenate(parts) if parts else np.zeros(0)
+    y = _speech_samples(x, sr, speech)
     n = 256 if sr <= 8000 else 512
     if y.size < n:
         return None
@@ -89,13 +84,24 @@ def high_band_db(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> f
     return round(float(10 * np.log10(high / low + 1e-12)), 2)
 
 
+def _frames(x: np.ndarray, n: int, chunk: int = 4096) -> list[np.ndarray]:
+    """``x`` in frames of ``n`` samples (a partial last frame dropped), float64, in chunks of ``chunk`` frames: a
+    long leg is never copied whole."""
+    count = x.size // n
+    return [np.asarray(x[i * n : min(count, i + chunk) * n], np.float64).reshape(-1, n) for i in range(0, count, chunk)]
+
+
+def _frame_power(x: np.ndarray, n: int) -> np.ndarray:
+    return np.concatenate([np.mean(f**2, axis=1) for f in _frames(x, n)] or [np.zeros(0)])
+
+
 def _speech_samples(x: np.ndarray, sr: int, speech: list[tuple[float, float]], limit_s: float = 60.0) -> np.ndarray:
     parts, total = [], 0
     for a, b in speech:
-        seg = x[int(a * sr) : int(b * sr)]
+        seg = x[int(a * sr) : int(b * sr)][: max(0, int(limit_s * sr) - total)]
         parts.append(seg)
         total += seg.size
-        if total > limit_s * sr:
+        if total >= limit_s * sr:
             break
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
@@ -119,10 +125,11 @@ def band_snr_db(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> fl
     n = 256 if sr <= 8000 else 512
     if not speech or x.size < 4 * n:
         return None
-    frames = x[: x.size // n * n].reshape(-1, n).astype(np.float64)
-    spec = np.abs(np.fft.rfft(frames * np.hanning(n), axis=1)) ** 2
-    f = np.arange(spec.shape[1]) * sr / n
-    band = spec[:, (f >= 300) & (f <= 3400)].sum(axis=1)
+    f = np.arange(n // 2 + 1) * sr / n
+    keep, window = (f >= 300) & (f <= 3400), np.hanning(n)
+    band = np.concatenate([
+        (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2)[:, keep].sum(axis=1) for frames in _frames(x, n)
+    ])  # fmt: skip
     t = (np.arange(band.size) + 0.5) * n / sr
     inside = np.zeros(band.size, bool)
     for a, b in speech:
