@@ -20,8 +20,8 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # the tests also place real SIP calls between baresip agents in a network namespace, impaired with nftables,
 # fetch recordings from a real OpenSSH server, check the deployment files with systemd-analyze and nginx -t, and
 # read ViciDial's tables from a real MariaDB server (.ci/mariadb starts it), and drive the web pages in headless
-# Chromium (Playwright uses this browser; it never downloads its own)
-[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core"
+# Chromium (Playwright uses this browser; it never downloads its own); gcc builds the pesq package (P.862, sdist only)
+[ "$dev" = 1 ] && packages="$packages gcc baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }
