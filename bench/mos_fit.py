@@ -145,12 +145,26 @@ def scatter(rows: list[dict[str, Any]], model: dict[str, Any], path: Path) -> No
     fig.savefig(path, dpi=90)
 
 
+def speaker_cv(fit_rows: list[dict[str, Any]]) -> None:
+    """Leave one speaker out at a time within the fitting partition (its conditions all seen in fitting)."""
+    for name, names in VARIANTS.items():
+        rows = [r for r in fit_rows if name == "without_nisqa" or r["features"].get("nisqa_mos") is not None]
+        y, pred = np.array([r["pesq_nb"] for r in rows]), np.zeros(len(rows))
+        for speaker in sorted({r["speaker"] for r in rows}):
+            idx = [i for i, r in enumerate(rows) if r["speaker"] == speaker]
+            variant = fit([r for r in rows if r["speaker"] != speaker], names)
+            pred[idx] = predict(variant, [rows[i] for i in idx])
+        p, s, e = stats(pred, y)
+        print(f"leave-one-speaker-out, {name}: Pearson {p:.3f}, Spearman {s:.3f}, RMSE {e:.2f} ({len(rows)} clips)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--testdata", type=Path, default=None, help="score the shared PESQ-labelled pairs too")
     ap.add_argument("--nisqa-weights", type=Path, default=None)
     ap.add_argument("--models-dir", type=Path, default=None)
+    ap.add_argument("--speaker-cv", action="store_true", help="also leave one fitting speaker out at a time")
     ap.add_argument("--dump-shared", type=Path, default=None, help="keep the shared pairs' features in this file")
     ap.add_argument("--write", action="store_true", help="write the refitted model and the scatter plot")
     args = ap.parse_args()
@@ -169,6 +183,8 @@ def main() -> None:
     print(f"fit families: {sorted({r['family'] for r in fit_rows})}")
     print(f"held families: {sorted({r['family'] for r in held})}\n")
     validation = both(fit_rows)
+    if args.speaker_cv:
+        speaker_cv(fit_rows)
     print("\n".join(table("Held-out split (fitted on the fit partition only)", held, validation)))
     if args.write:
         scatter(held, validation, PLOT_PATH)
