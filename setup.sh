@@ -22,8 +22,9 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # read ViciDial's tables from a real MariaDB server (.ci/mariadb starts it), and drive the web pages in headless
 # Chromium (Playwright uses this browser; it never downloads its own), check the Prometheus rules with promtool
 # and send incidents to a real Alertmanager, and run the scaled-out deployment on a real PostgreSQL server and
-# RabbitMQ broker (.ci/postgres and .ci/rabbitmq start them; psql runs the Grafana dashboard's SQL there)
-[ "$dev" = 1 ] && packages="$packages baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql postgresql-client rabbitmq-server"
+# RabbitMQ broker (.ci/postgres and .ci/rabbitmq start them; psql runs the Grafana dashboard's SQL there);
+# gcc builds the pesq package (P.862, sdist only)
+[ "$dev" = 1 ] && packages="$packages gcc baresip nftables iproute2 tshark openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql postgresql-client rabbitmq-server"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }
@@ -50,7 +51,7 @@ if [ "$nisqa" = 1 ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
   extras="nisqa"
 fi
-[ "$dev" = 1 ] && extras="${extras:+$extras,}dev"
+[ "$dev" = 1 ] && extras="${extras:+$extras,}dev,mosfit"
 say "installing callqa${extras:+ [$extras]} and its bundled models (ONNX Runtime, Silero VAD, DNSMOS, Whisper tiny.en)"
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 say "models:"

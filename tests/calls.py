@@ -55,6 +55,13 @@ def leg(duration_s: float, turns: list[float], gain_db: float = 0.0, noise_dbfs:
     return x
 
 
+def babble(size: int, seed: int = 0, talkers: int = 6) -> np.ndarray:
+    """Babble of ``talkers`` overlapping sentences (the four voices, shifted at random), at about -20 dBFS."""
+    rng, others = np.random.default_rng(seed), np.concatenate(utterances())
+    noise = sum(np.roll(np.resize(others, size), int(rng.integers(others.size))) for _ in range(talkers))
+    return np.asarray(noise) * 10 ** (-20 / 20) / np.sqrt(np.mean(np.asarray(noise) ** 2))
+
+
 def conversation(duration_s: float = 60.0, gap_s: float = 1.0) -> tuple[list[float], list[float]]:
     """Alternating turn start times for two speakers filling ``duration_s``."""
     lengths = [u.size / RATE for u in utterances()]

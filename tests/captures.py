@@ -270,8 +270,13 @@ class Call:
         return out
 
 
-def speech_frames(seconds: float, codec: str = "PCMU", turns: list[float] | None = None, seed: int = 0) -> list[bytes]:
-    """``seconds`` of a leg with espeak-ng speech at ``turns`` (default: one utterance at 0.5 s), encoded."""
+def speech_frames(seconds: float, codec: str = "PCMU", turns: list[float] | None = None, seed: int = 0,
+                  babble_snr_db: float | None = None) -> list[bytes]:  # fmt: skip
+    """``seconds`` of a leg with espeak-ng speech at ``turns`` (default: one utterance at 0.5 s), encoded; with
+    ``babble_snr_db``, babble of other talkers behind it at that SNR (a noisy room at the sender's end)."""
     import calls
 
-    return encode(calls.leg(seconds, turns if turns is not None else [0.5], seed=seed), codec)
+    x = calls.leg(seconds, turns if turns is not None else [0.5], seed=seed)
+    if babble_snr_db is not None:  # the speech level is -20 dBFS (calls.synthesise), as is the babble
+        x = x + calls.babble(x.size, seed) * 10 ** (-babble_snr_db / 20)
+    return encode(x, codec)

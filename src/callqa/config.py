@@ -73,7 +73,9 @@ class AnalysisSettings(BaseModel, frozen=True):
     clip_level: float = Field(0.98, gt=0, le=1.0, description="|sample| at or above this counts as clipped")
     clipping_ratio_max: float = Field(0.001, ge=0, description="clipped-sample ratio above this is a finding")
     low_level_dbfs: float = Field(-35.0, description="active speech level below this is too quiet")
-    low_mos: float = Field(2.5, description="MOS (DNSMOS OVRL or NISQA) below this is poor quality")
+    low_mos: float = Field(
+        3.0, description="call MOS (calibrated, P.862 scale) below this is poor quality; see docs/mos.md"
+    )
     loss_warning: float = Field(0.01, ge=0, le=1, description="packet loss ratio of a direction that degrades")
     loss_critical: float = Field(0.05, ge=0, le=1, description="packet loss ratio of a direction that fails")
     jitter_warning_ms: float = Field(30.0, ge=0, description="max RFC 3550 jitter that degrades a direction")

@@ -41,6 +41,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     "forbidden_phrase": ("a phrase the rules forbid was said", "the transcript at the finding's time"),
 }  # fmt: skip
 
+_ENDPOINT_CHECK = "the headset or phone on this side, background noise, input gain, and the codecs on the way"
 _NISQA_CHECK = ("the NISQA dimensions (noisiness: background noise; discontinuity: loss or jitter; coloration: "
                 "codec or headset)")  # fmt: skip
 
@@ -77,8 +78,12 @@ def what(f: Finding) -> str:
             return f"The {side} is very quiet."
         case "low_mos":
             mos = ev.get("mos")
-            score = f" (quality score {mos:.1f} of 5)" if isinstance(mos, int | float) else ""
-            return f"The {side} sounds poor{score}." if side else f"The call sounds poor{score}."
+            score = f" (quality score {mos:.1f} of 4.5)" if isinstance(mos, int | float) else ""
+            because = {"network": ", because the network lost or delayed its audio packets",
+                       "endpoint": ", because of the sound at that end (the network delivered it intact)",
+                       "both": ", because of both the network (lost or late packets) and the sound at that end",
+                       }.get(str(ev.get("cause")), "")  # fmt: skip
+            return f"The {side} sounds poor{score}{because}." if side else f"The call sounds poor{score}{because}."
         case "mixed_legs":
             return "Both sides are mixed in one channel, so a side that was not heard cannot be detected."
         case "packet_loss":
@@ -97,8 +102,17 @@ def what(f: Finding) -> str:
 def check(f: Finding, report: CallReport | None = None) -> str:
     """What to check first for this finding."""
     advice = CAUSES.get(f.code, ("", "the evidence in the report"))[1]
-    if f.code == "low_mos" and report is not None and any(leg.mos.nisqa for leg in report.legs):
-        advice = _NISQA_CHECK
+    if f.code == "low_mos":
+        cause = f.evidence.get("cause")
+        reasons = [*f.evidence.get("network_reasons", []), *f.evidence.get("endpoint_reasons", [])]
+        if cause == "network":
+            advice = CAUSES["packet_loss"][1] + ", and the jitter buffer of the receiving side"
+        elif cause in ("endpoint", "both"):
+            advice = _ENDPOINT_CHECK + (" (" + ", ".join(reasons) + ")" if reasons else "")
+            if cause == "both":
+                advice += "; and the network path: " + CAUSES["packet_loss"][1]
+        if report is not None and any(leg.mos.nisqa for leg in report.legs):
+            advice += "; " + _NISQA_CHECK
     return advice
 
 

@@ -28,7 +28,7 @@ from callqa.audio.levels import (
 from callqa.audio.resample import resample
 from callqa.audio.silences import detect_silences
 from callqa.config import AnalysisSettings, Settings
-from callqa.quality import detectors, dnsmos, nisqa, vad
+from callqa.quality import callmos, detectors, dnsmos, nisqa, vad
 from callqa.report import (
     CallReport,
     Conversation,
@@ -130,6 +130,12 @@ def _score_nisqa(w: _LegWork, s: AnalysisSettings, weights: Path | None, cache_d
     w.timings.nisqa_s = time.perf_counter() - t0
 
 
+def _call_mos(w: _LegWork, r: LegReport, s: AnalysisSettings) -> None:
+    """The calibrated call MOS from the leg's measures, and the cause of a low score (network or endpoint)."""
+    thresholds = callmos.CauseThresholds(s.loss_warning, s.low_level_dbfs, s.clipping_ratio_max)
+    r.mos.call = callmos.call_mos(r, w.leg.samples, w.leg.sample_rate, s.low_mos, thresholds)
+
+
 def _leg_report(w: _LegWork) -> LegReport:
     leg, lv = w.leg, w.levels
     speech_s = sum(b - a for a, b in w.speech)
@@ -181,6 +187,8 @@ def analyze_legs(
             _score_dnsmos(w, s)
         list(pool.map(lambda w: _score_nisqa(w, s, weights, settings.models_dir), work))
     leg_reports = [_leg_report(w) for w in work]
+    for w, r in zip(work, leg_reports, strict=True):
+        _call_mos(w, r, s)
     stage_times = [w.timings for w in work]
     findings = detectors.run_detectors(leg_reports, s, streams, sip)
     verdict, reasons = detectors.verdict(findings)  # quality only: phrase rules go to the scorecard
@@ -200,6 +208,8 @@ def analyze_legs(
         total_s=time.perf_counter() - start,
     )
     versions = model_loaders.versions()
+    if any(r.mos.call for r in leg_reports):
+        versions["callmos"] = callmos.version()
     if any(r.mos.nisqa for r in leg_reports):
         versions["nisqa"] = nisqa.version(weights)
     if s.transcribe and legs:

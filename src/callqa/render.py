@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callqa import explain
-from callqa.report import CallReport, RtpStream
+from callqa.report import CallReport, LegReport, RtpStream
 
 _COLOUR = {"good": "green", "degraded": "yellow", "failed": "red"}
 _STYLE = {"critical": "red", "warning": "yellow", "info": "dim"}
@@ -23,6 +23,13 @@ def _lost(st: RtpStream) -> str:
     return f"{st.lost} lost{share}"
 
 
+def _call_mos(leg: LegReport) -> str:
+    call = leg.mos.call
+    if call is None:
+        return "-"
+    return f"{call.value:.2f}" + (f" ({call.cause})" if call.cause else "")
+
+
 def print_report(out: Console, report: CallReport, cached: bool = False) -> None:
     out.print(f"[bold]call {report.id}[/]  verdict [bold {_COLOUR[report.verdict]}]{report.verdict.upper()}[/]  "
               f"{report.duration_s:.1f} s" + ("  (cached)" if cached else ""))  # fmt: skip
@@ -31,14 +38,16 @@ def print_report(out: Console, report: CallReport, cached: bool = False) -> None
         out.print(f"  SIP {s.from_} -> {s.to}  ({s.end_reason or 'in progress'}; Call-ID {s.call_id})")
     if report.legs:
         table = Table(show_edge=False)
-        for col in ("leg", "source", "dur s", "RMS dBFS", "peak dBFS", "speech", "DNSMOS ovrl", "NISQA mos"):
+        columns = ("leg", "source", "dur s", "RMS dBFS", "peak dBFS", "speech", "call MOS", "DNSMOS ovrl", "NISQA mos")
+        for col in columns:
             table.add_column(col)
         for leg in report.legs:
             dn, nq = leg.mos.dnsmos, leg.mos.nisqa
             table.add_row(
                 leg.role, Path(leg.source).name + (f" ch{leg.channel}" if leg.channel is not None else ""),
                 f"{leg.duration_s:.2f}", f"{leg.levels.rms_dbfs:.1f}", f"{leg.levels.peak_dbfs:.1f}",
-                f"{leg.speech_ratio:.0%}", f"{dn.ovrl:.2f}" if dn else "-", f"{nq.mos:.2f}" if nq else "-",
+                f"{leg.speech_ratio:.0%}", _call_mos(leg), f"{dn.ovrl:.2f}" if dn else "-",
+                f"{nq.mos:.2f}" if nq else "-",
             )  # fmt: skip
         out.print(table)
     for st in report.streams:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = "1.4.0"  # 1.1: sip, streams, dtmf, legs[].rtp; 1.2: transcript, conversation, scorecard;
 # 1.3: context; legs[].noise_floor_dbfs, level_timeline_dbfs, sound_segments; sip.messages (the ladder),
-# streams[].intervals (loss and jitter over time); 1.4: site (the capture site that sent the call)
+# streams[].intervals (loss and jitter over time); 1.4: site (the capture site that sent the call),
+# legs[].mos.call (calibrated call MOS and its cause)
 
 Role = Literal["caller", "callee", "agent", "customer", "left", "right", "mixed"]
 Severity = Literal["info", "warning", "critical"]
@@ -67,9 +68,32 @@ class Nisqa(BaseModel):
     windows: list[NisqaWindow] = Field(default=[], description="per-window scores when the leg was windowed")
 
 
+class CallMosWindow(BaseModel):
+    start_s: float
+    end_s: float
+    mos: float
+
+
+class CallMos(BaseModel):
+    """The calibrated call MOS (P.862 scale, 1-4.5) from the leg's measures; see docs/mos.md."""
+
+    value: float = Field(description="estimated P.862 (PESQ narrowband) MOS-LQO of the leg")
+    model: str = Field(description="'callmos with_nisqa' or 'callmos without_nisqa': which variant ran")
+    version: str = Field(description="the fitted model's version (part of the analysis cache key)")
+    windows: list[CallMosWindow] = Field(default=[], description="the same estimate per DNSMOS window")
+    inputs: dict[str, float] = Field(default={}, description="the measures the estimate was made from")
+    cause: Literal["network", "endpoint", "both"] | None = Field(
+        None,
+        description="what explains a low call or network MOS: network (loss, late packets), endpoint "
+        "(noise, level, clipping, band, codec chain) or both; None when nothing is low",
+    )
+    cause_evidence: dict[str, Any] = Field(default={}, description="the figures the cause was decided from")
+
+
 class Mos(BaseModel):
     dnsmos: Dnsmos | None = None
     nisqa: Nisqa | None = None
+    call: CallMos | None = Field(None, description="the calibrated call MOS (raw model outputs stay above)")
     skipped: dict[str, str] = Field(default={}, description="model name -> why it did not run")
 
 

@@ -42,7 +42,7 @@ INDEX_COLUMNS: dict[str, str] = {  # the flat call index: figures the call list 
     "findings": "TEXT",  # ',code,code,' (each code once)
     "n_findings": "INTEGER",
     "roles": "TEXT",  # ',caller,callee,'
-    "mos_1": "DOUBLE PRECISION",  # first leg: NISQA MOS when present, else DNSMOS OVRL
+    "mos_1": "DOUBLE PRECISION",  # first leg: the call MOS (older reports: NISQA, else DNSMOS OVRL)
     "mos_2": "DOUBLE PRECISION",
     "mos": "DOUBLE PRECISION",  # the call: its lowest leg MOS
     "net_mos": "DOUBLE PRECISION",  # captured calls: the lowest network (E-model) MOS of a direction
@@ -340,8 +340,11 @@ class Store:
 
 
 def leg_mos(leg: dict[str, Any]) -> float | None:
-    """A leg's perceptual MOS: NISQA when it ran, else DNSMOS OVRL (as the low_mos detector judges it)."""
+    """A leg's perceptual MOS: the calibrated call MOS (as the low_mos detector judges it); for reports made
+    before it existed NISQA when it ran, else DNSMOS OVRL."""
     mos = leg.get("mos") or {}
+    if isinstance(mos.get("call"), dict) and mos["call"].get("value") is not None:
+        return float(mos["call"]["value"])
     if isinstance(mos.get("nisqa"), dict) and mos["nisqa"].get("mos") is not None:
         return float(mos["nisqa"]["mos"])
     if isinstance(mos.get("dnsmos"), dict) and mos["dnsmos"].get("ovrl") is not None:

@@ -131,24 +131,26 @@ def low_level(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
 
 
 def low_mos(legs: list[LegReport], s: AnalysisSettings) -> list[Finding]:
-    """Poor perceptual quality: NISQA MOS when present, else DNSMOS OVRL, below ``low_mos`` (legs with speech)."""
+    """Poor quality as a listener on the phone hears it: the calibrated call MOS (P.862 scale, see docs/mos.md)
+    below ``low_mos`` on a leg with speech, with what explains it (network, endpoint or both)."""
     findings = []
     for leg in legs:
-        if leg.speech_s < s.one_way_min_speech_s:
+        call = leg.mos.call
+        if leg.speech_s < s.one_way_min_speech_s or call is None or call.value >= s.low_mos:
             continue
-        model, value = ("nisqa", leg.mos.nisqa.mos) if leg.mos.nisqa else ("dnsmos", None)
-        if value is None and leg.mos.dnsmos:
-            value = leg.mos.dnsmos.ovrl
-        if value is not None and value < s.low_mos:
-            findings.append(
-                Finding(
-                    code="low_mos",
-                    severity="warning",
-                    leg=leg.role,
-                    message=f"{leg.role} leg sounds poor ({model} {value:.2f} < {s.low_mos})",
-                    evidence={"model": model, "mos": round(value, 3)},
-                )
+        ev = call.cause_evidence
+        reasons = [*ev.get("network_reasons", []), *ev.get("endpoint_reasons", [])]
+        why = f"; {call.cause}: {', '.join(reasons)}" if call.cause and reasons else ""
+        findings.append(
+            Finding(
+                code="low_mos",
+                severity="warning",
+                leg=leg.role,
+                message=f"{leg.role} leg sounds poor (call MOS {call.value:.2f} < {s.low_mos}{why})",
+                evidence={"model": call.model, "mos": call.value, "cause": call.cause,
+                          **{k: v for k, v in ev.items() if k != "call_mos"}},
             )
+        )  # fmt: skip
     return findings
 
 

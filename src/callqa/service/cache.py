@@ -12,7 +12,7 @@ from pathlib import Path
 from callqa import model_loaders
 from callqa.config import Settings
 from callqa.digest import digest, sha256_file
-from callqa.quality import nisqa
+from callqa.quality import callmos, nisqa
 from callqa.report import CallReport, Role
 from callqa.store import Store
 
@@ -26,7 +26,8 @@ def analysis_material(settings: Settings) -> dict[str, object]:
     extra = {"whisper": model_loaders.whisper_version(s.whisper_model)} if s.transcribe else {}
     rules = sha256_file(s.rules_file) if s.rules_file is not None else ""
     return {"analysis": s.model_dump(mode="json"), "rules": rules,
-            "models": {**model_loaders.versions(), "nisqa": nisqa_version, **extra}}  # fmt: skip
+            "models": {**model_loaders.versions(), "nisqa": nisqa_version, "callmos": callmos.version(),
+                       **extra}}  # fmt: skip
 
 
 def recording_key(paths: list[Path], settings: Settings, roles: list[Role] | None,

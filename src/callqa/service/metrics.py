@@ -142,6 +142,8 @@ class Metrics:
                 self.mos.labels("dnsmos_ovrl").observe(leg.mos.dnsmos.ovrl)
             if leg.mos.nisqa:
                 self.mos.labels("nisqa").observe(leg.mos.nisqa.mos)
+            if leg.mos.call:
+                self.mos.labels("call").observe(leg.mos.call.value)
         for stream in report.streams:
             if stream.network_mos is not None:
                 self.mos.labels("network").observe(stream.network_mos)

@@ -93,8 +93,11 @@ def bands(report: CallReport, leg: LegReport) -> list[Band]:
 
 
 def mos_chart(leg: LegReport, low: float) -> Markup:
-    """DNSMOS and NISQA over the leg: each window a bar at its score (DNSMOS windows are 9.01 s long)."""
+    """The call MOS, DNSMOS and NISQA over the leg: each window a bar at its score (DNSMOS windows are 9.01 s)."""
     series = []
+    if leg.mos.call and leg.mos.call.windows:
+        spans = [(w.start_s, w.end_s, w.mos) for w in leg.mos.call.windows]
+        series.append(Series("call MOS", spans=spans, css="s2"))
     if leg.mos.dnsmos and leg.mos.dnsmos.windows:
         spans = [(w.start_s, w.start_s + 9.01, w.ovrl) for w in leg.mos.dnsmos.windows]
         series.append(Series("DNSMOS OVRL", spans=spans, css="s0"))
