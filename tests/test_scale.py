@@ -3,7 +3,8 @@ analyse and store in PostgreSQL (real servers on 127.0.0.1, a database and a que
 
 - a worker killed with SIGKILL in the middle of a job: the job runs again on another worker and its report is
   stored once;
-- PostgreSQL restarted during a batch: every job finishes, none is lost or failed.
+- PostgreSQL restarted during a batch: every job finishes, none is lost or failed;
+- the RabbitMQ broker restarted during a batch: the same (queued messages are durable, consumers reconnect).
 
 Without the servers these skip, unless CALLQA_REQUIRE_POSTGRES / CALLQA_REQUIRE_RABBITMQ is set (as in CI).
 """
@@ -183,6 +184,34 @@ def test_every_job_finishes_across_a_postgresql_restart(cluster: Cluster) -> Non
         assert [r[1] for r in rows] == ["done"] * len(ids), (rows, cluster.worker_logs())
         _stored_once(cluster, rows)
         assert len(client.get("/calls", headers=cluster.auth).json()) == len(ids)  # the API's pool reconnected
+
+
+def test_every_job_finishes_across_a_broker_restart(cluster: Cluster) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or os.geteuid() != 0:
+        pytest.skip("restarting RabbitMQ needs rabbitmqctl and root")
+    legs = _calls(6, 15.0, cluster.tmp)
+    cluster.start_workers(2)
+    with TestClient(create_app(cluster.settings, provider=None)) as client:
+        ids = _submit(client, cluster, legs[:5])
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # restart once work is under way: some done, some still queued
+            statuses = [r[1] for r in cluster.jobs()]
+            if "done" in statuses and statuses.count("queued") >= 2:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the batch did not get under way: {cluster.jobs()}\n{cluster.worker_logs()}")
+        subprocess.run([ctl, "-q", "stop_app"], check=True, timeout=120, capture_output=True)
+        try:
+            time.sleep(2)  # the broker is down: workers and the API lose their connections
+        finally:
+            subprocess.run([ctl, "-q", "start_app"], check=True, timeout=120, capture_output=True)
+            subprocess.run([ctl, "-q", "await_startup"], check=True, timeout=120, capture_output=True)
+        ids += _submit(client, cluster, legs[5:])  # the API publishes again after the restart
+        rows = cluster.wait_done(len(ids), 300)
+        assert [r[1] for r in rows] == ["done"] * len(ids), (rows, cluster.worker_logs())
+        _stored_once(cluster, rows)
 
 
 def test_without_the_broker_a_job_is_refused_whole(pg_url: str, tmp_path: Path) -> None:
