@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
+from callqa.capture.fastpath import PacketTable, scan_capture, table_stats
 from callqa.capture.meter import StreamMeter, jitter_clocks
 from callqa.errors import ParseError
 from callqa.protocol.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
@@ -153,7 +153,7 @@ def read_capture(
     dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
     cf = CaptureFile(Path(path))
     tracker = Tracker(nat_aliases, keep_audio, srtp_keys)
-    fast = None if keep_audio or srtp_keys else scan_pcap(Path(path), tracker.feed_frame, cf.warnings.append)
+    fast = None if keep_audio or srtp_keys else scan_capture(Path(path), tracker.feed_frame, cf.warnings.append)
     if fast is not None:  # statistics only, plain RTP: bulk parsing (identical results, much faster)
         tables, tracker.start, tracker.frames = fast
         for key, table in tables.items():
