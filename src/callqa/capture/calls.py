@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, scan_capture, table_stats
+from callqa.capture.fastpath import PacketTable, rtp_rows, scan_capture, table_stats
 from callqa.capture.meter import StreamMeter, jitter_clocks
 from callqa.errors import ParseError
 from callqa.protocol.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
@@ -33,6 +33,10 @@ MAX_WARNINGS = 50
 _PORTS = struct.Struct(">HH")
 _PORTS_LEN = struct.Struct(">H")
 _RTP = struct.Struct(">BHII")
+
+
+def _ip(v: int) -> str:
+    return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
 
 
 def _addr(data: bytes, pos: int) -> str:
@@ -54,6 +58,7 @@ class Stream:
     meter: StreamMeter | None = None  # the packets measured and dropped already (long live calls)
     audio_until: float = float("inf")  # payloads arriving later are not kept (past the leg-length limit)
     junk: bool = False  # thousands of packets that no call claimed: not RTP, never reported as a call
+    unsorted: bool = False  # packets were appended out of arrival order (bulk and per-packet paths mixed)
 
     @property
     def first(self) -> RtpPacket:
@@ -203,6 +208,7 @@ class Tracker:
         self.frames = 0
         self.kernel_drops = 0  # live capture: packets the kernel dropped because we read too slowly
         self.clock: float | None = None  # the newest packet time seen
+        self._keys: dict[tuple[int, int], StreamKey] = {}  # packed (addresses, ports + SSRC) -> stream key
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -219,6 +225,67 @@ class Tracker:
             return
         if seg is not None:
             self.feed_segment(seg)
+
+    def feed_frames(self, buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray,
+                    linktype: int = LINK_ETHERNET) -> None:  # fmt: skip
+        """Many frames at once (a live capture ring's block): the frames at offsets ``frame`` of ``buf``, ``incl``
+        bytes long, that arrived at ``ts``. Plain RTP of the streams already known is parsed and appended in bulk
+        (NumPy, no object per packet); every other frame goes through ``feed_frame`` in arrival order."""
+        if not frame.size:
+            return
+        rows = rtp_rows(buf, frame, incl, linktype)
+        slow = ~rows.fast
+        groups: list[tuple[Stream, np.ndarray]] = []
+        if rows.idx.size:
+            mixed = rows.hosts * np.uint64(0x9E3779B97F4A7C15) ^ rows.rest
+            _, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
+            if np.any(rows.hosts != rows.hosts[first][inverse]) or np.any(rows.rest != rows.rest[first][inverse]):
+                first, inverse = first[:0], np.full(inverse.size, -1)  # a hash collision: all take the exact path
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(first.size + 1))
+            known = np.zeros(rows.idx.size, bool)
+            for i, f in enumerate(first.tolist()):
+                stream = self.streams.get(self._stream_key(int(rows.hosts[f]), int(rows.rest[f])))
+                if stream is not None and stream.srtp is None:
+                    mine = order[bounds[i] : bounds[i + 1]]
+                    known[mine] = True
+                    groups.append((stream, mine))
+            slow[rows.idx[~known]] = True
+        if slow.any():
+            for i in np.flatnonzero(slow).tolist():
+                o = int(frame[i])
+                self.feed_frame(float(ts[i]), linktype, buf[o : o + int(incl[i])])
+        for stream, mine in groups:
+            arrival = ts[rows.idx[mine]]
+            start, size = rows.start[mine], rows.size[mine]
+            four = size == 4
+            events = {
+                r: buf[p : p + 4] for r, p in zip(np.flatnonzero(four).tolist(), start[four].tolist(), strict=True)
+            }
+            payloads = None
+            if stream.packets.payloads is not None:
+                keep = ((arrival <= stream.audio_until) & self.keep_audio) | (size == 4)
+                payloads = [buf[p : p + n] if k else b"" for p, n, k in zip(start.tolist(), size.tolist(),
+                                                                            keep.tolist(), strict=True)]  # fmt: skip
+            table = stream.packets
+            if len(table) and arrival[0] < table.arrival[-1]:
+                stream.unsorted = True
+            ptm = rows.ptm[mine]
+            table.extend(arrival, rows.seq[mine], rows.stamp[mine], ptm & 0x7F, ptm >= 0x80, payloads, events)
+            self.frames += mine.size
+            newest = float(arrival.max())
+            if self.clock is None or newest > self.clock:
+                self.clock = newest
+
+    def _stream_key(self, hosts: int, rest: int) -> StreamKey:
+        """The stream key of packed addresses, ports and SSRC (remembered: the same few recur in every block)."""
+        key = self._keys.get((hosts, rest))
+        if key is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            key = self._keys[(hosts, rest)] = (_ip(hosts >> 32), rest >> 48, _ip(hosts & 0xFFFFFFFF),
+                                               (rest >> 32) & 0xFFFF, rest & 0xFFFFFFFF)  # fmt: skip
+        return key
 
     def _known_rtp(self, ts: float, data: bytes) -> bool:
         """Shortcut for the bulk of live traffic: a plain Ethernet/IPv4/UDP packet of a stream already seen
@@ -303,6 +370,10 @@ class Tracker:
 
     def finish(self) -> list[CapturedCall]:
         """Every call and stream seen so far (the state is left as it is)."""
+        for s in self.streams.values():
+            if s.unsorted:
+                s.packets.sort_by_arrival()
+                s.unsorted = False
         calls = _associate(self.dialogs, self.streams, self.start or 0.0, self.aliases)
         _attach_rtcp(calls, self.rtcp)
         return calls

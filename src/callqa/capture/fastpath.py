@@ -11,6 +11,7 @@ import os
 import struct
 from array import array
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 
@@ -73,6 +74,37 @@ class PacketTable:
             self.payloads.append(payload)
         if len(payload) == 4:
             self.events[row] = payload
+
+    def extend(self, arrival: np.ndarray, seq: np.ndarray, ts: np.ndarray, pt: np.ndarray, marker: np.ndarray,
+               payloads: list[bytes] | None, events: dict[int, bytes]) -> None:  # fmt: skip
+        """Append packets given as columns (``payloads`` one per packet when this table keeps them; ``events``
+        by row within these packets)."""
+        if self._cols is None:
+            raise TypeError("a bulk-built table cannot grow")
+        row = len(self._cols[0])
+        for col, values, dtype in zip(self._cols, (arrival, seq, ts, pt, marker),
+                                      (np.float64, np.int32, np.int64, np.int16, np.int8), strict=True):  # fmt: skip
+            col.frombytes(np.ascontiguousarray(values, dtype).tobytes())
+        if self.payloads is not None:
+            self.payloads.extend(payloads if payloads is not None else [b""] * arrival.size)
+        for r, payload in events.items():
+            self.events[row + r] = payload
+
+    def sort_by_arrival(self) -> None:
+        """Put the packets in arrival order (stable), payloads and events with them."""
+        order = np.argsort(self.arrival, kind="stable")
+        if np.all(order[1:] > order[:-1]):
+            return
+        cols = [self._column(i)[order] for i in range(5)]
+        if self._cols is None:
+            self._np = tuple(cols)
+        else:
+            self._cols = tuple(array(c.typecode, cols[i].tobytes()) for i, c in enumerate(self._cols))  # type: ignore[assignment]
+        if self.payloads is not None:
+            self.payloads = [self.payloads[i] for i in order.tolist()]
+        where = np.empty(order.size, np.int64)
+        where[order] = np.arange(order.size)
+        self.events = {int(where[r]): p for r, p in self.events.items()}
 
     def _column(self, i: int) -> np.ndarray:
         if self._np is not None:
@@ -374,10 +406,25 @@ def _u32(buf: bytes, offs: np.ndarray, endian: str, count: int) -> list[np.ndarr
     return out
 
 
-def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
-            sink: _Sink, on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
-    """Plain IPv4/UDP RTP among these frames (Ethernet with up to two VLAN tags, Linux cooked, raw IP) into
-    ``sink``; every other frame, in order, to ``on_other``. Returns the running frame count."""
+@dataclass
+class RtpRows:
+    """Plain IPv4/UDP RTP found among a run of frames: ``fast`` marks those frames, the other fields are one per
+    such frame (in frame order). ``start``/``size``: where each payload lies in the buffer."""
+
+    fast: np.ndarray
+    idx: np.ndarray
+    hosts: np.ndarray  # src << 32 | dst
+    rest: np.ndarray  # sport << 48 | dport << 32 | ssrc
+    seq: np.ndarray
+    stamp: np.ndarray
+    ptm: np.ndarray  # payload type | marker << 7
+    start: np.ndarray
+    size: np.ndarray
+
+
+def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
+    """The frames (at offsets ``frame``, ``incl`` bytes long) that are plain RTP over IPv4/UDP (Ethernet with up to
+    two VLAN tags, Linux cooked, raw IP; no fragment, no padding or header extension), parsed in bulk."""
     a = np.frombuffer(buf, np.uint8)
     top = a.size
 
@@ -421,25 +468,34 @@ def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, lin
     header = 12 + 4 * (b0 & 0x0F).astype(np.int64)
     fast &= rtp + header <= end
     fast &= (b0 & 0x30) == 0  # no padding or header extension: other packets take the exact path
-    if not fast.all():
-        for i in np.flatnonzero(~fast).tolist():
+    idx = np.flatnonzero(fast)
+    r, l3f, u, h = rtpc[idx], l3c[idx], udpc[idx], header[idx]
+    return RtpRows(
+        fast, idx, (be32(l3f + 12) << 32 | be32(l3f + 16)).astype(np.uint64),
+        (be16(u) << 48 | be16(u + 2) << 32 | be32(r + 8)).astype(np.uint64), be16(r + 2).astype(np.uint16),
+        be32(r + 4).astype(np.uint32), b1[idx], r + h, plen[idx] - h,
+    )  # fmt: skip
+
+
+def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
+            sink: _Sink, on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
+    """RTP among these frames into ``sink`` (``rtp_rows``); every other frame, in order, to ``on_other``.
+    Returns the running frame count."""
+    rows = rtp_rows(buf, frame, incl, linktype)
+    if rows.idx.size < frame.size:
+        for i in np.flatnonzero(~rows.fast).tolist():
             o = int(frame[i])
             on_other(float(ts[i]), linktype, buf[o : o + int(incl[i])])
-    idx = np.flatnonzero(fast)
-    if idx.size:
-        r, l3f, u = rtpc[idx], l3c[idx], udpc[idx]
-        hosts = (be32(l3f + 12) << 32 | be32(l3f + 16)).astype(np.uint64)
-        rest = (be16(u) << 48 | be16(u + 2) << 32 | be32(r + 8)).astype(np.uint64)
-        sink.sid.append(sink.stream_ids(hosts, rest))
-        sink.arrival.append(ts[idx])
-        sink.seq.append(be16(r + 2).astype(np.uint16))
-        sink.ts.append(be32(r + 4).astype(np.uint32))
-        sink.ptm.append(b1[idx])
-        body = plen[idx] - header[idx]
-        for j in np.flatnonzero(body == 4).tolist():
-            p = int(r[j] + header[idx][j])
+    if rows.idx.size:
+        sink.sid.append(sink.stream_ids(rows.hosts, rows.rest))
+        sink.arrival.append(ts[rows.idx])
+        sink.seq.append(rows.seq)
+        sink.ts.append(rows.stamp)
+        sink.ptm.append(rows.ptm)
+        for j in np.flatnonzero(rows.size == 4).tolist():
+            p = int(rows.start[j])
             sink.events.append((sink.rows + j, bytes(buf[p : p + 4])))
-        sink.rows += idx.size
+        sink.rows += rows.idx.size
     return order + frame.size
 
 
