@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
+import os
 import select
 import shutil
 import socket
@@ -189,12 +190,15 @@ def run(
     should_stop: Callable[[], bool] = lambda: False,
     on_tick: Callable[[], object] | None = None,
     tick_s: float = 0.25,
-    use_ring: bool = True,
+    use_ring: bool | None = None,
 ) -> int:
     """Capture until ``duration_s`` passes or ``should_stop()``; report calls as they end and the rest at the
-    end. Returns the number of frames read."""
+    end. An interface is read through a PACKET_MMAP ring unless ``use_ring`` is False. Returns the number of
+    frames read."""
     if not iface and not hep:
         raise InputError("give an interface (-i) or a HEP address (--hep), or both")
+    if use_ring is None:  # CALLQA_LIVE_SOCKET=1: a raw socket, one recvmsg a packet (for comparison)
+        use_ring = os.environ.get("CALLQA_LIVE_SOCKET") != "1"
     sockets: list[socket.socket | Ring] = []
     ring = Ring(iface, bpf) if iface and use_ring else None
     raw = open_interface(iface, bpf) if iface and not use_ring else None

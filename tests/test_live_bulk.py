@@ -1,0 +1,96 @@
+"""The live tracker's bulk intake (``Tracker.feed_frames``, what the PACKET_MMAP ring feeds) against the per-packet
+intake (``feed_frame``) on generated calls with loss, jitter, DTMF, a re-INVITE, SRTP and RTP with padding: the
+same calls, streams, statistics, payloads and events; most RTP really goes the bulk way."""
+
+from __future__ import annotations
+
+import base64
+import random
+import struct
+from pathlib import Path
+
+import captures
+import numpy as np
+import pytest
+from captures import Call, Srtp
+
+from callqa.capture.calls import Tracker, stream_stats
+from callqa.protocol.pcap import CaptureFile
+
+
+def padded(frame: bytes) -> bytes:
+    """The same RTP packet with the padding bit set and 4 bytes of padding (takes the per-packet path)."""
+    udp_len = struct.unpack_from(">H", frame, 38)[0]
+    body = bytearray(frame[42:])
+    body[0] |= 0x20
+    body += b"\0\0\0\x04"
+    ip = bytearray(frame[14:34])
+    ip[2:4] = struct.pack(">H", 20 + udp_len + 4)
+    return (
+        frame[:14]
+        + bytes(ip)
+        + struct.pack(">HHHH", *struct.unpack_from(">HH", frame, 34), udp_len + 4, 0)
+        + bytes(body)
+    )
+
+
+def make(tmp: Path) -> Path:
+    key = Srtp(base64.b64encode(random.Random(5).randbytes(30)).decode())
+    calls = [
+        Call("bulk-1", caller_frames=captures.silence(4), callee_frames=captures.silence(4), seed=1,
+             caller_options={"drop": {3, 4, 50}, "jitter_ms": 12.0},
+             callee_options={"dtmf": [(40, "7", 8)], "jitter_ms": 4.0}),
+        Call("bulk-2", caller="10.1.0.2", callee="10.2.0.2", caller_port=20002, callee_port=30002,
+             start=captures.T0 + 0.5, caller_frames=captures.silence(5), callee_frames=captures.silence(5), seed=2,
+             reinvite=(2.0, "PCMA", captures.silence(3, "PCMA"), captures.silence(3, "PCMA"))),
+        Call("bulk-3", caller="10.1.0.3", callee="10.2.0.3", caller_port=20004, callee_port=30004,
+             start=captures.T0 + 1.0, caller_frames=captures.silence(3), callee_frames=captures.silence(3), seed=3,
+             crypto={"caller": key, "callee": key}, caller_options={"srtp": key}, callee_options={"srtp": key}),
+    ]  # fmt: skip
+    packets = [p for c in calls for p in c.packets()]
+    packets = [(t, padded(f) if i % 97 == 0 and len(f) == 214 else f) for i, (t, f) in enumerate(packets)]
+    return captures.write(tmp / "bulk.pcap", packets)
+
+
+def summary(tracker: Tracker) -> list[tuple]:  # type: ignore[type-arg]
+    out = []
+    for call in tracker.finish():
+        for role, streams in call.streams.items():
+            for s in streams:
+                st = stream_stats(s, call.encodings.get(s.key, {}), tracker.start or 0.0)
+                payloads = [p.payload for p in s.packets]
+                out.append((call.id, role, s.key, st.total, st.lost, st.duplicates, st.max_delta, st.max_jitter,
+                            st.mean_jitter, tuple(payloads), tuple(sorted(s.packets.events.items()))))  # fmt: skip
+    return sorted(out)
+
+
+@pytest.mark.parametrize("keep_audio", [False, True], ids=["stats-only", "audio"])
+@pytest.mark.parametrize("block", [1, 7, 500])
+def test_bulk_intake_equals_per_packet_intake(tmp_path: Path, keep_audio: bool, block: int) -> None:
+    frames = list(CaptureFile(make(tmp_path)).frames())
+    one = Tracker(keep_audio=keep_audio)
+    for f in frames:
+        one.feed_frame(f.ts, f.linktype, f.data)
+    bulk = Tracker(keep_audio=keep_audio)
+    slow = 0
+    original = bulk.feed_frame
+
+    def counting(ts: float, linktype: int, data: bytes) -> None:
+        nonlocal slow
+        slow += 1
+        original(ts, linktype, data)
+
+    bulk.feed_frame = counting  # type: ignore[method-assign]
+    for a in range(0, len(frames), block):
+        part = frames[a : a + block]
+        buf = b"".join(f.data for f in part)
+        sizes = np.array([len(f.data) for f in part], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        bulk.feed_frames(buf, offsets, sizes, np.array([f.ts for f in part]))
+        if a % (block * 40) == 0:
+            bulk.expire(part[-1].ts)  # as the sniffer does once a second (nothing is over yet)
+    assert bulk.frames == one.frames == len(frames)
+    assert summary(bulk) == summary(one)
+    assert len(summary(one)) == 8  # 2 + 4 (re-INVITE) + 2 SRTP streams
+    if block == 7:  # SIP, padded packets, SRTP (300 packets) and the first packets of each stream's block only
+        assert slow < 0.4 * len(frames)
