@@ -1,8 +1,9 @@
 """Benchmark: live capture on loopback. Replays a generated capture (127.0.0.0/8 addresses only) with
 tcpreplay at a given packet rate while ``callqa sniff -i lo --stats-only`` listens, then prints the rate,
 the RTP packets sent and those that reached the reports, the kernel's drops, the sniffer's CPU time per packet
-(user + system, which load from other processes disturbs less than wall time), its peak RSS, tcpreplay's CPU
-time and the load average. Needs root and tcpreplay.
+(user + system, which load from other processes disturbs less than wall time; in all, and while the replay ran,
+without start-up and the reports of the calls that end with it), its peak RSS, tcpreplay's CPU time and the load
+average (1, 5, 15 minutes, as the replay ended). Needs root and tcpreplay.
 
     python bench/bench_live.py [--calls 100] [--seconds 20] [--pps 10000 20000 50000] [--sample-s 60] [--audio]
 
@@ -56,6 +57,13 @@ print(json.dumps(totals))
 """
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
@@ -77,7 +85,7 @@ def main() -> None:
         mode = ("audio kept" if args.audio else "stats only") + (", raw socket" if args.socket else ", ring")
         print(f"{args.calls} calls x {args.seconds:.0f} s, {mode}")
         print(f"{'target pps':>10} {'real pps':>8} {'RTP sent':>9} {'in reports':>10} {'drops':>6} "
-              f"{'CPU us/pkt':>10} {'peak RSS MB':>11} {'replay CPU s':>12}  load average")  # fmt: skip
+              f"{'CPU us/pkt':>10} {'(capture)':>9} {'peak RSS MB':>11} {'replay CPU s':>12}  load")  # fmt: skip
         for pps in args.pps:
             env = {**os.environ, "CALLQA_DB": str(Path(tmp) / f"s{pps}.db")}
             out_file, err_file = open(Path(tmp) / "out", "w+"), open(Path(tmp) / "err", "w+")  # noqa: SIM115
@@ -90,7 +98,7 @@ def main() -> None:
                     env["CALLQA_LIVE_SOCKET"] = "1"
             sniffer = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, env=env)
             time.sleep(3)
-            started = time.time()
+            started, cpu_before = time.time(), cpu_s(sniffer.pid)
             replay = subprocess.Popen(["tcpreplay", "-i", "lo", f"--pps={pps}", "--pps-multi=50", str(pcap)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
             next_sample = started + args.sample_s
@@ -102,6 +110,8 @@ def main() -> None:
                 if args.sample_s and time.time() >= next_sample:
                     print(f"  {time.time() - started:>6.0f} s  sniffer RSS {rss_mb(sniffer.pid):>6.1f} MB", flush=True)
                     next_sample += args.sample_s
+            time.sleep(1)  # the last ring blocks are handed over and read
+            capture_cpu = cpu_s(sniffer.pid) - cpu_before
             stdout = replay.stdout.read()  # type: ignore[union-attr]
             if replay_status:
                 raise SystemExit(f"tcpreplay failed ({replay_status}): {replay.stderr.read()}")  # type: ignore[union-attr]
@@ -134,6 +144,7 @@ def main() -> None:
             print(
                 f"{pps:>10} {float(rate.group(1)) if rate else 0:>8.0f} {rtp:>9} {in_reports:>10} "
                 f"{drops.group(1) if drops else '?':>6} {cpu / max(rtp, 1) * 1e6:>10.2f} "
+                f"{capture_cpu / max(rtp, 1) * 1e6:>9.2f} "
                 f"{usage.ru_maxrss / 1024:>11.0f} {replay_cpu:>12.1f}  {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
             )
             if status:

@@ -5,6 +5,7 @@ same calls, streams, statistics, payloads and events; most RTP really goes the b
 from __future__ import annotations
 
 import base64
+import gc
 import random
 import struct
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from captures import Call, Srtp
 
+from callqa.capture import spool as spool_module
 from callqa.capture.calls import Tracker, stream_stats
 from callqa.protocol.pcap import CaptureFile
 
@@ -64,14 +66,19 @@ def summary(tracker: Tracker) -> list[tuple]:  # type: ignore[type-arg]
     return sorted(out)
 
 
-@pytest.mark.parametrize("keep_audio", [False, True], ids=["stats-only", "audio"])
+@pytest.mark.parametrize("audio", ["stats-only", "memory", "spool"])
 @pytest.mark.parametrize("block", [1, 7, 500])
-def test_bulk_intake_equals_per_packet_intake(tmp_path: Path, keep_audio: bool, block: int) -> None:
+def test_bulk_intake_equals_per_packet_intake(tmp_path: Path, audio: str, block: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(spool_module, "CHUNK", 2000)  # a few writes per stream
     frames = list(CaptureFile(make(tmp_path)).frames())
+    keep_audio = audio != "stats-only"
     one = Tracker(keep_audio=keep_audio)
     for f in frames:
         one.feed_frame(f.ts, f.linktype, f.data)
-    bulk = Tracker(keep_audio=keep_audio)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    bulk = Tracker(keep_audio=keep_audio, spool_dir=spool if audio == "spool" else None)
     slow = 0
     original = bulk.feed_frame
 
@@ -92,5 +99,12 @@ def test_bulk_intake_equals_per_packet_intake(tmp_path: Path, keep_audio: bool, 
     assert bulk.frames == one.frames == len(frames)
     assert summary(bulk) == summary(one)
     assert len(summary(one)) == 8  # 2 + 4 (re-INVITE) + 2 SRTP streams
+    if audio == "spool":  # the payloads were on disk, one file per stream, and go with their streams
+        assert len(list(spool.iterdir())) == 8
+        for call in bulk.expire(float("inf")):
+            call.streams.clear()
+        del call
+        gc.collect()
+        assert not list(spool.iterdir())
     if block == 7:  # SIP, padded packets, SRTP (300 packets) and the first packets of each stream's block only
         assert slow < 0.4 * len(frames)

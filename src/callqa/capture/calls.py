@@ -18,6 +18,7 @@ import numpy as np
 
 from callqa.capture.fastpath import PacketTable, rtp_rows, scan_capture, table_stats
 from callqa.capture.meter import StreamMeter, jitter_clocks
+from callqa.capture.spool import PayloadSpool
 from callqa.errors import ParseError
 from callqa.protocol.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.protocol.pcap import CaptureFile
@@ -200,6 +201,7 @@ class Tracker:
         grace_s: float = 2.0,
         jitter_buffer_ms: float = 50.0,
         max_audio_s: float = float("inf"),
+        spool_dir: Path | None = None,
     ) -> None:
         self.aliases = nat_aliases or {}
         self.keep_audio = keep_audio
@@ -207,6 +209,7 @@ class Tracker:
         self.inactivity_s, self.grace_s = inactivity_s, grace_s
         self.depths_ms = (jitter_buffer_ms,)  # jitter buffers simulated on streams measured as they go
         self.max_audio_s = max_audio_s  # a stream's audio beyond this is never analysed: its payloads are not kept
+        self.spool_dir = spool_dir  # payloads kept on disk there (live calls), not in memory
         self.decoder = Decoder()
         self.tcp = TcpSipReassembler()
         self.rtcp: list[RtcpDatagram] = []
@@ -417,8 +420,10 @@ class Tracker:
         stream = self.streams.get(key)
         if stream is None:
             self._registry_dirty = True
-            stream = self.streams[key] = Stream(key, PacketTable(keep_payloads=self.keep_audio),
-                                                audio_until=seg.ts + self.max_audio_s)  # fmt: skip
+            table = PacketTable(keep_payloads=self.keep_audio)
+            if self.keep_audio and self.spool_dir is not None:
+                table.payloads = PayloadSpool(self.spool_dir)  # type: ignore[assignment]
+            stream = self.streams[key] = Stream(key, table, audio_until=seg.ts + self.max_audio_s)
             self._crypto &= self.dialogs.keys()  # the dialogs whose SDP offers keys (not all: thousands live)
             candidates = self.keys + [k for c in self._crypto for ms in self.dialogs[c].media.values() for m in ms
                                       for k in _contexts(m.crypto, self.warn)]  # fmt: skip
@@ -460,6 +465,7 @@ class Tracker:
             for sts in call.streams.values():
                 for s in sts:
                     self.streams.pop(s.key, None)
+                    self._slot_stream.pop(s.slot, None)
                     self._registry_dirty = True
             mine = {id(d) for d in call.rtcp}
             self.rtcp = [d for d in self.rtcp if id(d) not in mine]
@@ -467,7 +473,7 @@ class Tracker:
         self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
         claimed = {s.key for call in calls for sts in call.streams.values() for s in sts}
         for key in [k for k, s in self.streams.items() if k not in claimed and s.last_arrival < horizon]:
-            del self.streams[key]
+            self._slot_stream.pop(self.streams.pop(key).slot, None)
             self._registry_dirty = True
         if not self.keep_audio:
             over = {id(c) for c in done}

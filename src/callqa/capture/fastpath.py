@@ -101,7 +101,12 @@ class PacketTable:
         else:
             self._cols = tuple(array(c.typecode, cols[i].tobytes()) for i, c in enumerate(self._cols))  # type: ignore[assignment]
         if self.payloads is not None:
-            self.payloads = [self.payloads[i] for i in order.tolist()]
+            reordered = [self.payloads[i] for i in order.tolist()]
+            if isinstance(self.payloads, list):
+                self.payloads = reordered
+            else:  # a spool on disk stays one
+                self.payloads = self.payloads.fresh()
+                self.payloads.extend(reordered)
         where = np.empty(order.size, np.int64)
         where[order] = np.arange(order.size)
         self.events = {int(where[r]): p for r, p in self.events.items()}

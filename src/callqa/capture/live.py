@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from callqa.capture.calls import CapturedCall, Tracker
+from callqa.capture.spool import spool_directory
 from callqa.errors import InputError, ParseError
 from callqa.protocol.hep import parse_hep3
 from callqa.protocol.packet import LINK_ETHERNET
@@ -197,6 +198,8 @@ def run(
     frames read."""
     if not iface and not hep:
         raise InputError("give an interface (-i) or a HEP address (--hep), or both")
+    if tracker.keep_audio and tracker.spool_dir is None:  # calls in progress keep their payloads on disk
+        tracker.spool_dir = spool_directory()
     if use_ring is None:  # CALLQA_LIVE_SOCKET=1: a raw socket, one recvmsg a packet (for comparison)
         use_ring = os.environ.get("CALLQA_LIVE_SOCKET") != "1"
     sockets: list[socket.socket | Ring] = []
