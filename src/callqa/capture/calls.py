@@ -54,7 +54,7 @@ def _addr(data: bytes, pos: int) -> str:
 
 
 MIN_UNSIGNALLED_PACKETS = 5
-FOLD_AT = 3000  # live statistics: a stream's packets are measured and dropped once this many are held ...
+FOLD_AT = 1000  # live statistics: a stream's packets (20 s of G.711) are measured and dropped at this many ...
 FOLD_KEEP = 50  # ... except the newest few (arrival times and sequence numbers the association looks at)
 
 
