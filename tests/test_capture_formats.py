@@ -140,3 +140,14 @@ def test_bulk_statistics_match_tshark_on_every_format(original: Path, name: str,
     ours = {r[2]: (r[3], r[4]) for r in summary(path, keep_audio=False)}
     assert len(theirs) == 4
     assert ours == theirs
+
+
+def test_bulk_pcapng_reader_warns_like_the_per_packet_reader(original: Path, tmp_path: Path) -> None:
+    data = variant(original, "pcapng", tmp_path).read_bytes()
+    path = tmp_path / "cut.pcapng"
+    for cut in (len(data) - 100, len(data) - 3, len(data) // 2 + 7):
+        path.write_bytes(data[:cut])
+        per_packet = read_capture(path, keep_audio=True)
+        bulk = read_capture(path, keep_audio=False)
+        assert per_packet.warnings == bulk.warnings and "truncated" in bulk.warnings[0]
+        assert summary(path, keep_audio=False) == summary(path, keep_audio=True)

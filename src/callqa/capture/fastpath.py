@@ -33,7 +33,7 @@ from callqa.protocol.pcap import (
 )
 from callqa.protocol.rtp import PT_CN, PT_CN_OLD, RtpPacket, StreamStats, unwrap
 
-BLOCK = 4 * 1024 * 1024
+BLOCK = 2 * 1024 * 1024
 StreamKey = tuple[str, int, str, int, int]
 
 
@@ -330,6 +330,25 @@ def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> n
     return offs if same.all() else offs[: int(np.argmin(same))]
 
 
+def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:  # fmt: skip
+    """The enhanced packet blocks from ``pos`` on while they have length ``blen`` and interface ``ifid`` too, and
+    their packets fit: (block offsets, captured lengths, raw timestamps), or None when not even one does. Each
+    block is checked, so the result is what reading them one by one gives (the last is left for the caller's
+    loop to step past)."""
+    k = min(most, (n - pos) // blen)
+    if k < 2:
+        return None
+    offs = pos + blen * np.arange(k, dtype=np.int64)
+    btype, length, iface, hi, lo, caplen = _u32(buf, offs, endian, 6)
+    same = (btype == PCAPNG_EPB) & (length == blen) & (iface == ifid) & (caplen.astype(np.int64) + 32 <= blen)
+    m = k if same.all() else int(np.argmin(same))
+    if m == 0 or int(hi[:m].max()) >= 1 << 31:  # (times past 2^63 ticks: left to the exact loop)
+        return None
+    stamps = (hi[:m].astype(np.int64) << 32 | lo[:m]).astype(np.float64)
+    return offs[:m], caplen[:m].astype(np.int64), stamps
+
+
 def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
     """pcapng enhanced (and simple, and obsolete) packet blocks, a few megabytes at a time; a chunk holds the
     frames of one link type. Warnings as the per-packet reader words them."""
@@ -345,6 +364,8 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
         lens: list[int] = []
         stamps: list[float] = []
         links: list[int] = []
+        pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # frames found so far, in order
+        previous = -1  # length of the previous block when it was an enhanced packet block
         while pos + 12 <= n or (not block and pos < n):
             if pos + 12 > n:
                 warn(f"capture truncated at byte {base + pos} (partial block header)")
@@ -380,6 +401,16 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
                     lens.append(caplen)
                     stamps.append(((hi << 32) | lo) * tick)
                     links.append(linktype)
+                    if btype == PCAPNG_EPB and blen == previous:  # a run of equal blocks: checked in bulk
+                        run = _same_epb(buf, pos + blen, blen, ifid, n, endian)
+                        if run is not None:
+                            pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
+                                           np.array(links, np.int64)))  # fmt: skip
+                            offs, lens, stamps, links = [], [], [], []
+                            starts, caplens, ticks = run
+                            pieces.append((starts + 28, caplens, ticks * tick, np.full(starts.size, linktype)))
+                            pos = int(starts[-1])
+                    previous = blen if btype == PCAPNG_EPB else -1
             elif btype == PCAPNG_SPB and blen - 12 >= 4 and interfaces:
                 orig = struct.unpack_from(endian + "I", buf, body)[0]
                 offs.append(body + 4)
@@ -390,10 +421,13 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
         carry = buf[pos:]
         base += pos
         if offs:
-            o, ln, t = np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps)
-            cuts = [0, *(i for i in range(1, len(links)) if links[i] != links[i - 1]), len(links)]
+            pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
+                           np.array(links, np.int64)))  # fmt: skip
+        if pieces:
+            o, ln, t, lk = (np.concatenate(c) for c in zip(*pieces, strict=True))
+            cuts = [0, *(np.flatnonzero(np.diff(lk)) + 1).tolist(), lk.size]
             for a, b in zip(cuts, cuts[1:], strict=False):  # runs of one link type, in order
-                yield buf, o[a:b], ln[a:b], t[a:b], links[a]
+                yield buf, o[a:b], ln[a:b], t[a:b], int(lk[a])
         if stop or not block:
             return
 
