@@ -70,10 +70,15 @@ class Stream:
     junk: bool = False  # thousands of packets that no call claimed: not RTP, never reported as a call
     unsorted: bool = False  # packets were appended out of arrival order (bulk and per-packet paths mixed)
     slot: int = -1  # its number among the streams that Tracker.feed_frames appends to in bulk
+    _first: RtpPacket | None = field(default=None, repr=False)  # the first packet, once asked for
 
     @property
     def first(self) -> RtpPacket:
-        return self.meter.first if self.meter and self.meter.first else self.packets[0]
+        if self.meter and self.meter.first:
+            return self.meter.first
+        if self._first is None:  # (association asks every second for thousands of live streams)
+            self._first = self.packets[0]
+        return self._first
 
     @property
     def last_arrival(self) -> float:
@@ -177,7 +182,7 @@ def read_capture(
             if slow is None:
                 tracker.streams[key] = Stream(key, table)
             else:  # a few packets (padding, header extension) took the exact path: merge them in time order
-                slow.packets = table.merged(slow.packets)
+                slow.packets, slow._first = table.merged(slow.packets), None
     else:
         for frame in cf.frames():
             tracker.feed_frame(frame.ts, frame.linktype, frame.data)
@@ -443,7 +448,7 @@ class Tracker:
         for s in self.streams.values():
             if s.unsorted:
                 s.packets.sort_by_arrival()
-                s.unsorted = False
+                s.unsorted, s._first = False, None
         calls = _associate(self.dialogs, self.streams, self.start or 0.0, self.aliases)
         _attach_rtcp(calls, self.rtcp)
         return calls
@@ -492,7 +497,7 @@ class Tracker:
         for key, s in self.streams.items():
             if key not in claimed and len(s.packets) >= FOLD_AT:
                 s.packets.take_head(len(s.packets) - FOLD_KEEP)
-                s.junk = True
+                s.junk, s._first = True, None
 
 
 def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]
