@@ -66,9 +66,10 @@ PACKET_VERSION = 10
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 TP_STATUS_USER = 1
-RING_BLOCK = 4 << 20  # bytes per ring block (the kernel hands over whole blocks)
-RING_BLOCKS = 32  # 128 MiB: over four seconds of 100,000 packets/s of G.711 while the reader pauses
-RING_RETIRE_MS = 20  # a block that is not full is handed over after this long
+RING_BLOCK = 1 << 20  # bytes per ring block (the kernel hands over whole blocks)
+RING_BLOCKS = 128  # 128 MiB: over four seconds of 100,000 packets/s of G.711 while the reader pauses ...
+RING_RETIRE_MS = 100  # ... as a block that is not full is handed over only after this long (a block retired
+# early holds less: with 20 ms, 128 blocks would hold 2.6 s of any rate, whatever their size)
 RING_FRAME = 2048  # only checked by the kernel for TPACKET_V3 (blocks hold packets of any size)
 TPACKET3_HDRLEN = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr)): where the sockaddr_ll follows
 
