@@ -74,14 +74,16 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--pps", type=int, nargs="+", default=[10000, 20000, 50000])
+    ap.add_argument("--keep", type=Path, help="reuse this generated capture (made there if missing)")
     ap.add_argument("--sample-s", type=float, default=0, help="print the sniffer's RSS this often (0 = never)")
     ap.add_argument("--audio", action="store_true", help="keep payloads (no --stats-only)")
     ap.add_argument("--socket", action="store_true", help="raw socket instead of the PACKET_MMAP ring")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        pcap = Path(tmp) / "live.pcap"
-        subprocess.run([sys.executable, str(HERE / "gen_capture.py"), str(pcap), "--calls", str(args.calls),
-                        "--seconds", str(args.seconds)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        pcap = args.keep or Path(tmp) / "live.pcap"
+        if not pcap.exists():
+            subprocess.run([sys.executable, str(HERE / "gen_capture.py"), str(pcap), "--calls", str(args.calls),
+                            "--seconds", str(args.seconds)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         mode = ("audio kept" if args.audio else "stats only") + (", raw socket" if args.socket else ", ring")
         print(f"{args.calls} calls x {args.seconds:.0f} s, {mode}")
         print(f"{'target pps':>10} {'real pps':>8} {'RTP sent':>9} {'in reports':>10} {'drops':>6} "
