@@ -126,3 +126,24 @@ def test_ring_block_packet_offsets_follow_the_headers() -> None:
             o += size
         data = bytes(block[: len(block) // 4 * 4])
         assert _packet_offsets(data, np.frombuffer(data, np.uint32), 48, len(sizes)).tolist() == offsets
+
+
+def test_payload_spool_reads_back_what_was_appended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Payloads appended one by one and in groups, read back at random moments (a live reader) and at the end:
+    always what was appended, whether still in memory or already in the file."""
+    monkeypatch.setattr(spool_module, "CHUNK", 500)
+    spool, expected = spool_module.PayloadSpool(tmp_path), []
+    rng = random.Random(1)
+    for _ in range(2000):
+        payload = rng.randbytes(rng.choice([4, 20, 160]))
+        if rng.random() < 0.5:
+            spool.append(payload)
+            expected.append(payload)
+        else:
+            spool.extend([payload, payload[::-1]])
+            expected += [payload, payload[::-1]]
+        if rng.random() < 0.05:
+            k = rng.randrange(len(expected))
+            assert spool[k] == expected[k]
+    assert list(spool) == expected and spool[-1] == expected[-1] and spool[3:9] == expected[3:9]
+    assert spool.path is not None and Path(spool.path).stat().st_size > 0.9 * sum(map(len, expected))

@@ -55,11 +55,17 @@ class PayloadSpool:
             fd, self._path = tempfile.mkstemp(prefix="stream-", dir=self._dir)
             os.close(fd)
             weakref.finalize(self, _remove, self._path)
+        chunk = b"".join(self._tail)
         with open(self._path, "ab") as f:
-            f.write(b"".join(self._tail))
+            f.write(chunk)
+        if self._data is not None and self._starts is not None:  # read already (live transcription): kept whole
+            total = len(self._data)
+            for size in self._sizes[self._written : self._written + len(self._tail)]:
+                self._starts.append(total)
+                total += size
+            self._data += chunk
         self._written += len(self._tail)
         self._tail, self._tail_bytes = [], 0
-        self._data = self._starts = None
 
     def _load(self) -> tuple[bytes, array[int]]:
         if self._data is None or self._starts is None:
