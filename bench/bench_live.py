@@ -13,6 +13,10 @@ process (``capture.live.run`` with a payload-keeping tracker) that checks each e
 the capture). ``--socket`` reads with a raw socket, one ``recvmsg`` per packet (CALLQA_LIVE_SOCKET=1), instead
 of the PACKET_MMAP ring, for comparison.
 
+``--loop N`` replays the capture N times in a row (a longer run without a larger file; the calls of one pass
+end as those of the next begin with the same Call-IDs and addresses, so calls may be split differently in the
+reports, but every packet still counts once, and the kernel's drops are exact).
+
 With ``--sample-s`` the sniffer's resident memory is printed every so many seconds while the replay runs (a
 soak: e.g. ``--calls 100 --seconds 900 --pps 10000`` replays 100 calls of 15 minutes in real time).
 """
@@ -74,6 +78,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--pps", type=int, nargs="+", default=[10000, 20000, 50000])
+    ap.add_argument("--loop", type=int, default=1, help="replay the capture this many times (tcpreplay --loop)")
     ap.add_argument("--keep", type=Path, help="reuse this generated capture (made there if missing)")
     ap.add_argument("--sample-s", type=float, default=0, help="print the sniffer's RSS this often (0 = never)")
     ap.add_argument("--audio", action="store_true", help="keep payloads (no --stats-only)")
@@ -101,7 +106,8 @@ def main() -> None:
             sniffer = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, env=env)
             time.sleep(3)
             started, cpu_before = time.time(), cpu_s(sniffer.pid)
-            replay = subprocess.Popen(["tcpreplay", "-i", "lo", f"--pps={pps}", "--pps-multi=50", str(pcap)],
+            replay = subprocess.Popen(["tcpreplay", "-i", "lo", f"--pps={pps}", "--pps-multi=50",
+                                       f"--loop={args.loop}", str(pcap)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
             next_sample = started + args.sample_s
             while True:  # wait4, not poll: it gives tcpreplay's CPU time
@@ -140,7 +146,7 @@ def main() -> None:
                     reports = [json.loads(line) for line in out.splitlines() if line.strip()]
                 in_reports = sum(s["packets"] for r in reports for s in r["streams"])
             drops = re.search(r"(\d+) dropped by the kernel", err)
-            rtp = sent - SIP_PER_CALL * args.calls
+            rtp = sent - SIP_PER_CALL * args.calls * args.loop
             cpu = usage.ru_utime + usage.ru_stime
             replay_cpu = replay_usage.ru_utime + replay_usage.ru_stime
             print(
