@@ -70,7 +70,7 @@ def test_bulk_path_equals_per_packet_path_on_every_capture(testdata: Path) -> No
                                 round(st.mean_jitter, 9)))  # fmt: skip
         return sorted(out)
 
-    captures = [p for p in (testdata / "pcap").rglob("*") if p.suffix in (".pcap", ".rtp", ".cap")]
+    captures = [p for p in (testdata / "pcap").rglob("*") if p.suffix in (".pcap", ".rtp", ".cap", ".pcapng")]
     assert len(captures) > 30
     for path in captures:
         assert summary(True, path) == summary(False, path), path.name

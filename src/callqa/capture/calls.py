@@ -8,6 +8,7 @@ SIP dialog describes (reported as calls of their own).
 from __future__ import annotations
 
 import copy
+import socket
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, scan_pcap, table_stats
+from callqa.capture.fastpath import PacketTable, rtp_rows, scan_capture, table_stats
 from callqa.capture.meter import StreamMeter, jitter_clocks
+from callqa.capture.spool import PayloadSpool
 from callqa.errors import ParseError
 from callqa.protocol.packet import LINK_ETHERNET, PROTO_TCP, PROTO_UDP, Decoder, Segment
 from callqa.protocol.pcap import CaptureFile
@@ -35,12 +37,24 @@ _PORTS_LEN = struct.Struct(">H")
 _RTP = struct.Struct(">BHII")
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads packed addresses over 64 bits for the stream search
+MAX_PENDING = 500_000  # rows feed_frames holds at most before handing them to their streams
+
+
+def _pack_ip(address: str) -> int:
+    """A dotted IPv4 address as a number (0 for anything else: such keys never match a packed row)."""
+    try:
+        return int.from_bytes(socket.inet_aton(address), "big") if "." in address else 0
+    except OSError:
+        return 0
+
+
 def _addr(data: bytes, pos: int) -> str:
     return f"{data[pos]}.{data[pos + 1]}.{data[pos + 2]}.{data[pos + 3]}"
 
 
 MIN_UNSIGNALLED_PACKETS = 5
-FOLD_AT = 3000  # live statistics: a stream's packets are measured and dropped once this many are held ...
+FOLD_AT = 1000  # live statistics: a stream's packets (20 s of G.711) are measured and dropped at this many ...
 FOLD_KEEP = 50  # ... except the newest few (arrival times and sequence numbers the association looks at)
 
 
@@ -54,10 +68,17 @@ class Stream:
     meter: StreamMeter | None = None  # the packets measured and dropped already (long live calls)
     audio_until: float = float("inf")  # payloads arriving later are not kept (past the leg-length limit)
     junk: bool = False  # thousands of packets that no call claimed: not RTP, never reported as a call
+    unsorted: bool = False  # packets were appended out of arrival order (bulk and per-packet paths mixed)
+    slot: int = -1  # its number among the streams that Tracker.feed_frames appends to in bulk
+    _first: RtpPacket | None = field(default=None, repr=False)  # the first packet, once asked for
 
     @property
     def first(self) -> RtpPacket:
-        return self.meter.first if self.meter and self.meter.first else self.packets[0]
+        if self.meter and self.meter.first:
+            return self.meter.first
+        if self._first is None:  # (association asks every second for thousands of live streams)
+            self._first = self.packets[0]
+        return self._first
 
     @property
     def last_arrival(self) -> float:
@@ -153,7 +174,7 @@ def read_capture(
     dialogs or the given SDES keys (``AES_CM_128_HMAC_SHA1_80:BASE64``), whichever authenticates."""
     cf = CaptureFile(Path(path))
     tracker = Tracker(nat_aliases, keep_audio, srtp_keys)
-    fast = None if keep_audio or srtp_keys else scan_pcap(Path(path), tracker.feed_frame, cf.warnings.append)
+    fast = None if keep_audio or srtp_keys else scan_capture(Path(path), tracker.feed_frame, cf.warnings.append)
     if fast is not None:  # statistics only, plain RTP: bulk parsing (identical results, much faster)
         tables, tracker.start, tracker.frames = fast
         for key, table in tables.items():
@@ -161,7 +182,7 @@ def read_capture(
             if slow is None:
                 tracker.streams[key] = Stream(key, table)
             else:  # a few packets (padding, header extension) took the exact path: merge them in time order
-                slow.packets = table.merged(slow.packets)
+                slow.packets, slow._first = table.merged(slow.packets), None
     else:
         for frame in cf.frames():
             tracker.feed_frame(frame.ts, frame.linktype, frame.data)
@@ -185,6 +206,7 @@ class Tracker:
         grace_s: float = 2.0,
         jitter_buffer_ms: float = 50.0,
         max_audio_s: float = float("inf"),
+        spool_dir: Path | None = None,
     ) -> None:
         self.aliases = nat_aliases or {}
         self.keep_audio = keep_audio
@@ -192,6 +214,7 @@ class Tracker:
         self.inactivity_s, self.grace_s = inactivity_s, grace_s
         self.depths_ms = (jitter_buffer_ms,)  # jitter buffers simulated on streams measured as they go
         self.max_audio_s = max_audio_s  # a stream's audio beyond this is never analysed: its payloads are not kept
+        self.spool_dir = spool_dir  # payloads kept on disk there (live calls), not in memory
         self.decoder = Decoder()
         self.tcp = TcpSipReassembler()
         self.rtcp: list[RtcpDatagram] = []
@@ -203,6 +226,14 @@ class Tracker:
         self.frames = 0
         self.kernel_drops = 0  # live capture: packets the kernel dropped because we read too slowly
         self.clock: float | None = None  # the newest packet time seen
+        # feed_frames: rows held for flush, and the search arrays of the streams it appends to (by slot)
+        self._pending: list[tuple] = []  # type: ignore[type-arg]
+        self._pending_rows = 0
+        self._crypto: set[str] = set()  # call ids of the dialogs whose SDP carries a=crypto keys
+        self._registry_dirty = False
+        self._next_slot = 0
+        self._slot_stream: dict[int, Stream] = {}
+        self._reg_hash = self._reg_slot = self._reg_hosts = self._reg_rest = np.empty(0, np.uint64)
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -219,6 +250,110 @@ class Tracker:
             return
         if seg is not None:
             self.feed_segment(seg)
+
+    def feed_frames(self, buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray,
+                    linktype: int = LINK_ETHERNET) -> None:  # fmt: skip
+        """Many frames at once (a live capture ring's block): the frames at offsets ``frame`` of ``buf``, ``incl``
+        bytes long, that arrived at ``ts``. Plain RTP of the streams already known is parsed in bulk (NumPy), its
+        streams found with one sorted-array search, and the rows held as columns until ``flush`` hands them to
+        their streams (all at once, about once a second: a few rows a stream per block would cost a Python call
+        each). Every other frame goes through ``feed_frame`` in arrival order."""
+        if not frame.size:
+            return
+        rows = rtp_rows(buf, frame, incl, linktype)
+        slow = ~rows.fast
+        if self._registry_dirty:
+            self._register()
+        slots = known = None
+        if rows.idx.size and self._reg_hash.size:
+            mixed = rows.hosts * _MIX ^ rows.rest
+            pos = np.minimum(np.searchsorted(self._reg_hash, mixed), self._reg_hash.size - 1)
+            slots = self._reg_slot[pos]
+            known = (self._reg_hash[pos] == mixed) & (self._reg_hosts[slots] == rows.hosts)
+            known &= self._reg_rest[slots] == rows.rest
+            slow[rows.idx[~known]] = True
+        else:
+            slow[rows.idx] = True
+        if slow.any():
+            for i in np.flatnonzero(slow).tolist():
+                o = int(frame[i])
+                self.feed_frame(float(ts[i]), linktype, buf[o : o + int(incl[i])])
+        if slots is None or known is None or not known.any():
+            return
+        sel = np.flatnonzero(known)
+        arrival = ts[rows.idx[sel]]
+        start, size = rows.start[sel], rows.size[sel]
+        four = np.flatnonzero(size == 4)
+        events = [(self._pending_rows + r, buf[p : p + 4]) for r, p in zip(four.tolist(), start[four].tolist(),
+                                                                           strict=True)]  # fmt: skip
+        payloads = None
+        if self.keep_audio:
+            payloads = [buf[p : p + n] for p, n in zip(start.tolist(), size.tolist(), strict=True)]
+        self._pending.append((slots[sel], arrival, rows.seq[sel], rows.stamp[sel], rows.ptm[sel], payloads, events))
+        self._pending_rows += sel.size
+        self.frames += sel.size
+        newest = float(arrival.max())
+        if self.clock is None or newest > self.clock:
+            self.clock = newest
+        if self._pending_rows >= MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the rows ``feed_frames`` holds to their streams (in arrival order within each stream)."""
+        if not self._pending:
+            return
+        parts = list(zip(*self._pending, strict=True))
+        self._pending, self._pending_rows = [], 0
+        slot = np.concatenate(parts[0])
+        arrival, seq, stamp, ptm = (np.concatenate(p) for p in parts[1:5])
+        payloads = [p for batch in parts[5] for p in batch] if self.keep_audio else None
+        events = dict(e for batch in parts[6] for e in batch)
+        event_rows = np.array(sorted(events), np.int64)
+        order = np.argsort(slot, kind="stable")
+        bounds = np.flatnonzero(np.diff(slot[order])) + 1
+        for mine in np.split(order, bounds):
+            stream = self._slot_stream.get(int(slot[mine[0]]))
+            if stream is None or self.streams.get(stream.key) is not stream:
+                continue  # forgotten meanwhile (expire flushes first, so this does not happen)
+            a = arrival[mine]
+            ev: dict[int, bytes] = {}
+            if event_rows.size:
+                where = np.minimum(np.searchsorted(mine, event_rows), mine.size - 1)
+                hit = mine[where] == event_rows
+                ev = {int(w): events[int(r)] for w, r in zip(where[hit], event_rows[hit], strict=True)}
+            kept = None
+            if payloads is not None and stream.packets.payloads is not None:
+                late = (a > stream.audio_until).tolist()
+                kept = [b"" if x and len(payloads[i]) != 4 else payloads[i]
+                        for i, x in zip(mine.tolist(), late, strict=True)]  # fmt: skip
+            table = stream.packets
+            if len(table) and a[0] < table.arrival[-1]:
+                stream.unsorted = True
+            p = ptm[mine]
+            table.extend(a, seq[mine], stamp[mine], p & 0x7F, p >= 0x80, kept, ev)
+
+    def _register(self) -> None:
+        """The sorted search arrays of the streams that ``feed_frames`` appends to in bulk (plain RTP)."""
+        streams = [s for s in self.streams.values() if s.srtp is None and ":" not in s.key[0] + s.key[2]]
+        if not self._pending:  # no held row names a slot: number them afresh (the arrays stay small)
+            self._next_slot = 0
+            for s in self.streams.values():
+                s.slot = -1
+        for s in streams:
+            if s.slot < 0:
+                s.slot = self._next_slot
+                self._next_slot += 1
+        self._slot_stream = {s.slot: s for s in streams}
+        hosts = np.array([_pack_ip(s.key[0]) << 32 | _pack_ip(s.key[2]) for s in streams], np.uint64)
+        rest = np.array([s.key[1] << 48 | s.key[3] << 32 | s.key[4] for s in streams], np.uint64)
+        mixed = hosts * _MIX ^ rest
+        order = np.argsort(mixed, kind="stable")
+        self._reg_hash = mixed[order]
+        self._reg_slot = np.array([streams[i].slot for i in order.tolist()], np.int64)
+        size = self._next_slot
+        self._reg_hosts, self._reg_rest = np.zeros(size, np.uint64), np.zeros(size, np.uint64)
+        self._reg_hosts[self._reg_slot], self._reg_rest[self._reg_slot] = hosts[order], rest[order]
+        self._registry_dirty = False
 
     def _known_rtp(self, ts: float, data: bytes) -> bool:
         """Shortcut for the bulk of live traffic: a plain Ethernet/IPv4/UDP packet of a stream already seen
@@ -278,6 +413,8 @@ class Tracker:
         _on_sip(self.dialogs, msg, src, ts, self.warn, dst)
         if msg.call_id in self.dialogs:
             self.last_seen[msg.call_id] = ts
+            if any(m.crypto for ms in self.dialogs[msg.call_id].media.values() for m in ms):
+                self._crypto.add(msg.call_id)
 
     def _rtp(self, seg: Segment) -> None:
         try:
@@ -287,9 +424,13 @@ class Tracker:
         key = (seg.src, seg.sport, seg.dst, seg.dport, h.ssrc)
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = Stream(key, PacketTable(keep_payloads=self.keep_audio),
-                                                audio_until=seg.ts + self.max_audio_s)  # fmt: skip
-            candidates = self.keys + [k for d in self.dialogs.values() for ms in d.media.values() for m in ms
+            self._registry_dirty = True
+            table = PacketTable(keep_payloads=self.keep_audio)
+            if self.keep_audio and self.spool_dir is not None:
+                table.payloads = PayloadSpool(self.spool_dir)  # type: ignore[assignment]
+            stream = self.streams[key] = Stream(key, table, audio_until=seg.ts + self.max_audio_s)
+            self._crypto &= self.dialogs.keys()  # the dialogs whose SDP offers keys (not all: thousands live)
+            candidates = self.keys + [k for c in self._crypto for ms in self.dialogs[c].media.values() for m in ms
                                       for k in _contexts(m.crypto, self.warn)]  # fmt: skip
             stream.srtp = next((k for k in candidates if k.decrypt(seg.payload) is not None), None)
         if stream.srtp is not None:
@@ -303,6 +444,11 @@ class Tracker:
 
     def finish(self) -> list[CapturedCall]:
         """Every call and stream seen so far (the state is left as it is)."""
+        self.flush()
+        for s in self.streams.values():
+            if s.unsorted:
+                s.packets.sort_by_arrival()
+                s.unsorted, s._first = False, None
         calls = _associate(self.dialogs, self.streams, self.start or 0.0, self.aliases)
         _attach_rtcp(calls, self.rtcp)
         return calls
@@ -324,13 +470,16 @@ class Tracker:
             for sts in call.streams.values():
                 for s in sts:
                     self.streams.pop(s.key, None)
+                    self._slot_stream.pop(s.slot, None)
+                    self._registry_dirty = True
             mine = {id(d) for d in call.rtcp}
             self.rtcp = [d for d in self.rtcp if id(d) not in mine]
         horizon = now - self.inactivity_s  # RTP and RTCP that no call claims
         self.rtcp = [d for d in self.rtcp if d.arrival > horizon]
         claimed = {s.key for call in calls for sts in call.streams.values() for s in sts}
         for key in [k for k, s in self.streams.items() if k not in claimed and s.last_arrival < horizon]:
-            del self.streams[key]
+            self._slot_stream.pop(self.streams.pop(key).slot, None)
+            self._registry_dirty = True
         if not self.keep_audio:
             over = {id(c) for c in done}
             self._fold([c for c in calls if id(c) not in over], claimed)
@@ -348,7 +497,7 @@ class Tracker:
         for key, s in self.streams.items():
             if key not in claimed and len(s.packets) >= FOLD_AT:
                 s.packets.take_head(len(s.packets) - FOLD_KEEP)
-                s.junk = True
+                s.junk, s._first = True, None
 
 
 def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # type: ignore[no-untyped-def]

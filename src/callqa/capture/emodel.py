@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 # codec -> (Ie, Bpl) from ITU-T G.113 Appendix I (Bpl with packet loss concealment)
 CODEC_IMPAIRMENT = {"PCMU": (0.0, 25.1), "PCMA": (0.0, 25.1), "G722": (0.0, 25.1), "G729": (11.0, 19.0),
                     "G723": (15.0, 16.1), "GSM": (20.0, 10.0), "OPUS": (0.0, 25.1), "ILBC": (11.0, 32.0)}  # fmt: skip
@@ -37,6 +39,32 @@ class _Playout:
             self.t0, self.ts0, offset = arrival, ts, 0.0
         return offset
 
+    def offsets(self, arrivals_s: Sequence[float] | np.ndarray, timestamps: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``offset_s`` of each packet, in bulk: the same arithmetic on whole arrays between resynchronisations
+        (the same float64 operations in the same order, so the same values); packet by packet after many."""
+        a, t = np.asarray(arrivals_s, np.float64), np.asarray(timestamps, np.int64)
+        out = np.empty(a.size)
+        i, resyncs = 0, 0
+        while i < a.size:
+            if resyncs > MAX_BULK_RESYNCS:  # timestamps all over the place: one at a time
+                out[i:] = [self.offset_s(x, y) for x, y in zip(a[i:].tolist(), t[i:].tolist(), strict=True)]
+                break
+            if self.t0 is None:
+                self.t0, self.ts0 = float(a[i]), int(t[i])
+            off = a[i:] - (self.t0 + (t[i:] - self.ts0) / self.clock)
+            bad = np.flatnonzero(np.abs(off) > RESYNC_S)
+            if not bad.size:
+                out[i:] = off
+                break
+            j = int(bad[0])
+            out[i : i + j] = off[:j]
+            self.t0, self.ts0, out[i + j] = float(a[i + j]), int(t[i + j]), 0.0
+            i, resyncs = i + j + 1, resyncs + 1
+        return out
+
+
+MAX_BULK_RESYNCS = 32
+
 
 class FixedBuffer(_Playout):
     """A fixed jitter buffer of ``depth_ms``: ``late`` counts the packets it would discard."""
@@ -46,12 +74,10 @@ class FixedBuffer(_Playout):
         self.depth_s = depth_ms / 1000.0
         self.late = 0
 
-    def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
+    def feed(self, arrivals_s: Sequence[float] | np.ndarray, timestamps: Sequence[int] | np.ndarray) -> None:
         if not self.clock:
             return
-        for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-            if self.offset_s(arrival, ts) > self.depth_s:
-                self.late += 1
+        self.late += int(np.count_nonzero(self.offsets(arrivals_s, timestamps) > self.depth_s))
 
 
 class AdaptiveBuffer(_Playout):
@@ -64,18 +90,20 @@ class AdaptiveBuffer(_Playout):
         self.max_ms, self.depth = max_ms, start_ms
         self.late, self.total, self.count = 0, 0.0, 0
 
-    def feed(self, arrivals_s: Sequence[float], timestamps: Sequence[int]) -> None:
+    def feed(self, arrivals_s: Sequence[float] | np.ndarray, timestamps: Sequence[int] | np.ndarray) -> None:
         if not self.clock:
             return
-        for arrival, ts in zip(arrivals_s, timestamps, strict=True):
-            needed = 1000.0 * self.offset_s(arrival, ts)
-            if needed > self.depth:
-                self.late += 1
-                self.depth = min(self.max_ms, needed)
+        needs = (1000.0 * self.offsets(arrivals_s, timestamps)).tolist()
+        depth, late, total, top = self.depth, self.late, self.total, self.max_ms
+        for needed in needs:
+            if needed > depth:
+                late += 1
+                depth = min(top, needed)
             else:
-                self.depth = max(needed, self.depth * 0.998, 0.0)
-            self.total += self.depth
-            self.count += 1
+                depth = max(needed, depth * 0.998, 0.0)
+            total += depth
+        self.depth, self.late, self.total = depth, late, total
+        self.count += len(needs)
 
     @property
     def mean_depth_ms(self) -> float:

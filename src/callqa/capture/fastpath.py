@@ -7,20 +7,33 @@ recurrences of ``StreamStats`` otherwise. Results are identical to the per-packe
 
 from __future__ import annotations
 
+import os
 import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
 
 from callqa.errors import InputError
 from callqa.protocol.packet import LINK_ETHERNET, LINK_RAW, LINK_SLL
-from callqa.protocol.pcap import MAX_RECORD
+from callqa.protocol.pcap import (
+    MAX_RECORD,
+    PCAP_MAGIC_NS,
+    PCAP_MAGIC_US,
+    PCAPNG_BYTE_ORDER,
+    PCAPNG_EPB,
+    PCAPNG_IDB,
+    PCAPNG_PB,
+    PCAPNG_SHB,
+    PCAPNG_SPB,
+    _tsresol,
+)
 from callqa.protocol.rtp import PT_CN, PT_CN_OLD, RtpPacket, StreamStats, unwrap
 
-BLOCK = 4 * 1024 * 1024
+BLOCK = 2 * 1024 * 1024
 StreamKey = tuple[str, int, str, int, int]
 
 
@@ -61,6 +74,42 @@ class PacketTable:
             self.payloads.append(payload)
         if len(payload) == 4:
             self.events[row] = payload
+
+    def extend(self, arrival: np.ndarray, seq: np.ndarray, ts: np.ndarray, pt: np.ndarray, marker: np.ndarray,
+               payloads: list[bytes] | None, events: dict[int, bytes]) -> None:  # fmt: skip
+        """Append packets given as columns (``payloads`` one per packet when this table keeps them; ``events``
+        by row within these packets)."""
+        if self._cols is None:
+            raise TypeError("a bulk-built table cannot grow")
+        row = len(self._cols[0])
+        for col, values, dtype in zip(self._cols, (arrival, seq, ts, pt, marker),
+                                      (np.float64, np.int32, np.int64, np.int16, np.int8), strict=True):  # fmt: skip
+            col.frombytes(np.ascontiguousarray(values, dtype).tobytes())
+        if self.payloads is not None:
+            self.payloads.extend(payloads if payloads is not None else [b""] * arrival.size)
+        for r, payload in events.items():
+            self.events[row + r] = payload
+
+    def sort_by_arrival(self) -> None:
+        """Put the packets in arrival order (stable), payloads and events with them."""
+        order = np.argsort(self.arrival, kind="stable")
+        if np.all(order[1:] > order[:-1]):
+            return
+        cols = [self._column(i)[order] for i in range(5)]
+        if self._cols is None:
+            self._np = tuple(cols)
+        else:
+            self._cols = tuple(array(c.typecode, cols[i].tobytes()) for i, c in enumerate(self._cols))  # type: ignore[assignment]
+        if self.payloads is not None:
+            reordered = [self.payloads[i] for i in order.tolist()]
+            if isinstance(self.payloads, list):
+                self.payloads = reordered
+            else:  # a spool on disk stays one
+                self.payloads = self.payloads.fresh()
+                self.payloads.extend(reordered)
+        where = np.empty(order.size, np.int64)
+        where[order] = np.arange(order.size)
+        self.events = {int(where[r]): p for r, p in self.events.items()}
 
     def _column(self, i: int) -> np.ndarray:
         if self._np is not None:
@@ -144,23 +193,38 @@ class PacketTable:
         return _unwrap(ts, 32, previous)
 
 
-@dataclass
-class _Columns:
-    arrival: list[np.ndarray]
-    fields: list[np.ndarray]  # structured rows: src, sport, dst, dport, ssrc, seq, ts, pt, marker, plen, order
-    events: list[tuple[int, bytes]]
+class _Sink:
+    """The RTP rows found so far, compact (about 19 bytes a packet), each with the number of its stream."""
+
+    def __init__(self) -> None:
+        self.sid: list[np.ndarray] = []
+        self.arrival: list[np.ndarray] = []
+        self.seq: list[np.ndarray] = []
+        self.ts: list[np.ndarray] = []
+        self.ptm: list[np.ndarray] = []  # payload type | marker << 7
+        self.events: list[tuple[int, bytes]] = []  # (row, payload) of 4-byte payloads
+        self.keys: dict[tuple[int, int], int] = {}  # (src << 32 | dst, sport << 48 | dport << 32 | ssrc) -> stream
+        self.rows = 0
+
+    def stream_ids(self, hosts: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """Each row's stream number; new streams are numbered in order of first appearance."""
+        mixed = hosts * np.uint64(0x9E3779B97F4A7C15) ^ rest
+        uniq, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
+        if np.any(hosts != hosts[first][inverse]) or np.any(rest != rest[first][inverse]):
+            pairs = np.stack([hosts, rest], axis=1)  # a hash collision (never seen in practice): exact grouping
+            _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+        ids = np.empty(first.size, np.int32)
+        for i in np.argsort(first, kind="stable").tolist():
+            k = (int(hosts[first[i]]), int(rest[first[i]]))
+            ids[i] = self.keys.setdefault(k, len(self.keys))
+        return ids[inverse]
 
 
-ROW = np.dtype([
-    ("src", ">u4"), ("sport", ">u2"), ("dst", ">u4"), ("dport", ">u2"), ("ssrc", ">u4"), ("seq", ">u2"),
-    ("ts", ">u4"), ("pt", "u1"), ("marker", "?"), ("plen", "<i4"), ("order", "<i8"),
-])  # fmt: skip
-
-
-def scan_pcap(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
-    """Bulk-parse RTP in a classic pcap; ``on_other(ts, linktype, frame)`` gets every other frame, in order, and
-    ``warn(text)`` what the per-packet reader would warn about (a truncated or corrupt tail).
-    Returns (streams, first timestamp, frames), or None when the file is not a classic pcap this path handles."""
+def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
+    """Bulk-parse RTP in a pcap (either byte order) or pcapng file; ``on_other(ts, linktype, frame)`` gets every
+    other frame, in order, and ``warn(text)`` what the per-packet reader would warn about (a truncated or corrupt
+    tail). Returns (streams, first timestamp, frames), or None when the file is not one this path handles."""
     try:
         f = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -169,145 +233,348 @@ def scan_pcap(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable],
         head = f.read(24)
         if len(head) < 24:
             return None
-        magic = struct.unpack("<I", head[:4])[0]
-        if magic not in (0xA1B2C3D4, 0xA1B23C4D):
-            return None  # big-endian pcap or pcapng: the per-packet reader handles them
-        divisor = 1e9 if magic == 0xA1B23C4D else 1e6
-        linktype = struct.unpack("<I", head[20:24])[0] & 0xFFFF
-        if linktype not in (LINK_ETHERNET, LINK_SLL, LINK_RAW):
+        magic_le, magic_be = struct.unpack("<I", head[:4])[0], struct.unpack(">I", head[:4])[0]
+        if magic_le == PCAPNG_SHB:
+            chunks = _pcapng_chunks(f, head, os.fstat(f.fileno()).st_size, warn)
+        elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be):
+            endian = "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+            linktype = struct.unpack(endian + "I", head[20:24])[0] & 0xFFFF
+            if linktype not in (LINK_ETHERNET, LINK_SLL, LINK_RAW):
+                return None  # the per-packet reader handles the other link types as fast
+            divisor = 1e9 if PCAP_MAGIC_NS in (magic_le, magic_be) else 1e6
+            chunks = _pcap_chunks(f, endian, divisor, linktype, warn)
+        else:
             return None
-        cols = _Columns([], [], [])
-        first: float | None = None
-        carry, order, base = b"", 0, 24  # base: file offset of buf[0]
-        unpack = struct.Struct("<IIII").unpack_from
-        while True:
-            block = f.read(BLOCK)
-            buf = carry + block
-            if not buf:
-                break
-            offsets, pos = [], 0
-            n = len(buf)
-            corrupt = False
+        sink, first, order = _Sink(), None, 0
+        for buf, frame, incl, ts, linktype in chunks:
+            if first is None and ts.size:
+                first = float(ts[0])
+            order = _frames(buf, frame, incl, ts, linktype, order, sink, on_other)
+    return _tables(sink), first, order
+
+
+Chunk = tuple[bytes, np.ndarray, np.ndarray, np.ndarray, int]  # buffer, frame offsets, lengths, times, link type
+
+
+def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
+    """Classic pcap records, a few megabytes at a time."""
+    carry, base = b"", 24  # base: file offset of buf[0]
+    unpack = struct.Struct(endian + "IIII").unpack_from
+    native = struct.pack("=I", 1) == struct.pack(endian + "I", 1)
+    while True:
+        block = f.read(BLOCK)
+        buf = carry + block
+        if not buf:
+            return
+        offsets: list[int] = []
+        append = offsets.append
+        pos, n, corrupt = 0, len(buf), False
+        runs: list[np.ndarray] = []  # offsets found by runs of records of one length (see _same_length)
+        if native:  # the record lengths read as 32-bit words from four views (one per alignment): no tuples
+            views = [memoryview(buf)[k : k + (n - k) // 4 * 4].cast("I") for k in range(4)]
+            previous, cooldown = -1, 0
             while pos + 16 <= n:
-                sec, frac, incl, _ = unpack(buf, pos)
-                if incl > MAX_RECORD:
-                    warn(f"implausible record length {incl} at byte {base + pos}: stopped reading")
-                    corrupt = True
+                q = pos + 8
+                incl = views[q & 3][q >> 2]
+                if incl > MAX_RECORD or pos + 16 + incl > n:
                     break
-                if pos + 16 + incl > n:
-                    break
-                offsets.append(pos)
+                append(pos)
                 pos += 16 + incl
-            if not block and pos < n and not corrupt:
-                part = "partial record header" if n - pos < 16 else "partial packet"
-                warn(f"capture truncated at byte {base + pos + (0 if n - pos < 16 else 16)} ({part})")
-            carry = buf[pos:]
-            base += pos
-            if offsets:
-                if first is None:
-                    sec, frac = struct.unpack_from("<II", buf, offsets[0])
-                    first = sec + frac / divisor
-                order = _block(buf, np.array(offsets, np.int64), linktype, divisor, order, cols, on_other)
-            if not block or corrupt:
+                if incl == previous and not cooldown:
+                    found = _same_length(buf, pos, incl, n)
+                    if found.size:
+                        runs += [np.array(offsets, np.int64), found]
+                        offsets.clear()
+                        pos = int(found[-1]) + 16 + incl
+                    cooldown = 0 if found.size >= 8 else 64  # records of many lengths: speculate less often
+                else:
+                    cooldown = max(0, cooldown - 1)
+                previous = incl
+            views.clear()
+        while pos + 16 <= n:
+            _, _, incl, _ = unpack(buf, pos)
+            if incl > MAX_RECORD:
+                warn(f"implausible record length {incl} at byte {base + pos}: stopped reading")
+                corrupt = True
                 break
-    if not cols.fields:
-        return {}, first, order
-    return _tables(cols), first, order
+            if pos + 16 + incl > n:
+                break
+            append(pos)
+            pos += 16 + incl
+        if not block and pos < n and not corrupt:
+            part = "partial record header" if n - pos < 16 else "partial packet"
+            warn(f"capture truncated at byte {base + pos + (0 if n - pos < 16 else 16)} ({part})")
+        carry = buf[pos:]
+        base += pos
+        if offsets or runs:
+            offs = np.concatenate([*runs, np.array(offsets, np.int64)]) if runs else np.array(offsets, np.int64)
+            fields = _u32(buf, offs, endian, 3)
+            yield buf, offs + 16, fields[2].astype(np.int64), fields[0] + fields[1] / divisor, linktype
+        if not block or corrupt:
+            return
 
 
-def _block(buf: bytes, offs: np.ndarray, linktype: int, divisor: float, order: int, cols: _Columns,
-           on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
+def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> np.ndarray:
+    """Offsets of the records from ``pos`` on while they have length ``incl`` too (most captures are long runs of
+    equal RTP packets): each is checked, so the result is what reading them one by one gives."""
+    step = 16 + incl
+    k = min(most, (n - pos) // step)
+    if k < 2:
+        return np.empty(0, np.int64)
+    offs = pos + step * np.arange(k, dtype=np.int64)
     a = np.frombuffer(buf, np.uint8)
+    p = offs + 8
+    lengths = a[p] | a[p + 1].astype(np.uint32) << 8 | a[p + 2].astype(np.uint32) << 16 | (
+        a[p + 3].astype(np.uint32) << 24)  # fmt: skip
+    same = lengths == incl
+    return offs if same.all() else offs[: int(np.argmin(same))]
 
-    def u32(p: np.ndarray) -> np.ndarray:  # little-endian, the pcap record header
-        return (
-            a[p].astype(np.uint32)
-            | a[p + 1].astype(np.uint32) << 8
-            | a[p + 2].astype(np.uint32) << 16
-            | (a[p + 3].astype(np.uint32) << 24)
-        )
+
+def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:  # fmt: skip
+    """The enhanced packet blocks from ``pos`` on while they have length ``blen`` and interface ``ifid`` too, and
+    their packets fit: (block offsets, captured lengths, raw timestamps), or None when not even one does. Each
+    block is checked, so the result is what reading them one by one gives (the last is left for the caller's
+    loop to step past)."""
+    k = min(most, (n - pos) // blen)
+    if k < 2:
+        return None
+    offs = pos + blen * np.arange(k, dtype=np.int64)
+    btype, length, iface, hi, lo, caplen = _u32(buf, offs, endian, 6)
+    same = (btype == PCAPNG_EPB) & (length == blen) & (iface == ifid) & (caplen.astype(np.int64) + 32 <= blen)
+    m = k if same.all() else int(np.argmin(same))
+    if m == 0 or int(hi[:m].max()) >= 1 << 31:  # (times past 2^63 ticks: left to the exact loop)
+        return None
+    stamps = (hi[:m].astype(np.int64) << 32 | lo[:m]).astype(np.float64)
+    return offs[:m], caplen[:m].astype(np.int64), stamps
+
+
+def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
+    """pcapng enhanced (and simple, and obsolete) packet blocks, a few megabytes at a time; a chunk holds the
+    frames of one link type. Warnings as the per-packet reader words them."""
+    carry, base, endian = shb, 0, "<"
+    interfaces: list[tuple[int, float]] = []  # (link type, seconds per tick)
+    while True:
+        block = f.read(BLOCK)
+        buf = carry + block
+        if not buf:
+            return
+        n, pos, stop = len(buf), 0, False
+        offs: list[int] = []
+        lens: list[int] = []
+        stamps: list[float] = []
+        links: list[int] = []
+        pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # frames found so far, in order
+        previous = -1  # length of the previous block when it was an enhanced packet block
+        while pos + 12 <= n or (not block and pos < n):
+            if pos + 12 > n:
+                warn(f"capture truncated at byte {base + pos} (partial block header)")
+                stop = True
+                break
+            btype = struct.unpack_from(endian + "I", buf, pos)[0]
+            if btype == PCAPNG_SHB:
+                order = struct.unpack_from("<I", buf, pos + 8)[0]
+                endian = "<" if order == PCAPNG_BYTE_ORDER else ">"
+            blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
+            if blen < 12 or blen % 4 or base + pos + blen > size:
+                warn(f"capture truncated or corrupt at byte {base + pos} (block length {blen})")
+                stop = True
+                break
+            if pos + blen > n:
+                break  # the rest of this block comes with the next read
+            body = pos + 8
+            if btype == PCAPNG_SHB:
+                interfaces = []  # a new section has its own interfaces
+            elif btype == PCAPNG_IDB and blen - 12 >= 8:
+                linktype = struct.unpack_from(endian + "H", buf, body)[0]
+                interfaces.append((linktype, _tsresol(buf[body + 8 : pos + blen - 4], endian)))
+            elif btype in (PCAPNG_EPB, PCAPNG_PB) and blen - 12 >= 20:
+                if btype == PCAPNG_EPB:
+                    ifid, hi, lo, caplen, _ = struct.unpack_from(endian + "IIIII", buf, body)
+                else:
+                    ifid, _, hi, lo, caplen, _ = struct.unpack_from(endian + "HHIIII", buf, body)
+                if ifid >= len(interfaces) or 20 + caplen > blen - 12:
+                    warn(f"packet block at byte {base + pos} names no interface or is truncated")
+                else:
+                    linktype, tick = interfaces[ifid]
+                    offs.append(body + 20)
+                    lens.append(caplen)
+                    stamps.append(((hi << 32) | lo) * tick)
+                    links.append(linktype)
+                    if btype == PCAPNG_EPB and blen == previous:  # a run of equal blocks: checked in bulk
+                        run = _same_epb(buf, pos + blen, blen, ifid, n, endian)
+                        if run is not None:
+                            pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
+                                           np.array(links, np.int64)))  # fmt: skip
+                            offs, lens, stamps, links = [], [], [], []
+                            starts, caplens, ticks = run
+                            pieces.append((starts + 28, caplens, ticks * tick, np.full(starts.size, linktype)))
+                            pos = int(starts[-1])
+                    previous = blen if btype == PCAPNG_EPB else -1
+            elif btype == PCAPNG_SPB and blen - 12 >= 4 and interfaces:
+                orig = struct.unpack_from(endian + "I", buf, body)[0]
+                offs.append(body + 4)
+                lens.append(min(orig, blen - 16))
+                stamps.append(0.0)
+                links.append(interfaces[0][0])
+            pos += blen
+        carry = buf[pos:]
+        base += pos
+        if offs:
+            pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
+                           np.array(links, np.int64)))  # fmt: skip
+        if pieces:
+            o, ln, t, lk = (np.concatenate(c) for c in zip(*pieces, strict=True))
+            cuts = [0, *(np.flatnonzero(np.diff(lk)) + 1).tolist(), lk.size]
+            for a, b in zip(cuts, cuts[1:], strict=False):  # runs of one link type, in order
+                yield buf, o[a:b], ln[a:b], t[a:b], int(lk[a])
+        if stop or not block:
+            return
+
+
+def _u32(buf: bytes, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
+    """``count`` consecutive 32-bit fields at each offset."""
+    a = np.frombuffer(buf, np.uint8)
+    out = []
+    for k in range(count):
+        p = offs + 4 * k
+        b = [a[p + i].astype(np.uint32) for i in range(4)]
+        if endian == ">":
+            b.reverse()
+        out.append(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24)
+    return out
+
+
+@dataclass
+class RtpRows:
+    """Plain IPv4/UDP RTP found among a run of frames: ``fast`` marks those frames, the other fields are one per
+    such frame (in frame order). ``start``/``size``: where each payload lies in the buffer."""
+
+    fast: np.ndarray
+    idx: np.ndarray
+    hosts: np.ndarray  # src << 32 | dst
+    rest: np.ndarray  # sport << 48 | dport << 32 | ssrc
+    seq: np.ndarray
+    stamp: np.ndarray
+    ptm: np.ndarray  # payload type | marker << 7
+    start: np.ndarray
+    size: np.ndarray
+
+
+def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
+    """The frames (at offsets ``frame``, ``incl`` bytes long) that are plain RTP over IPv4/UDP (Ethernet with up to
+    two VLAN tags, Linux cooked, raw IP; no fragment, no padding or header extension), parsed in bulk."""
+    a = np.frombuffer(buf, np.uint8)
+    top = a.size
 
     def be16(p: np.ndarray) -> np.ndarray:
+        p = np.minimum(p, top - 2)
         return a[p].astype(np.int64) << 8 | a[p + 1]
 
     def be32(p: np.ndarray) -> np.ndarray:
         return be16(p) << 16 | be16(p + 2)
 
-    ts = u32(offs) + u32(offs + 4) / divisor
-    incl = u32(offs + 8).astype(np.int64)
-    frame = offs + 16
     end = frame + incl
     if linktype == LINK_ETHERNET:
-        ok = incl >= 14 + 20 + 8 + 12
-        etype = np.where(ok, be16(np.minimum(frame + 12, a.size - 2)), 0)
-        vlan = etype == 0x8100
-        l3 = frame + 14 + 4 * vlan
-        etype = np.where(vlan & (incl >= 18 + 40), be16(np.minimum(frame + 16, a.size - 2)), etype)
+        etype = be16(frame + 12)
+        l3 = frame + 14
+        for _ in range(2):  # 802.1Q / 802.1ad tags
+            tagged = (etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100)
+            etype = np.where(tagged, be16(l3 + 2), etype)
+            l3 = l3 + 4 * tagged
+        ok = (incl >= 14) & ~((etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100))
     elif linktype == LINK_SLL:
-        ok = incl >= 16 + 20 + 8 + 12
-        etype = np.where(ok, be16(np.minimum(frame + 14, a.size - 2)), 0)
-        l3 = frame + 16
+        ok, etype, l3 = incl >= 16, be16(frame + 14), frame + 16
+    elif linktype == LINK_RAW:
+        ok, l3 = incl >= 1, frame
+        etype = np.where((a[np.minimum(frame, top - 1)] >> 4) == 4, 0x0800, 0)
     else:
-        ok = incl >= 20 + 8 + 12
-        l3 = frame
-        etype = np.where(ok & ((a[np.minimum(frame, a.size - 1)] >> 4) == 4), 0x0800, 0)
-    l3c = np.minimum(l3, a.size - 40)
+        ok, l3, etype = np.zeros(frame.size, bool), frame, np.zeros(frame.size, np.int64)
+    ok &= l3 + 20 + 8 + 12 <= end
+    l3c = np.minimum(l3, top - 40)
     ihl = (a[l3c] & 0x0F).astype(np.int64) * 4
     fast = ok & (etype == 0x0800) & ((a[l3c] >> 4) == 4) & (ihl >= 20) & (a[l3c + 9] == 17)
     fast &= (be16(l3c + 6) & 0x3FFF) == 0  # not a fragment
     udp = l3 + ihl
-    udpc = np.minimum(udp, a.size - 20)
+    udpc = np.minimum(udp, top - 20)
     ulen = be16(udpc + 4)
     rtp = udp + 8
     plen = np.minimum(ulen - 8, end - rtp)
     fast &= (ulen >= 20) & (rtp + 12 <= end)
-    rtpc = np.minimum(rtp, a.size - 12)
+    rtpc = np.minimum(rtp, top - 12)
     b0, b1 = a[rtpc], a[rtpc + 1]
     fast &= ((b0 >> 6) == 2) & (((b1 & 0x7F) < 72) | ((b1 & 0x7F) > 79))
     header = 12 + 4 * (b0 & 0x0F).astype(np.int64)
     fast &= rtp + header <= end
     fast &= (b0 & 0x30) == 0  # no padding or header extension: other packets take the exact path
-    for i in np.flatnonzero(~fast):
-        o = int(offs[i])
-        on_other(float(ts[i]), linktype, buf[o + 16 : o + 16 + int(incl[i])])
     idx = np.flatnonzero(fast)
-    if idx.size:
-        r, l3f, u = rtpc[idx], l3c[idx], udpc[idx]
-        rows = np.empty(idx.size, ROW)
-        rows["src"], rows["dst"] = be32(l3f + 12), be32(l3f + 16)
-        rows["sport"], rows["dport"] = be16(u), be16(u + 2)
-        rows["seq"], rows["ts"], rows["ssrc"] = be16(r + 2), be32(r + 4), be32(r + 8)
-        rows["pt"], rows["marker"] = b1[idx] & 0x7F, (b1[idx] & 0x80) > 0
-        rows["plen"] = plen[idx] - header[idx]
-        rows["order"] = order + idx
-        cols.arrival.append(ts[idx])
-        cols.fields.append(rows)
-        for j in np.flatnonzero(rows["plen"] == 4):
-            p = int(r[j] + header[idx][j])
-            cols.events.append((int(rows["order"][j]), bytes(buf[p : p + 4])))
-    return order + offs.size
+    r, l3f, u, h = rtpc[idx], l3c[idx], udpc[idx], header[idx]
+    return RtpRows(
+        fast, idx, (be32(l3f + 12) << 32 | be32(l3f + 16)).astype(np.uint64),
+        (be16(u) << 48 | be16(u + 2) << 32 | be32(r + 8)).astype(np.uint64), be16(r + 2).astype(np.uint16),
+        be32(r + 4).astype(np.uint32), b1[idx], r + h, plen[idx] - h,
+    )  # fmt: skip
 
 
-def _tables(cols: _Columns) -> dict[StreamKey, PacketTable]:
-    rows = np.concatenate(cols.fields)
-    arrival = np.concatenate(cols.arrival)
-    cols.fields.clear()  # the per-block pieces are no longer needed: keep the peak down
-    cols.arrival.clear()
-    hosts = rows["src"].astype(np.uint64) << np.uint64(32) | rows["dst"].astype(np.uint64)
-    rest = (rows["sport"].astype(np.uint64) << np.uint64(48) | rows["dport"].astype(np.uint64) << np.uint64(32)
-            | rows["ssrc"].astype(np.uint64))  # fmt: skip
-    order = np.lexsort((rest, hosts))  # stable: capture order within a stream
-    h, r_ = hosts[order], rest[order]
-    bounds = np.flatnonzero((np.diff(h) != 0) | (np.diff(r_) != 0)) + 1
-    events = dict(cols.events)
+def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
+            sink: _Sink, on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
+    """RTP among these frames into ``sink`` (``rtp_rows``); every other frame, in order, to ``on_other``.
+    Returns the running frame count."""
+    rows = rtp_rows(buf, frame, incl, linktype)
+    if rows.idx.size < frame.size:
+        for i in np.flatnonzero(~rows.fast).tolist():
+            o = int(frame[i])
+            on_other(float(ts[i]), linktype, buf[o : o + int(incl[i])])
+    if rows.idx.size:
+        sink.sid.append(sink.stream_ids(rows.hosts, rows.rest))
+        sink.arrival.append(ts[rows.idx])
+        sink.seq.append(rows.seq)
+        sink.ts.append(rows.stamp)
+        sink.ptm.append(rows.ptm)
+        for j in np.flatnonzero(rows.size == 4).tolist():
+            p = int(rows.start[j])
+            sink.events.append((sink.rows + j, bytes(buf[p : p + 4])))
+        sink.rows += rows.idx.size
+    return order + frame.size
+
+
+def _tables(sink: _Sink) -> dict[StreamKey, PacketTable]:
+    """The rows split by stream, in capture order within each (one column at a time: a low peak)."""
+    if not sink.rows:
+        return {}
+    sid = np.concatenate(sink.sid)
+    sink.sid.clear()
+    order = np.argsort(sid.astype(np.int16) if len(sink.keys) < 32768 else sid, kind="stable")  # int16: radix
+    counts = np.bincount(sid, minlength=len(sink.keys))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    del sid
+
+    def column(pieces: list[np.ndarray], dtype: type) -> np.ndarray:
+        whole = np.concatenate(pieces)
+        pieces.clear()
+        return whole[order].astype(dtype, copy=False)
+
+    arrival = column(sink.arrival, np.float64)
+    seq = column(sink.seq, np.int32)
+    stamps = column(sink.ts, np.int64)
+    ptm = column(sink.ptm, np.uint8)
+    pt, marker = (ptm & 0x7F).astype(np.int16), ptm >= 0x80
+    del ptm
+    events: dict[int, dict[int, bytes]] = {}
+    if sink.events:
+        rows = np.array([r for r, _ in sink.events], np.int64)
+        for_rows = np.argsort(order, kind="stable")  # row -> position in stream order
+        where = for_rows[rows]
+        del for_rows
+        stream_of = np.searchsorted(bounds, where, side="right") - 1
+        for (_, payload), w, k in zip(sink.events, where.tolist(), stream_of.tolist(), strict=True):
+            events.setdefault(k, {})[w - int(bounds[k])] = payload
     out: dict[StreamKey, PacketTable] = {}
-    for part in np.split(order, bounds):
-        k = rows[part[0]]
-        key = (_ip(int(k["src"])), int(k["sport"]), _ip(int(k["dst"])), int(k["dport"]), int(k["ssrc"]))
-        r = rows[part]
-        ev = {i: events[int(o)] for i, o in enumerate(r["order"]) if int(o) in events} if events else {}
-        out[key] = PacketTable.from_arrays(arrival[part], r["seq"].astype(np.int32), r["ts"].astype(np.int64),
-                                           r["pt"].astype(np.int16), r["marker"], ev)  # fmt: skip
+    for (hosts, rest), k in sink.keys.items():
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        key = (_ip(hosts >> 32), rest >> 48, _ip(hosts & 0xFFFFFFFF), (rest >> 32) & 0xFFFF, rest & 0xFFFFFFFF)
+        out[key] = PacketTable.from_arrays(arrival[a:b], seq[a:b], stamps[a:b], pt[a:b], marker[a:b],
+                                           events.get(k, {}))  # fmt: skip
     return out
 
 
@@ -363,21 +630,20 @@ def table_stats(
         total, new_ms, new_ts, pt, marker = stats.total, arrival_ms, ext_ts, t.pt, t.marker
     delta = new_ms - ref_ms
     diff = np.abs(delta - (new_ts - ref_ts) / (clock / 1000.0))
-    values, j = [], stats.jitter
-    for d in diff.tolist():  # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats
-        j = (15 * j + d) / 16
-        values.append(j)
-    jitter = np.array(values)
+    # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats, packet by packet
+    values = list(accumulate(diff.tolist(), _jitter_step, initial=stats.jitter))
+    j = values[-1]
+    jitter = np.array(values[1:])
     cn = (pt == PT_CN) | (pt == PT_CN_OLD)
     follows_cn = (ref_pt == PT_CN) | (ref_pt == PT_CN_OLD)
     ok = ~(marker | cn | follows_cn)
     if ok.any():
         stats.max_delta = max(stats.max_delta, float(delta[ok].max()))
         stats.max_jitter = max(stats.max_jitter, float(jitter[ok].max()))
-        mean = stats.mean_jitter
-        for k, jk in zip((np.flatnonzero(ok) + total).tolist(), jitter[ok].tolist(), strict=True):
-            mean = (mean * (k - 1) + jk) / k  # Wireshark's running mean over all packets so far
-        stats.mean_jitter = mean
+        # Wireshark's running mean over all packets so far: mean = (mean (k - 1) + J) / k
+        ks = (np.flatnonzero(ok) + total).tolist()
+        stats.mean_jitter = list(accumulate(zip(ks, jitter[ok].tolist(), strict=True), _mean_step,
+                                            initial=stats.mean_jitter))[-1]  # type: ignore[arg-type]  # fmt: skip
     last_seq = int(t.seq[-1])
     stats.sequence_errors += int(np.count_nonzero(steps > 1))
     stats.seq_num = stats.stop_seq = last_seq
@@ -391,6 +657,15 @@ def table_stats(
     stats._seen = set(ext_seq[-SEEN_WINDOW:].tolist())
     stats.regular, stats.clock = True, int(clock)
     return stats
+
+
+def _jitter_step(j: float, d: float) -> float:
+    return (15 * j + d) / 16
+
+
+def _mean_step(mean: float, kj: tuple[int, float]) -> float:
+    k, jk = kj
+    return (mean * (k - 1) + jk) / k
 
 
 def unwrap16(seq: np.ndarray, previous: int | None = None) -> np.ndarray:

@@ -44,10 +44,9 @@ class PayloadMeter:
                 self.steps[int(step)] = self.steps.get(int(step), 0) + int(count)
         self.last_ts = int(ext[-1])
         self.packets += arrivals.size
-        arrival_list, ext_list = arrivals.tolist(), ext.tolist()
         for buffer in self.buffers.values():
-            buffer.feed(arrival_list, ext_list)
-        self.adaptive.feed(arrival_list, ext_list)
+            buffer.feed(arrivals, ext)
+        self.adaptive.feed(arrivals, ext)
 
     def ptime_ms(self) -> float:
         """Packet time: the median timestamp step (20 ms when unknown, at most 200 ms)."""
