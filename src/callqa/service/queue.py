@@ -116,8 +116,9 @@ def _process(job_id: str) -> None:
         job = jobs.get(job_id)
     if job is None:  # published just before its row was committed, or its request failed after publishing
         raise Transient(f"job {job_id} is not in the store (yet)")  # retried a while, then dead-lettered
-    if job.status in ("done", "failed"):
-        return  # a second delivery of a job that ended: nothing to do (its effect is already stored)
+    if job.status in ("done", "failed"):  # a second delivery of a job that ended: its effect is already stored,
+        drop_files(store, job_id)  # but its uploads may not be gone (the store failed between the two writes)
+        return
     if job.attempts >= MAX_STARTS:
         jobs.finish(job_id, "failed", error=f"the analysis worker died {job.attempts} times on this job",
                     error_code=500)  # fmt: skip
