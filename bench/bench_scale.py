@@ -32,7 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_service import free_port, make_calls  # noqa: E402 - the same generated calls
+from bench_service import free_port, make_calls, wait_ready  # noqa: E402 - the same generated calls and wait
 
 PG = os.environ.get("CALLQA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("CALLQA_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -56,18 +56,6 @@ def cpu_s(pids: list[int]) -> float:
             continue
         todo += subprocess.run(["pgrep", "-P", p], capture_output=True, text=True).stdout.split()
     return total
-
-
-def wait_ready(base: str, auth: dict[str, str], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/ready", headers=auth).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the service did not become ready")
 
 
 def post(base: str, auth: dict[str, str], legs: list[Path], wait: float = 0) -> httpx.Response:

@@ -154,6 +154,18 @@ def rss_tree_mb(pid: int) -> float:
     return total / 1024
 
 
+def wait_ready(base: str, auth: dict[str, str], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/ready", headers=auth).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the service did not become ready")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=50)
@@ -187,14 +199,7 @@ def main() -> None:
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(base + "/ready", headers=auth).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            wait_ready(base, auth, 120)
             files = [("files", (p.name, p.read_bytes(), "audio/wav")) for p in warm]
             warm_id = httpx.post(base + "/analyze?wait=600", headers=auth, files=files, timeout=600).json()["id"]
             peak = [0.0]

@@ -280,3 +280,19 @@ def speech_frames(seconds: float, codec: str = "PCMU", turns: list[float] | None
     if babble_snr_db is not None:  # the speech level is -20 dBFS (calls.synthesise), as is the babble
         x = x + calls.babble(x.size, seed) * 10 ** (-babble_snr_db / 20)
     return encode(x, codec)
+
+
+def stream_summary(path: Path, keep_audio: bool) -> list[tuple]:  # type: ignore[type-arg]
+    """Every RTP stream's statistics in a capture, sorted: (call, role, key, total, expected, lost, duplicates,
+    out of order, max delta, max jitter, mean jitter). ``keep_audio`` takes the per-packet path, else the bulk one."""
+    from callqa.capture.calls import read_capture, stream_stats
+
+    cap = read_capture(path, keep_audio=keep_audio)
+    out = []
+    for call in cap.calls:
+        for role, streams in call.streams.items():
+            for s in streams:
+                st = stream_stats(s, call.encodings.get(s.key, {}), cap.start)
+                out.append((call.id, role, s.key, st.total, st.expected, st.lost, st.duplicates, st.out_of_order,
+                            round(st.max_delta, 9), round(st.max_jitter, 9), round(st.mean_jitter, 9)))  # fmt: skip
+    return sorted(out)

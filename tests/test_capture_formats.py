@@ -14,9 +14,9 @@ from pathlib import Path
 
 import captures
 import pytest
-from captures import Call
+from captures import Call, stream_summary
 
-from callqa.capture.calls import read_capture, stream_stats
+from callqa.capture.calls import read_capture
 from callqa.capture.fastpath import scan_capture
 
 ROW = re.compile(r"^\s+\S+\s+\S+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+(0x[0-9A-Fa-f]+)\s+.+?\s+(\d+)\s+(-?\d+) \(")
@@ -93,18 +93,6 @@ def variant(original: Path, name: str, tmp: Path) -> Path:
     return out
 
 
-def summary(path: Path, keep_audio: bool) -> list[tuple]:  # type: ignore[type-arg]
-    cap = read_capture(path, keep_audio=keep_audio)  # keep_audio: the per-packet path; else the bulk path
-    out = []
-    for call in cap.calls:
-        for role, streams in call.streams.items():
-            for s in streams:
-                st = stream_stats(s, call.encodings.get(s.key, {}), cap.start)
-                out.append((call.id, role, s.key, st.total, st.lost, st.duplicates, st.out_of_order,
-                            round(st.max_delta, 9), round(st.max_jitter, 9), round(st.mean_jitter, 9)))  # fmt: skip
-    return sorted(out)
-
-
 FORMATS = ["classic", "big-endian", "nanoseconds", "pcapng", "vlan", "qinq", "sll"]
 
 
@@ -121,9 +109,9 @@ def test_bulk_path_takes_the_rtp_and_equals_the_per_packet_path(original: Path, 
     assert len(others) == 12  # the SIP messages of the two calls; every RTP packet was parsed in bulk
     assert bulk_rtp == frames - 12 and len(tables) == 4
     assert first == pytest.approx(captures.T0, abs=1e-6)
-    bulk, per_packet = summary(path, keep_audio=False), summary(path, keep_audio=True)
+    bulk, per_packet = stream_summary(path, keep_audio=False), stream_summary(path, keep_audio=True)
     assert bulk == per_packet
-    assert sum(r[4] for r in bulk) == 5 + 2  # the losses the generator made
+    assert sum(r[5] for r in bulk) == 5 + 2  # the losses the generator made (r[5]: lost)
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark (Wireshark) is not installed")
@@ -137,7 +125,7 @@ def test_bulk_statistics_match_tshark_on_every_format(original: Path, name: str,
         if m := ROW.match(line):
             src, sport, dst, dport, ssrc, packets, lost = m.groups()
             theirs[(src, int(sport), dst, int(dport), int(ssrc, 16))] = (int(packets), int(lost))
-    ours = {r[2]: (r[3], r[4]) for r in summary(path, keep_audio=False)}
+    ours = {r[2]: (r[3], r[5]) for r in stream_summary(path, keep_audio=False)}
     assert len(theirs) == 4
     assert ours == theirs
 
@@ -150,4 +138,4 @@ def test_bulk_pcapng_reader_warns_like_the_per_packet_reader(original: Path, tmp
         per_packet = read_capture(path, keep_audio=True)
         bulk = read_capture(path, keep_audio=False)
         assert per_packet.warnings == bulk.warnings and "truncated" in bulk.warnings[0]
-        assert summary(path, keep_audio=False) == summary(path, keep_audio=True)
+        assert stream_summary(path, keep_audio=False) == stream_summary(path, keep_audio=True)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from captures import stream_summary
 from conftest import TESTDATA
 
 from callqa.capture.calls import read_capture, stream_stats
@@ -58,22 +59,10 @@ def test_stream_statistics_match_tshark(testdata: Path, name: str, capture: Path
 
 
 def test_bulk_path_equals_per_packet_path_on_every_capture(testdata: Path) -> None:
-    def summary(keep_audio: bool, path: Path) -> list[tuple]:  # type: ignore[type-arg]
-        cap = read_capture(path, keep_audio=keep_audio)
-        out = []
-        for call in cap.calls:
-            for role, streams in call.streams.items():
-                for s in streams:
-                    st = stream_stats(s, call.encodings.get(s.key, {}), cap.start)
-                    out.append((call.id, role, s.key, st.total, st.expected, st.lost, st.duplicates,
-                                st.out_of_order, round(st.max_delta, 9), round(st.max_jitter, 9),
-                                round(st.mean_jitter, 9)))  # fmt: skip
-        return sorted(out)
-
     captures = [p for p in (testdata / "pcap").rglob("*") if p.suffix in (".pcap", ".rtp", ".cap", ".pcapng")]
     assert len(captures) > 30
     for path in captures:
-        assert summary(True, path) == summary(False, path), path.name
+        assert stream_summary(path, True) == stream_summary(path, False), path.name
 
 
 def test_reference_set_is_not_empty(testdata: Path) -> None:

@@ -118,6 +118,17 @@ def _submit(client: TestClient, cluster: Cluster, legs: list[tuple[bytes, bytes]
     return ids
 
 
+def _wait_under_way(cluster: Cluster, timeout_s: float = 240) -> None:
+    """Until work is under way: a job done and at least two still queued (the moment a fault test strikes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = [r[1] for r in cluster.jobs()]
+        if "done" in statuses and statuses.count("queued") >= 2:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the batch did not get under way: {cluster.jobs()}\n{cluster.worker_logs()}")
+
+
 def _server_start(cluster: Cluster) -> Any:
     with cluster.store.connect() as db:
         return db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
@@ -169,14 +180,7 @@ def test_every_job_finishes_across_a_postgresql_restart(cluster: Cluster) -> Non
     cluster.start_workers(2)
     with TestClient(create_app(cluster.settings, provider=None)) as client:
         ids = _submit(client, cluster, legs)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # restart once work is under way: some done, some still to do
-            statuses = [r[1] for r in cluster.jobs()]
-            if "done" in statuses and statuses.count("queued") >= 2:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"the batch did not get under way: {cluster.jobs()}\n{cluster.worker_logs()}")
+        _wait_under_way(cluster)
         started = _server_start(cluster)
         subprocess.run([ctl, "--skip-systemctl-redirect", versions[-1], "main", "restart"], check=True, timeout=120)
         assert _server_start(cluster) != started  # it did restart (with jobs in progress and queued)
@@ -194,14 +198,7 @@ def test_every_job_finishes_across_a_broker_restart(cluster: Cluster) -> None:
     cluster.start_workers(2)
     with TestClient(create_app(cluster.settings, provider=None)) as client:
         ids = _submit(client, cluster, legs[:5])
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # restart once work is under way: some done, some still queued
-            statuses = [r[1] for r in cluster.jobs()]
-            if "done" in statuses and statuses.count("queued") >= 2:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"the batch did not get under way: {cluster.jobs()}\n{cluster.worker_logs()}")
+        _wait_under_way(cluster)
         subprocess.run([ctl, "-q", "stop_app"], check=True, timeout=120, capture_output=True)
         try:
             time.sleep(2)  # the broker is down: workers and the API lose their connections
