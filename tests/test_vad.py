@@ -10,7 +10,7 @@ from conftest import REPO
 
 from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
-from callqa.quality.vad import VAD_RATE, VadOptions, detect_speech
+from callqa.quality.vad import VAD_RATE, VadOptions, detect_speech, speech_overlap
 
 
 def test_speech_found_where_placed() -> None:
@@ -99,3 +99,18 @@ def test_a_long_leg_is_run_block_by_block() -> None:
     tracemalloc.stop()
     assert peak < 30e6 < x.nbytes / 2  # 77 MB of input
     assert 0.3 < result.speech_s / (x.size / VAD_RATE) < 0.9
+
+
+def test_speech_overlap_per_window_on_a_real_recording(testdata: Path) -> None:
+    """The seconds of speech in each candidate window (how DNSMOS and NISQA choose what to score) equal a
+    plain per-window sum over the VAD segments, to the last bit, so the same windows win the ranking."""
+    d = decode_file(testdata / "audio/silero_vad/test.wav", 3600)
+    segments = detect_speech(d.samples[0], VadOptions()).segments
+    assert len(segments) > 5
+    starts = np.arange(0.0, d.duration_s, 0.25)
+    ends = starts + 9.01
+    cover = speech_overlap(starts, ends, segments)
+    expected = [sum(max(0.0, min(b, e) - max(a, s)) for s, e in segments) for a, b in zip(starts, ends, strict=True)]
+    assert cover.tolist() == expected
+    assert cover.max() > 5.0 and cover.min() >= 0.0
+    assert speech_overlap(starts, ends, []).tolist() == [0.0] * starts.size

@@ -22,7 +22,9 @@ def package_version(name: str) -> str:
 
 def onnx_session(path: Path, threads: int = 1, arena: bool = False) -> Any:
     """An ONNX Runtime CPU session with a fixed thread count; without a memory arena unless asked (activations
-    are then freed after each run, and allocated and page-faulted in again by the next)."""
+    are then freed after each run, and allocated and page-faulted in again by the next). Worker threads do not
+    spin while waiting for work: on a shared machine spinning burns CPU time that other threads and processes
+    need (measured on a loaded 2-core machine: a P.835 window on 2 threads 0.67 s CPU spinning, 0.51 s not)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -33,6 +35,7 @@ def onnx_session(path: Path, threads: int = 1, arena: bool = False) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_cpu_mem_arena = arena
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

@@ -130,10 +130,11 @@ def _score_nisqa(w: _LegWork, s: AnalysisSettings, weights: Path | None, cache_d
     w.timings.nisqa_s = time.perf_counter() - t0
 
 
-def _call_mos(w: _LegWork, r: LegReport, s: AnalysisSettings) -> None:
+def _call_mos(w: _LegWork, r: LegReport, s: AnalysisSettings) -> LegReport:
     """The calibrated call MOS from the leg's measures, and the cause of a low score (network or endpoint)."""
     thresholds = callmos.CauseThresholds(s.loss_warning, s.low_level_dbfs, s.clipping_ratio_max)
     r.mos.call = callmos.call_mos(r, w.leg.samples, w.leg.sample_rate, s.low_mos, thresholds)
+    return r
 
 
 def _leg_report(w: _LegWork) -> LegReport:
@@ -174,8 +175,9 @@ def analyze_legs(
     streams: list[RtpStream] | None = None,
     sip: SipInfo | None = None,
 ) -> CallReport:
-    """Analyse the legs of one call and build its report. Stages that run one model per core take the legs in
-    parallel; DNSMOS, which uses both cores per run, takes them in turn (no oversubscription, bounded memory)."""
+    """Analyse the legs of one call and build its report. Stages that run one model per core (and the call MOS
+    features) take the legs in parallel; DNSMOS, which uses both cores per run, takes them in turn (no
+    oversubscription, bounded memory)."""
     start = time.perf_counter() - decode_s
     s = settings.analysis
     if legs:  # statistics-only captures have no audio: no model to load
@@ -186,9 +188,7 @@ def analyze_legs(
         for w in work:
             _score_dnsmos(w, s)
         list(pool.map(lambda w: _score_nisqa(w, s, weights, settings.models_dir), work))
-    leg_reports = [_leg_report(w) for w in work]
-    for w, r in zip(work, leg_reports, strict=True):
-        _call_mos(w, r, s)
+        leg_reports = list(pool.map(lambda w: _call_mos(w, _leg_report(w), s), work))
     stage_times = [w.timings for w in work]
     findings = detectors.run_detectors(leg_reports, s, streams, sip)
     verdict, reasons = detectors.verdict(findings)  # quality only: phrase rules go to the scorecard

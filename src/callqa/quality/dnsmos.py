@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from callqa import model_loaders
+from callqa.quality import vad
 
 SR = 16000
 WINDOW_S = 9.01
@@ -120,12 +121,9 @@ def pick_windows(starts: list[int], speech: list[tuple[float, float]], max_windo
     """At most ``max_windows`` starts, the windows holding most speech first, avoiding overlap where possible."""
     if len(starts) <= max_windows:
         return starts
-
-    def speech_in(start: int) -> float:
-        a, b = start / SR, (start + WINDOW) / SR
-        return sum(max(0.0, min(b, e) - max(a, s)) for s, e in speech)
-
-    ranked = sorted(starts, key=lambda s: (-speech_in(s), s))
+    first = np.asarray(starts, np.int64)
+    cover = vad.speech_overlap(first / SR, (first + WINDOW) / SR, speech).tolist()
+    ranked = [s for _, s in sorted(zip((-c for c in cover), starts, strict=True))]
     chosen: list[int] = []
     for s in ranked:
         if all(abs(s - c) >= WINDOW for c in chosen):

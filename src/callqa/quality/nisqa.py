@@ -25,6 +25,7 @@ import numpy as np
 
 from callqa.digest import sha256_file
 from callqa.errors import ModelError
+from callqa.quality import vad
 from callqa.quality.dnsmos import mel_filterbank
 from callqa.report import Nisqa, NisqaWindow
 
@@ -323,7 +324,7 @@ def speech_windows(
 ) -> list[tuple[float, float]]:
     """Disjoint windows of ``window_s`` holding the most speech, at most ``max_windows``, in time order."""
     starts = np.arange(0.0, max(duration_s - window_s, 0.0) + 1e-9, 1.0)
-    cover = [sum(max(0.0, min(s + window_s, e) - max(s, b)) for b, e in speech) for s in starts]
+    cover = vad.speech_overlap(starts, starts + window_s, speech)
     chosen: list[float] = []
     for i in np.argsort(cover, kind="stable")[::-1]:
         if cover[i] <= 0 or len(chosen) == max_windows:

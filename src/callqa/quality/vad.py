@@ -133,3 +133,13 @@ def speech_timestamps(probs: np.ndarray, n_samples: int, options: VadOptions) ->
         else:
             speech[1] = int(min(n_samples, speech[1] + pad))
     return [(a, b) for a, b in speeches]
+
+
+def speech_overlap(starts: np.ndarray, ends: np.ndarray, speech: list[tuple[float, float]]) -> np.ndarray:
+    """Seconds of speech inside each window [starts[i], ends[i]] (seconds), for choosing the windows a model
+    scores. The segments are added in order, as a Python ``sum`` over them would, for every window at once."""
+    starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    cover = np.zeros(starts.shape, np.float64)
+    for a, b in speech:
+        cover += np.maximum(0.0, np.minimum(ends, b) - np.maximum(starts, a))
+    return cover
