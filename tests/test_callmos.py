@@ -48,8 +48,8 @@ def _rmse(a: list[float], b: list[float]) -> float:
 def test_call_mos_beats_the_raw_models_on_the_shared_pesq_pairs(testdata: Path, nisqa_weights: Path,
                                                                  tmp_path: Path) -> None:  # fmt: skip
     """The published PESQ pair, the ViSQOL pairs and pjproject's codec input through PCMA/PCMU/G.722/GSM, each
-    labelled by the pesq package here; the call MOS is closer to P.862 than the raw models (by RMSE: on these ten
-    pairs the raw models rank better, see docs/mos.md)."""
+    labelled by the pesq package here; the call MOS is closer to P.862 than the raw models, and with NISQA it also
+    ranks the pairs better (docs/mos.md has the figures)."""
     from pesq import pesq
 
     from callqa.audio.decode import decode_file
@@ -57,8 +57,9 @@ def test_call_mos_beats_the_raw_models_on_the_shared_pesq_pairs(testdata: Path, 
     ref, deg = (decode_file(testdata / f"audio/pesq/{n}.wav", 60).samples[0] for n in ("speech", "speech_bab_0dB"))
     assert pesq(16000, ref, deg, "nb") == pytest.approx(1.6072, abs=1e-3)  # the label tool matches its publication
     settings = Settings(models_dir=tmp_path / "models", nisqa_weights=nisqa_weights)
-    truth, dnsmos, nisqa, with_nisqa, without = [], [], [], [], []
+    truth, dnsmos, nisqa, with_nisqa, without, names = [], [], [], [], [], []
     for pair in _bench("mos_shared").pairs(testdata):
+        names.append(pair.name)
         leg = analyze_legs([Leg("caller", pair.name, pair.degraded, pair.sample_rate)], settings).legs[0]
         assert leg.mos.call is not None and leg.mos.dnsmos is not None and leg.mos.nisqa is not None
         assert leg.mos.call.model == "callmos with_nisqa"
@@ -72,7 +73,10 @@ def test_call_mos_beats_the_raw_models_on_the_shared_pesq_pairs(testdata: Path, 
     # closer to P.862 than the raw models available to each variant (docs/mos.md has the figures)
     assert _rmse(with_nisqa, truth) < min(_rmse(dnsmos, truth), _rmse(nisqa, truth))
     assert _rmse(without, truth) < _rmse(dnsmos, truth)
-    assert _pearson(with_nisqa, truth) > 0.8
+    assert _pearson(with_nisqa, truth) > max(_pearson(dnsmos, truth), _pearson(nisqa, truth))
+    assert _pearson(without, truth) > 0.85
+    # GSM 06.10 on pjproject's input (P.862 3.54) is not scored with the clean pairs (4.5)
+    assert names[9].endswith("gsm") and with_nisqa[9] < 4.0
     # the published pair: the clean utterance reads as a good line, the same in babble at 0 dB as a poor one
     assert with_nisqa[0] > 4.0 and with_nisqa[1] < 2.5 and without[0] > 3.8 and without[1] < 2.5
 
