@@ -23,8 +23,10 @@ packages="python3-venv python3-dev sox libsox-fmt-all ffmpeg espeak-ng tcpdump"
 # Chromium (Playwright uses this browser; it never downloads its own), check the Prometheus rules with promtool
 # and send incidents to a real Alertmanager, and run the scaled-out deployment on a real PostgreSQL server and
 # RabbitMQ broker (.ci/postgres and .ci/rabbitmq start them; psql runs the Grafana dashboard's SQL there);
-# gcc builds the pesq package (P.862, sdist only); tcpreplay replays captures in the live-capture benchmark
-[ "$dev" = 1 ] && packages="$packages gcc baresip nftables iproute2 tshark tcpreplay openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql postgresql-client rabbitmq-server"
+# gcc builds the pesq package (P.862, sdist only); tcpreplay replays captures in the live-capture benchmark;
+# the call MOS corpus (bench/mos_corpus.py) takes real talkers from Asterisk's PCM voice prompts and alsa-utils'
+# channel test voice
+[ "$dev" = 1 ] && packages="$packages gcc baresip nftables iproute2 tshark tcpreplay openssh-server openssh-client openssl systemd nginx-light mariadb-server mariadb-client chromium fonts-dejavu-core prometheus prometheus-alertmanager postgresql postgresql-client rabbitmq-server asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav alsa-utils"
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 say() { printf '==> %s\n' "$*"; }

@@ -3,7 +3,9 @@ labelled with intrusive P.862 (narrowband MOS-LQO) and P.862.2 (wideband) by the
 implements the ITU reference code, and with the features the report computes (``callqa.quality.callmos``).
 
 Everything is made here from a seed; nothing is downloaded. Clean speech comes from the reference recordings in
-the test data folder (real speech dominates) and from espeak-ng. The PESQ-labelled material the tests score
+the test data folder, from the voice prompts of Debian's Asterisk sound packages and alsa-utils' channel test
+voice (real talkers recorded as uncompressed PCM: ``setup.sh --dev`` installs them; a voice whose package is
+missing is skipped with a note) and from espeak-ng. Real speech dominates. The PESQ-labelled material the tests score
 against (``audio/pesq``, ``audio/visqol``, ``audio/pjproject``) is never used here.
 
 Each clip belongs to a partition: ``fit`` clips use only the fitting speakers and condition families,
@@ -33,10 +35,11 @@ from scipy.signal import butter, sosfilt
 from callqa.audio.decode import decode_file
 from callqa.audio.resample import resample
 from callqa.config import AnalysisSettings, Settings
+from callqa.errors import DecodeError
 from callqa.pipeline import Leg, analyze_legs
 from callqa.quality import callmos
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 SR = 16000  # clean references are kept at 16 kHz
 FRAME_MS = 20
 
@@ -50,6 +53,19 @@ REAL = [
     ("arctic_aew", "audio/cmu_arctic/cmu_arctic_us_aew_a0002.wav", None),
     ("arctic_axb", "audio/cmu_arctic/cmu_arctic_us_axb_a0004.wav", None),
     ("arctic_axb", "audio/cmu_arctic/cmu_arctic_us_axb_a0005.wav", None),
+]
+# (speaker, folders of PCM recordings of that talker, files per folder): real talkers that Debian packages ship.
+# Asterisk's prompts (8 kHz 16-bit WAV, one professional talker per voice; Allison recorded the US English and
+# the Mexican Spanish sets) and alsa-utils' channel test voice. The GSM-coded prompt packages are not used: a
+# coded reference would label coding noise as clean.
+ASTERISK = Path("/usr/share/asterisk/sounds")
+PACKAGED = [
+    ("ast_allison", [ASTERISK / "en_US_f_Allison", ASTERISK / "es_MX_f_Allison"], 24),
+    ("ast_june", [ASTERISK / "fr_CA_f_June"], 40),
+    ("ast_menardi", [ASTERISK / "it_IT_f_Menardi"], 40),
+    ("ast_carlo", [ASTERISK / "it_IT_m_Carlo"], 40),
+    ("ast_ivr_ru", [ASTERISK / "ru_RU_f_IvrvoiceRU"], 40),
+    ("alsa_voice", [Path("/usr/share/sounds/alsa")], 40),
 ]
 ESPEAK_TEXT = [
     "Thank you for calling the service desk, my name is Daniel, how can I help you today?",
@@ -86,12 +102,38 @@ def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
     return x * (10 ** (dbfs / 20) / active_rms(x))
 
 
+def packaged_speech(folders: list[Path], per_folder: int) -> list[np.ndarray]:
+    """Up to ``per_folder`` recordings of 1.2-8 s from each folder (its own files, sorted, evenly spaced: the same
+    choice on every machine with the same package), at 16 kHz; none when the folder is missing."""
+    out = []
+    for folder in folders:
+        if not folder.is_dir():
+            print(f"note: {folder} is missing (its Debian package is not installed); its talker is left out")
+            continue
+        clips = []
+        for f in sorted(folder.glob("*.wav")):
+            if "noise" in f.stem.lower():  # alsa-utils' pink noise test signal
+                continue
+            try:
+                d = decode_file(f, 600)
+            except DecodeError:  # a few prompts are empty files
+                continue
+            x = d.samples.mean(axis=0)
+            if 1.2 <= x.size / d.sample_rate <= 8.0 and np.any(x):
+                clips.append(resample(x, d.sample_rate, SR).astype(np.float64))
+        step = max(1.0, len(clips) / per_folder)
+        out += [clips[int(i * step)] for i in range(min(per_folder, len(clips)))]
+    return out
+
+
 def load_sources(testdata: Path) -> list[Source]:
     out = []
     for speaker, name, channel in REAL:
         d = decode_file(testdata / name, 3600)
         x = d.samples[channel] if channel is not None else d.samples.mean(axis=0)
         out.append(Source(speaker, set_level(resample(x, d.sample_rate, SR).astype(np.float64), -26)))
+    for speaker, folders, per_folder in PACKAGED:
+        out += [Source(speaker, set_level(x, -26)) for x in packaged_speech(folders, per_folder)]
     for voice in ESPEAK_VOICES:
         for i, text in enumerate(ESPEAK_TEXT):
             if (i + ESPEAK_VOICES.index(voice)) % 2:  # half the sentences per voice: less synthetic speech
@@ -108,12 +150,11 @@ def load_sources(testdata: Path) -> list[Source]:
 
 def pick_speech(sources: list[Source], held: bool, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     """A 3-8 s clean clip of one speaker of the partition, with short pauses around it. Real speech is drawn
-    three times as often as synthetic."""
+    three times as often as synthetic; each talker is equally likely, however many recordings it has."""
     pool = [s for s in sources if (s.speaker in HELD_SPEAKERS) == held]
-    real = [s for s in pool if not s.speaker.startswith("tts_")]
-    tts = [s for s in pool if s.speaker.startswith("tts_")]
-    src = real[rng.integers(len(real))] if rng.random() < 0.75 or not tts else tts[rng.integers(len(tts))]
-    speaker = src.speaker
+    real = sorted({s.speaker for s in pool if not s.speaker.startswith("tts_")})
+    tts = sorted({s.speaker for s in pool if s.speaker.startswith("tts_")})
+    speaker = real[rng.integers(len(real))] if rng.random() < 0.75 or not tts else tts[rng.integers(len(tts))]
     same = [s for s in pool if s.speaker == speaker]
     parts: list[np.ndarray] = []
     target = rng.uniform(3.0, 8.0) * SR
