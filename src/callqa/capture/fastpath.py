@@ -12,7 +12,6 @@ import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -205,20 +204,42 @@ class _Sink:
         self.events: list[tuple[int, bytes]] = []  # (row, payload) of 4-byte payloads
         self.keys: dict[tuple[int, int], int] = {}  # (src << 32 | dst, sport << 48 | dport << 32 | ssrc) -> stream
         self.rows = 0
+        # the streams as sorted arrays, for a search per block instead of a dict look-up per stream
+        self._hash = self._id = np.empty(0, np.int64)
+        self._hosts = self._rest = np.empty(0, np.uint64)  # by stream number
 
     def stream_ids(self, hosts: np.ndarray, rest: np.ndarray) -> np.ndarray:
         """Each row's stream number; new streams are numbered in order of first appearance."""
-        mixed = hosts * np.uint64(0x9E3779B97F4A7C15) ^ rest
+        mixed = (hosts * _MIX ^ rest).view(np.int64)
         uniq, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
-        if np.any(hosts != hosts[first][inverse]) or np.any(rest != rest[first][inverse]):
+        u_hosts, u_rest = hosts[first], rest[first]
+        ids = np.full(uniq.size, -1, np.int64)
+        if self._hash.size:
+            pos = np.minimum(np.searchsorted(self._hash, uniq), self._hash.size - 1)
+            found = self._id[pos]
+            hit = (self._hash[pos] == uniq) & (self._hosts[found] == u_hosts) & (self._rest[found] == u_rest)
+            ids[hit] = found[hit]
+        if np.any(hosts != u_hosts[inverse]) or np.any(rest != u_rest[inverse]):
             pairs = np.stack([hosts, rest], axis=1)  # a hash collision (never seen in practice): exact grouping
             _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
-            inverse = inverse.reshape(-1)
-        ids = np.empty(first.size, np.int32)
-        for i in np.argsort(first, kind="stable").tolist():
-            k = (int(hosts[first[i]]), int(rest[first[i]]))
-            ids[i] = self.keys.setdefault(k, len(self.keys))
+            inverse, u_hosts, u_rest = inverse.reshape(-1), hosts[first], rest[first]
+            ids = np.full(first.size, -1, np.int64)
+        new = np.flatnonzero(ids < 0)
+        if new.size:  # streams not seen before, or a collision: numbered through the dict, in order of appearance
+            for i in new[np.argsort(first[new], kind="stable")].tolist():
+                ids[i] = self.keys.setdefault((int(u_hosts[i]), int(u_rest[i])), len(self.keys))
+            self._index()
         return ids[inverse]
+
+    def _index(self) -> None:
+        keys = np.array(list(self.keys), np.uint64).reshape(-1, 2)
+        self._hosts, self._rest = keys[:, 0], keys[:, 1]
+        mixed = (self._hosts * _MIX ^ self._rest).view(np.int64)
+        self._id = np.argsort(mixed, kind="stable")
+        self._hash = mixed[self._id]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads packed addresses over 64 bits
 
 
 def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
@@ -461,59 +482,64 @@ class RtpRows:
     size: np.ndarray
 
 
+HEADERS = 40  # IPv4 header without options (20), UDP header (8), RTP fixed header (12)
+TAGS = (0x8100, 0x88A8, 0x9100)  # 802.1Q / 802.1ad VLAN tags
+
+
 def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
     """The frames (at offsets ``frame``, ``incl`` bytes long) that are plain RTP over IPv4/UDP (Ethernet with up to
-    two VLAN tags, Linux cooked, raw IP; no fragment, no padding or header extension), parsed in bulk."""
+    two VLAN tags, Linux cooked, raw IP; no IP options, no fragment, no padding or header extension), parsed in
+    bulk: the link header and then the 40 bytes of IP, UDP and RTP headers of every frame are copied into a
+    table (one row a frame) whose columns are read as big-endian 16- and 32-bit words. Other frames take the
+    exact path."""
     a = np.frombuffer(buf, np.uint8)
-    top = a.size
-
-    def be16(p: np.ndarray) -> np.ndarray:
-        p = np.minimum(p, top - 2)
-        return a[p].astype(np.int64) << 8 | a[p + 1]
-
-    def be32(p: np.ndarray) -> np.ndarray:
-        return be16(p) << 16 | be16(p + 2)
-
+    n, top = frame.size, a.size
     end = frame + incl
+    if linktype not in (LINK_ETHERNET, LINK_SLL, LINK_RAW) or top < 64:
+        return _no_rows(n)
     if linktype == LINK_ETHERNET:
-        etype = be16(frame + 12)
-        l3 = frame + 14
-        for _ in range(2):  # 802.1Q / 802.1ad tags
-            tagged = (etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100)
-            etype = np.where(tagged, be16(l3 + 2), etype)
+        link = _rows(a, frame, 24).view(">u2")  # destination, source, type, and two possible VLAN tags
+        etype, l3 = link[:, 6].astype(np.int64), frame + 14
+        for word in (8, 10):
+            tagged = np.isin(etype, TAGS)
+            etype = np.where(tagged, link[:, word], etype)
             l3 = l3 + 4 * tagged
-        ok = (incl >= 14) & ~((etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100))
+        ok = etype == 0x0800  # (not a third tag)
     elif linktype == LINK_SLL:
-        ok, etype, l3 = incl >= 16, be16(frame + 14), frame + 16
-    elif linktype == LINK_RAW:
-        ok, l3 = incl >= 1, frame
-        etype = np.where((a[np.minimum(frame, top - 1)] >> 4) == 4, 0x0800, 0)
+        ok, l3 = _rows(a, frame, 16).view(">u2")[:, 7] == 0x0800, frame + 16
     else:
-        ok, l3, etype = np.zeros(frame.size, bool), frame, np.zeros(frame.size, np.int64)
-    ok &= l3 + 20 + 8 + 12 <= end
-    l3c = np.minimum(l3, top - 40)
-    ihl = (a[l3c] & 0x0F).astype(np.int64) * 4
-    fast = ok & (etype == 0x0800) & ((a[l3c] >> 4) == 4) & (ihl >= 20) & (a[l3c + 9] == 17)
-    fast &= (be16(l3c + 6) & 0x3FFF) == 0  # not a fragment
-    udp = l3 + ihl
-    udpc = np.minimum(udp, top - 20)
-    ulen = be16(udpc + 4)
-    rtp = udp + 8
-    plen = np.minimum(ulen - 8, end - rtp)
-    fast &= (ulen >= 20) & (rtp + 12 <= end)
-    rtpc = np.minimum(rtp, top - 12)
-    b0, b1 = a[rtpc], a[rtpc + 1]
-    fast &= ((b0 >> 6) == 2) & (((b1 & 0x7F) < 72) | ((b1 & 0x7F) > 79))
+        ok, l3 = np.ones(n, bool), frame
+    ok &= l3 + HEADERS <= end
+    h = _rows(a, l3, HEADERS)
+    w16, w32 = h.view(">u2"), h.view(">u4")
+    fast = ok & (h[:, 0] == 0x45) & (h[:, 9] == 17) & ((w16[:, 3] & 0x3FFF) == 0)  # IPv4/UDP, no fragment
+    ulen = w16[:, 12].astype(np.int64)
+    rtp = l3 + 28
+    b0, b1 = h[:, 28], h[:, 29]
     header = 12 + 4 * (b0 & 0x0F).astype(np.int64)
-    fast &= rtp + header <= end
+    fast &= (ulen >= 20) & ((b0 >> 6) == 2) & (((b1 & 0x7F) < 72) | ((b1 & 0x7F) > 79)) & (rtp + header <= end)
     fast &= (b0 & 0x30) == 0  # no padding or header extension: other packets take the exact path
     idx = np.flatnonzero(fast)
-    r, l3f, u, h = rtpc[idx], l3c[idx], udpc[idx], header[idx]
-    return RtpRows(
-        fast, idx, (be32(l3f + 12) << 32 | be32(l3f + 16)).astype(np.uint64),
-        (be16(u) << 48 | be16(u + 2) << 32 | be32(r + 8)).astype(np.uint64), be16(r + 2).astype(np.uint16),
-        be32(r + 4).astype(np.uint32), b1[idx], r + h, plen[idx] - h,
-    )  # fmt: skip
+    w16, w32 = w16[idx], w32[idx]
+    hosts = w32[:, 3].astype(np.uint64) << np.uint64(32) | w32[:, 4]
+    rest = w16[:, 10].astype(np.uint64) << np.uint64(48) | w16[:, 11].astype(np.uint64) << np.uint64(32) | w32[:, 9]
+    start = rtp[idx] + header[idx]
+    size = np.minimum(ulen[idx] + l3[idx] + 20, end[idx]) - start
+    return RtpRows(fast, idx, hosts, rest, w16[:, 15].astype(np.uint16), w32[:, 8].astype(np.uint32), b1[idx],
+                   start, size)  # fmt: skip
+
+
+def _rows(a: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each offset ``at`` as the rows of a table (offsets too near the end are moved
+    back: such rows are never valid and are left out by the caller's length checks)."""
+    windows = np.lib.stride_tricks.sliding_window_view(a, width)
+    return windows[np.minimum(at, a.size - width)]
+
+
+def _no_rows(n: int) -> RtpRows:
+    none = np.empty(0, np.int64)
+    return RtpRows(np.zeros(n, bool), none, none.astype(np.uint64), none.astype(np.uint64), none.astype(np.uint16),
+                   none.astype(np.uint32), none.astype(np.uint8), none, none)  # fmt: skip
 
 
 def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
@@ -630,20 +656,15 @@ def table_stats(
         total, new_ms, new_ts, pt, marker = stats.total, arrival_ms, ext_ts, t.pt, t.marker
     delta = new_ms - ref_ms
     diff = np.abs(delta - (new_ts - ref_ts) / (clock / 1000.0))
-    # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats, packet by packet
-    values = list(accumulate(diff.tolist(), _jitter_step, initial=stats.jitter))
-    j = values[-1]
-    jitter = np.array(values[1:])
+    jitter = rfc3550_jitter(diff, stats.jitter)
+    j = float(jitter[-1])
     cn = (pt == PT_CN) | (pt == PT_CN_OLD)
     follows_cn = (ref_pt == PT_CN) | (ref_pt == PT_CN_OLD)
     ok = ~(marker | cn | follows_cn)
     if ok.any():
         stats.max_delta = max(stats.max_delta, float(delta[ok].max()))
         stats.max_jitter = max(stats.max_jitter, float(jitter[ok].max()))
-        # Wireshark's running mean over all packets so far: mean = (mean (k - 1) + J) / k
-        ks = (np.flatnonzero(ok) + total).tolist()
-        stats.mean_jitter = list(accumulate(zip(ks, jitter[ok].tolist(), strict=True), _mean_step,
-                                            initial=stats.mean_jitter))[-1]  # type: ignore[arg-type]  # fmt: skip
+        stats.mean_jitter = running_mean(stats.mean_jitter, np.flatnonzero(ok) + total, jitter[ok])
     last_seq = int(t.seq[-1])
     stats.sequence_errors += int(np.count_nonzero(steps > 1))
     stats.seq_num = stats.stop_seq = last_seq
@@ -659,13 +680,45 @@ def table_stats(
     return stats
 
 
-def _jitter_step(j: float, d: float) -> float:
-    return (15 * j + d) / 16
+def rfc3550_jitter(diff: np.ndarray, previous: float = 0.0) -> np.ndarray:
+    """The interarrival jitter after each packet, J = (15 J + |D|) / 16 (RFC 3550 A.8), from ``previous``.
+
+    The recurrence is a first-order IIR filter, J_n = a J_(n-1) + |D_n| / 16 with a = 15/16, run here in blocks
+    of ``JITTER_BLOCK`` packets: each block from a zero state with one matrix product, then the state carried
+    into each block (itself the same recurrence from block to block, with a^JITTER_BLOCK, summed over the last
+    ``JITTER_CARRY`` blocks: anything older has decayed below 1e-30 of the largest |D|). The values agree with
+    the per-packet recurrence of ``StreamStats.add`` to the last few bits (tests compare them)."""
+    n = diff.size
+    if n == 0:
+        return np.empty(0)
+    blocks = -(-n // JITTER_BLOCK)
+    padded = np.zeros(blocks * JITTER_BLOCK)
+    padded[:n] = diff
+    local = padded.reshape(blocks, JITTER_BLOCK) @ _IN_BLOCK  # each block's response from a zero state
+    ends = np.convolve(local[:, -1], _ACROSS)[:blocks] + previous * _DECAY[-1] ** np.arange(1, blocks + 1)
+    entering = np.concatenate([[previous], ends[:-1]])  # the jitter before each block's first packet
+    return (local + entering[:, None] * _DECAY).reshape(-1)[:n]
 
 
-def _mean_step(mean: float, kj: tuple[int, float]) -> float:
-    k, jk = kj
-    return (mean * (k - 1) + jk) / k
+JITTER_BLOCK, JITTER_CARRY = 32, 40  # (15/16)^(32 * 40) < 1e-35
+_DECAY = (15 / 16) ** np.arange(1, JITTER_BLOCK + 1)  # a^1 .. a^JITTER_BLOCK
+_IN_BLOCK = np.triu((15 / 16) ** np.subtract.outer(np.arange(JITTER_BLOCK), np.arange(JITTER_BLOCK)).T) / 16
+_ACROSS = _DECAY[-1] ** np.arange(JITTER_CARRY)
+
+
+def running_mean(mean: float, ks: np.ndarray, values: np.ndarray) -> float:
+    """Wireshark's running mean jitter after the packets numbered ``ks`` (increasing) with these ``values``:
+    mean = (mean (k - 1) + J) / k at each. Over a run of consecutive numbers a..b that is
+    (mean (a - 1) + sum of the run's J) / b, so only the runs (broken by marker and comfort-noise packets,
+    a few a stream) take a Python step; the sums may differ from the recurrence in the last bits."""
+    if not ks.size:
+        return mean
+    starts = np.flatnonzero(np.diff(ks, prepend=ks[0] - 2) != 1)
+    sums = np.add.reduceat(values, starts).tolist()
+    firsts, lasts = ks[starts].tolist(), ks[np.append(starts[1:] - 1, ks.size - 1)].tolist()
+    for a, b, total in zip(firsts, lasts, sums, strict=True):
+        mean = (mean * (a - 1) + total) / b
+    return mean
 
 
 def unwrap16(seq: np.ndarray, previous: int | None = None) -> np.ndarray:
