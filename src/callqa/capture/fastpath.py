@@ -83,7 +83,7 @@ class PacketTable:
         row = len(self._cols[0])
         for col, values, dtype in zip(self._cols, (arrival, seq, ts, pt, marker),
                                       (np.float64, np.int32, np.int64, np.int16, np.int8), strict=True):  # fmt: skip
-            col.frombytes(np.ascontiguousarray(values, dtype).tobytes())
+            col.frombytes(memoryview(np.ascontiguousarray(values, dtype)).cast("B"))
         if self.payloads is not None:
             self.payloads.extend(payloads if payloads is not None else [b""] * arrival.size)
         for r, payload in events.items():
@@ -139,6 +139,10 @@ class PacketTable:
 
     def __len__(self) -> int:
         return len(self._cols[0]) if self._cols is not None else int(self._np[0].size)  # type: ignore[index]
+
+    def last_arrival(self) -> float:
+        """The arrival time of the last row (without making a NumPy view: live calls ask this often)."""
+        return float(self._cols[0][-1] if self._cols is not None else self._np[0][-1])  # type: ignore[index]
 
     def __getitem__(self, i: int) -> RtpPacket:
         i = int(i) % len(self)
@@ -274,22 +278,45 @@ def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTabl
     return _tables(sink), first, order
 
 
-Chunk = tuple[bytes, np.ndarray, np.ndarray, np.ndarray, int]  # buffer, frame offsets, lengths, times, link type
+Chunk = tuple[bytearray, np.ndarray, np.ndarray, np.ndarray, int]  # buffer, frame offsets, lengths, times, link
+
+
+class _Blocks:
+    """A file read ``BLOCK`` bytes at a time into one buffer, reused, after what the previous block left
+    unparsed (a new bytes object for each block, and another to join it to that rest, cost more than parsing
+    the block). A chunk made of the buffer is used up before the next read overwrites it."""
+
+    def __init__(self, f, head: bytes) -> None:  # type: ignore[no-untyped-def]
+        self.f, self.buf, self.n = f, bytearray(head), len(head)
+
+    def next(self, used: int) -> int:
+        """Drop the first ``used`` bytes and read the next block after the rest: ``buf[:n]`` then holds the data
+        (the buffer itself may be longer). Returns the number of bytes read, 0 at the end of the file."""
+        rest = self.n - used
+        if len(self.buf) < rest + BLOCK:
+            bigger = bytearray(rest + BLOCK)
+            bigger[:rest] = self.buf[used : self.n]
+            self.buf = bigger
+        else:
+            self.buf[:rest] = self.buf[used : self.n]
+        got = self.f.readinto(memoryview(self.buf)[rest : rest + BLOCK])
+        self.n = rest + got
+        return got
 
 
 def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
     """Classic pcap records, a few megabytes at a time."""
-    carry, base = b"", 24  # base: file offset of buf[0]
+    blocks, base, used = _Blocks(f, b""), 24, 0  # base: file offset of buf[0]
     unpack = struct.Struct(endian + "IIII").unpack_from
     native = struct.pack("=I", 1) == struct.pack(endian + "I", 1)
     while True:
-        block = f.read(BLOCK)
-        buf = carry + block
-        if not buf:
+        got = blocks.next(used)
+        buf, n = blocks.buf, blocks.n
+        if not n:
             return
         offsets: list[int] = []
         append = offsets.append
-        pos, n, corrupt = 0, len(buf), False
+        pos, corrupt = 0, False
         runs: list[np.ndarray] = []  # offsets found by runs of records of one length (see _same_length)
         if native:  # the record lengths read as 32-bit words from four views (one per alignment): no tuples
             views = [memoryview(buf)[k : k + (n - k) // 4 * 4].cast("I") for k in range(4)]
@@ -322,16 +349,16 @@ def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterato
                 break
             append(pos)
             pos += 16 + incl
-        if not block and pos < n and not corrupt:
+        if not got and pos < n and not corrupt:
             part = "partial record header" if n - pos < 16 else "partial packet"
             warn(f"capture truncated at byte {base + pos + (0 if n - pos < 16 else 16)} ({part})")
-        carry = buf[pos:]
+        used = pos
         base += pos
         if offsets or runs:
             offs = np.concatenate([*runs, np.array(offsets, np.int64)]) if runs else np.array(offsets, np.int64)
             fields = _u32(buf, offs, endian, 3)
             yield buf, offs + 16, fields[2].astype(np.int64), fields[0] + fields[1] / divisor, linktype
-        if not block or corrupt:
+        if not got or corrupt:
             return
 
 
@@ -343,10 +370,7 @@ def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> n
     if k < 2:
         return np.empty(0, np.int64)
     offs = pos + step * np.arange(k, dtype=np.int64)
-    a = np.frombuffer(buf, np.uint8)
-    p = offs + 8
-    lengths = a[p] | a[p + 1].astype(np.uint32) << 8 | a[p + 2].astype(np.uint32) << 16 | (
-        a[p + 3].astype(np.uint32) << 24)  # fmt: skip
+    lengths = np.ndarray((k,), "=u4", buf, offset=pos + 8, strides=(step,))  # each record's length, in place
     same = lengths == incl
     return offs if same.all() else offs[: int(np.argmin(same))]
 
@@ -373,21 +397,21 @@ def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, m
 def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
     """pcapng enhanced (and simple, and obsolete) packet blocks, a few megabytes at a time; a chunk holds the
     frames of one link type. Warnings as the per-packet reader words them."""
-    carry, base, endian = shb, 0, "<"
+    blocks, base, used, endian = _Blocks(f, shb), 0, 0, "<"
     interfaces: list[tuple[int, float]] = []  # (link type, seconds per tick)
     while True:
-        block = f.read(BLOCK)
-        buf = carry + block
-        if not buf:
+        got = blocks.next(used)
+        buf, n = blocks.buf, blocks.n
+        if not n:
             return
-        n, pos, stop = len(buf), 0, False
+        pos, stop = 0, False
         offs: list[int] = []
         lens: list[int] = []
         stamps: list[float] = []
         links: list[int] = []
         pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # frames found so far, in order
         previous = -1  # length of the previous block when it was an enhanced packet block
-        while pos + 12 <= n or (not block and pos < n):
+        while pos + 12 <= n or (not got and pos < n):
             if pos + 12 > n:
                 warn(f"capture truncated at byte {base + pos} (partial block header)")
                 stop = True
@@ -439,7 +463,7 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
                 stamps.append(0.0)
                 links.append(interfaces[0][0])
             pos += blen
-        carry = buf[pos:]
+        used = pos
         base += pos
         if offs:
             pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
@@ -449,21 +473,14 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
             cuts = [0, *(np.flatnonzero(np.diff(lk)) + 1).tolist(), lk.size]
             for a, b in zip(cuts, cuts[1:], strict=False):  # runs of one link type, in order
                 yield buf, o[a:b], ln[a:b], t[a:b], int(lk[a])
-        if stop or not block:
+        if stop or not got:
             return
 
 
 def _u32(buf: bytes, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
     """``count`` consecutive 32-bit fields at each offset."""
-    a = np.frombuffer(buf, np.uint8)
-    out = []
-    for k in range(count):
-        p = offs + 4 * k
-        b = [a[p + i].astype(np.uint32) for i in range(4)]
-        if endian == ">":
-            b.reverse()
-        out.append(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24)
-    return out
+    words = _rows(np.frombuffer(buf, np.uint8), offs, 4 * count).view(endian + "u4")
+    return [words[:, k].astype(np.uint32) for k in range(count)]
 
 
 @dataclass
@@ -498,15 +515,13 @@ def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> 
     if linktype not in (LINK_ETHERNET, LINK_SLL, LINK_RAW) or top < 64:
         return _no_rows(n)
     if linktype == LINK_ETHERNET:
-        link = _rows(a, frame, 24).view(">u2")  # destination, source, type, and two possible VLAN tags
-        etype, l3 = link[:, 6].astype(np.int64), frame + 14
-        for word in (8, 10):
-            tagged = np.isin(etype, TAGS)
-            etype = np.where(tagged, link[:, word], etype)
-            l3 = l3 + 4 * tagged
+        etype, l3 = _be16(a, frame + 12), frame + 14
+        for _ in range(2):  # up to two VLAN tags
+            tagged = np.flatnonzero(np.isin(etype, TAGS))
+            etype[tagged], l3[tagged] = _be16(a, l3[tagged] + 2), l3[tagged] + 4
         ok = etype == 0x0800  # (not a third tag)
     elif linktype == LINK_SLL:
-        ok, l3 = _rows(a, frame, 16).view(">u2")[:, 7] == 0x0800, frame + 16
+        ok, l3 = _be16(a, frame + 14) == 0x0800, frame + 16
     else:
         ok, l3 = np.ones(n, bool), frame
     ok &= l3 + HEADERS <= end
@@ -531,9 +546,16 @@ def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> 
 
 def _rows(a: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     """The ``width`` bytes from each offset ``at`` as the rows of a table (offsets too near the end are moved
-    back: such rows are never valid and are left out by the caller's length checks)."""
-    windows = np.lib.stride_tricks.sliding_window_view(a, width)
-    return windows[np.minimum(at, a.size - width)]
+    back: such rows are never valid and are left out by the caller's length checks). The buffer is seen as
+    overlapping ``width``-byte items, one starting at each byte, so that each row is copied whole."""
+    items = np.ndarray((a.size - width + 1,), f"V{width}", a, strides=(1,))
+    return items[np.minimum(at, a.size - width)].view(np.uint8).reshape(-1, width)
+
+
+def _be16(a: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The big-endian 16-bit word at each offset (offsets past the end give any value, as in ``_rows``)."""
+    words = np.ndarray((a.size - 1,), ">u2", a, strides=(1,))
+    return words[np.minimum(at, a.size - 2)].astype(np.int64)
 
 
 def _no_rows(n: int) -> RtpRows:
@@ -550,7 +572,7 @@ def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, lin
     if rows.idx.size < frame.size:
         for i in np.flatnonzero(~rows.fast).tolist():
             o = int(frame[i])
-            on_other(float(ts[i]), linktype, buf[o : o + int(incl[i])])
+            on_other(float(ts[i]), linktype, bytes(buf[o : o + int(incl[i])]))
     if rows.idx.size:
         sink.sid.append(sink.stream_ids(rows.hosts, rows.rest))
         sink.arrival.append(ts[rows.idx])
