@@ -650,7 +650,7 @@ def table_stats(
     fresh = stats.first
     steps = np.diff(ext_seq) if stats._max_ext_seq is None else np.diff(ext_seq, prepend=stats._max_ext_seq)
     regular = (
-        (len(t) >= 2 if fresh else stats.regular and int(clocks[0]) == stats.clock)
+        (len(t) >= 2 if fresh else (stats.regular and int(clocks[0]) == stats.clock) or settled(stats))
         and bool(np.all(ext_ts >= (ext_ts[0] if fresh else stats.first_ts)))
         and bool(np.all(steps >= 1))
         and bool(np.all(clocks == clocks[0]))
@@ -687,10 +687,14 @@ def table_stats(
         stats.max_delta = max(stats.max_delta, float(delta[ok].max()))
         stats.max_jitter = max(stats.max_jitter, float(jitter[ok].max()))
         stats.mean_jitter = running_mean(stats.mean_jitter, np.flatnonzero(ok) + total, jitter[ok])
-    last_seq = int(t.seq[-1])
+    last_seq, before_top, before_seq = int(t.seq[-1]), stats._max_ext_seq or 0, stats.seq_num
     stats.sequence_errors += int(np.count_nonzero(steps > 1))
     stats.seq_num = stats.stop_seq = last_seq
-    stats.seq_cycles = (int(ext_seq[-1]) - last_seq) >> 16
+    wraps = (int(ext_seq[-1]) - last_seq) >> 16  # of the extended numbers since the stream's first packet
+    if fresh:
+        stats.seq_cycles = wraps
+    else:  # those of this piece (the count may include restarts from a packet-by-packet past: kept)
+        stats.seq_cycles += wraps - ((before_top - before_seq) >> 16)
     stats.under = stats.seq_cycles > 0 and last_seq <= stats.start_seq
     stats.time_ms = stats.end_time_ms = float(arrival_ms[-1])
     stats.seq_ts = stats.last_ext_ts = int(ext_ts[-1])
@@ -700,6 +704,23 @@ def table_stats(
     stats._seen = set(ext_seq[-SEEN_WINDOW:].tolist())
     stats.regular, stats.clock = True, int(clock)
     return stats
+
+
+def settled(stats: StreamStats) -> bool:
+    """Whether a stream measured packet by packet so far (reordered, duplicated or restarted packets) is now in
+    the state that the array operations continue from: its newest packet has the highest sequence number and
+    was in order, and the wrap state agrees with the cycles counted. Its next regular piece then takes the array
+    operations again instead of the per-packet recurrences."""
+    top = stats._max_ext_seq
+    return (
+        not stats.first
+        and not stats.regular
+        and top is not None
+        and stats.seq_num == top & 0xFFFF
+        and stats.stop_seq == stats.seq_num
+        and stats.under == (stats.seq_cycles > 0 and stats.seq_num <= stats.start_seq)
+        and stats.last_ext_ts == stats.seq_ts
+    )
 
 
 def rfc3550_jitter(diff: np.ndarray, previous: float = 0.0) -> np.ndarray:
