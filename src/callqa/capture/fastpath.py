@@ -33,6 +33,7 @@ from callqa.protocol.pcap import (
 from callqa.protocol.rtp import PT_CN, PT_CN_OLD, RtpPacket, StreamStats, unwrap
 
 BLOCK = 2 * 1024 * 1024
+Buffer = bytes | bytearray
 StreamKey = tuple[str, int, str, int, int]
 
 
@@ -83,7 +84,7 @@ class PacketTable:
         row = len(self._cols[0])
         for col, values, dtype in zip(self._cols, (arrival, seq, ts, pt, marker),
                                       (np.float64, np.int32, np.int64, np.int16, np.int8), strict=True):  # fmt: skip
-            col.frombytes(memoryview(np.ascontiguousarray(values, dtype)).cast("B"))
+            col.frombytes(np.ascontiguousarray(values, dtype).view(np.uint8).data)
         if self.payloads is not None:
             self.payloads.extend(payloads if payloads is not None else [b""] * arrival.size)
         for r, payload in events.items():
@@ -362,7 +363,7 @@ def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterato
             return
 
 
-def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> np.ndarray:
+def _same_length(buf: Buffer, pos: int, incl: int, n: int, most: int = 8192) -> np.ndarray:
     """Offsets of the records from ``pos`` on while they have length ``incl`` too (most captures are long runs of
     equal RTP packets): each is checked, so the result is what reading them one by one gives."""
     step = 16 + incl
@@ -375,7 +376,7 @@ def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> n
     return offs if same.all() else offs[: int(np.argmin(same))]
 
 
-def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
+def _same_epb(buf: Buffer, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:  # fmt: skip
     """The enhanced packet blocks from ``pos`` on while they have length ``blen`` and interface ``ifid`` too, and
     their packets fit: (block offsets, captured lengths, raw timestamps), or None when not even one does. Each
@@ -432,7 +433,7 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
                 interfaces = []  # a new section has its own interfaces
             elif btype == PCAPNG_IDB and blen - 12 >= 8:
                 linktype = struct.unpack_from(endian + "H", buf, body)[0]
-                interfaces.append((linktype, _tsresol(buf[body + 8 : pos + blen - 4], endian)))
+                interfaces.append((linktype, _tsresol(bytes(buf[body + 8 : pos + blen - 4]), endian)))
             elif btype in (PCAPNG_EPB, PCAPNG_PB) and blen - 12 >= 20:
                 if btype == PCAPNG_EPB:
                     ifid, hi, lo, caplen, _ = struct.unpack_from(endian + "IIIII", buf, body)
@@ -477,7 +478,7 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
             return
 
 
-def _u32(buf: bytes, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
+def _u32(buf: Buffer, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
     """``count`` consecutive 32-bit fields at each offset."""
     words = _rows(np.frombuffer(buf, np.uint8), offs, 4 * count).view(endian + "u4")
     return [words[:, k].astype(np.uint32) for k in range(count)]
@@ -503,7 +504,7 @@ HEADERS = 40  # IPv4 header without options (20), UDP header (8), RTP fixed head
 TAGS = (0x8100, 0x88A8, 0x9100)  # 802.1Q / 802.1ad VLAN tags
 
 
-def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
+def rtp_rows(buf: Buffer, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
     """The frames (at offsets ``frame``, ``incl`` bytes long) that are plain RTP over IPv4/UDP (Ethernet with up to
     two VLAN tags, Linux cooked, raw IP; no IP options, no fragment, no padding or header extension), parsed in
     bulk: the link header and then the 40 bytes of IP, UDP and RTP headers of every frame are copied into a
@@ -564,7 +565,7 @@ def _no_rows(n: int) -> RtpRows:
                    none.astype(np.uint32), none.astype(np.uint8), none, none)  # fmt: skip
 
 
-def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
+def _frames(buf: Buffer, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
             sink: _Sink, on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
     """RTP among these frames into ``sink`` (``rtp_rows``); every other frame, in order, to ``on_other``.
     Returns the running frame count."""
