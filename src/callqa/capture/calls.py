@@ -57,6 +57,8 @@ def _addr(data: bytes, pos: int) -> str:
 MIN_UNSIGNALLED_PACKETS = 5
 FOLD_AT = 1000  # live statistics: a stream's packets (20 s of G.711) are measured and dropped at this many ...
 FOLD_KEEP = 50  # ... except the newest few (arrival times and sequence numbers the association looks at)
+FOLD_BUDGET = 200  # streams folded at most per expire (a second), unless they hold twice FOLD_AT: a thousand
+# calls that began together would otherwise all be measured in one pause of the capture (seconds)
 
 
 @dataclass
@@ -506,11 +508,12 @@ class Tracker:
         """Statistics only: long streams of calls still in progress are measured so far and their packets
         dropped, so memory does not grow with a call's length. A long stream no call claims (not RTP after all)
         keeps only its newest packets."""
-        for call in active:
-            for sts in call.streams.values():
-                for s in sts:
-                    if len(s.packets) >= FOLD_AT:
-                        s.fold(call.encodings.get(s.key, {}), self.start or 0.0, self.depths_ms)
+        due = [(s, call) for call in active for sts in call.streams.values() for s in sts if len(s.packets) >= FOLD_AT]
+        if len(due) > FOLD_BUDGET:  # calls that began together: spread their folds over the next seconds
+            due.sort(key=lambda sc: -len(sc[0].packets))
+            due = due[: max(FOLD_BUDGET, sum(1 for s, _ in due if len(s.packets) >= 2 * FOLD_AT))]
+        for s, call in due:
+            s.fold(call.encodings.get(s.key, {}), self.start or 0.0, self.depths_ms)
         for key, s in self.streams.items():
             if key not in claimed and len(s.packets) >= FOLD_AT:
                 s.packets.take_head(len(s.packets) - FOLD_KEEP)
