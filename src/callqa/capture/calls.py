@@ -8,6 +8,7 @@ SIP dialog describes (reported as calls of their own).
 from __future__ import annotations
 
 import copy
+import itertools
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ def _addr(data: bytes, pos: int) -> str:
 MIN_UNSIGNALLED_PACKETS = 5
 FOLD_AT = 1000  # live statistics: a stream's packets (20 s of G.711) are measured and dropped at this many ...
 FOLD_KEEP = 50  # ... except the newest few (arrival times and sequence numbers the association looks at)
+FOLD_BUDGET = 200  # streams folded at most per expire (a second), unless they hold twice FOLD_AT: a thousand
+# calls that began together would otherwise all be measured in one pause of the capture (seconds)
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Stream:
     unsorted: bool = False  # packets were appended out of arrival order (bulk and per-packet paths mixed)
     slot: int = -1  # its number among the streams that Tracker.feed_frames appends to in bulk
     _first: RtpPacket | None = field(default=None, repr=False)  # the first packet, once asked for
+    _match: tuple | None = field(default=None, repr=False)  # type: ignore[type-arg]  # see _associate
+    _packed: tuple[int, int] | None = field(default=None, repr=False)
 
     @property
     def first(self) -> RtpPacket:
@@ -82,7 +87,7 @@ class Stream:
 
     @property
     def last_arrival(self) -> float:
-        return float(self.packets.arrival[-1]) if len(self.packets) else self.meter.last_arrival  # type: ignore[union-attr]
+        return self.packets.last_arrival() if len(self.packets) else self.meter.last_arrival  # type: ignore[union-attr]
 
     def fold(self, encodings: dict[int, tuple[str, int]], capture_start: float, depths_ms: tuple[float, ...]) -> None:
         """Measure all but the newest ``FOLD_KEEP`` packets and drop them (statistics only: payloads go too)."""
@@ -101,6 +106,14 @@ class Stream:
             raise ValueError(f"this stream was measured live without a {depth_ms} ms jitter buffer")
         meter.feed(self.packets, encodings)
         return meter
+
+    @property
+    def packed(self) -> tuple[int, int]:
+        """The key as the bulk parser packs it: (source << 32 | destination, ports << 32 | SSRC)."""
+        if self._packed is None:
+            k = self.key
+            self._packed = (_pack_ip(k[0]) << 32 | _pack_ip(k[2]), k[1] << 48 | k[3] << 32 | k[4])
+        return self._packed
 
     @property
     def src(self) -> Endpoint:
@@ -123,7 +136,10 @@ class RtcpDatagram:
     packets: tuple[RtcpPacket, ...]
 
 
-@dataclass
+_serials = itertools.count()
+
+
+@dataclass(eq=False)
 class Dialog:
     call_id: str
     from_uri: str = ""
@@ -136,6 +152,7 @@ class Dialog:
     media: dict[str, list[Media]] = field(default_factory=dict)  # party -> media it offered (where it receives)
     messages: int = 0
     ladder: list[tuple[float, Endpoint, Endpoint | None, str]] = field(default_factory=list)  # (t, src, dst, label)
+    serial: int = field(default_factory=lambda: next(_serials))  # tells this dialog from an earlier one
 
 
 @dataclass
@@ -310,12 +327,15 @@ class Tracker:
         events = dict(e for batch in parts[6] for e in batch)
         event_rows = np.array(sorted(events), np.int64)
         order = np.argsort(slot, kind="stable")
-        bounds = np.flatnonzero(np.diff(slot[order])) + 1
-        for mine in np.split(order, bounds):
-            stream = self._slot_stream.get(int(slot[mine[0]]))
+        slot, arrival, seq, stamp, ptm = slot[order], arrival[order], seq[order], stamp[order], ptm[order]
+        pt, marker = ptm & 0x7F, ptm >= 0x80
+        bounds = np.flatnonzero(np.diff(slot)) + 1
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), slot.size], strict=True):
+            stream = self._slot_stream.get(int(slot[lo]))
             if stream is None or self.streams.get(stream.key) is not stream:
                 continue  # forgotten meanwhile (expire flushes first, so this does not happen)
-            a = arrival[mine]
+            mine = order[lo:hi]  # the rows' places among those held
+            a = arrival[lo:hi]
             ev: dict[int, bytes] = {}
             if event_rows.size:
                 where = np.minimum(np.searchsorted(mine, event_rows), mine.size - 1)
@@ -327,10 +347,9 @@ class Tracker:
                 kept = [b"" if x and len(payloads[i]) != 4 else payloads[i]
                         for i, x in zip(mine.tolist(), late, strict=True)]  # fmt: skip
             table = stream.packets
-            if len(table) and a[0] < table.arrival[-1]:
+            if len(table) and a[0] < table.last_arrival():
                 stream.unsorted = True
-            p = ptm[mine]
-            table.extend(a, seq[mine], stamp[mine], p & 0x7F, p >= 0x80, kept, ev)
+            table.extend(a, seq[lo:hi], stamp[lo:hi], pt[lo:hi], marker[lo:hi], kept, ev)
 
     def _register(self) -> None:
         """The sorted search arrays of the streams that ``feed_frames`` appends to in bulk (plain RTP)."""
@@ -344,8 +363,8 @@ class Tracker:
                 s.slot = self._next_slot
                 self._next_slot += 1
         self._slot_stream = {s.slot: s for s in streams}
-        hosts = np.array([_pack_ip(s.key[0]) << 32 | _pack_ip(s.key[2]) for s in streams], np.uint64)
-        rest = np.array([s.key[1] << 48 | s.key[3] << 32 | s.key[4] for s in streams], np.uint64)
+        hosts = np.array([s.packed[0] for s in streams], np.uint64)
+        rest = np.array([s.packed[1] for s in streams], np.uint64)
         mixed = hosts * _MIX ^ rest
         order = np.argsort(mixed, kind="stable")
         self._reg_hash = mixed[order]
@@ -489,11 +508,12 @@ class Tracker:
         """Statistics only: long streams of calls still in progress are measured so far and their packets
         dropped, so memory does not grow with a call's length. A long stream no call claims (not RTP after all)
         keeps only its newest packets."""
-        for call in active:
-            for sts in call.streams.values():
-                for s in sts:
-                    if len(s.packets) >= FOLD_AT:
-                        s.fold(call.encodings.get(s.key, {}), self.start or 0.0, self.depths_ms)
+        due = [(s, call) for call in active for sts in call.streams.values() for s in sts if len(s.packets) >= FOLD_AT]
+        if len(due) > FOLD_BUDGET:  # calls that began together: spread their folds over the next seconds
+            due.sort(key=lambda sc: -len(sc[0].packets))
+            due = due[: max(FOLD_BUDGET, sum(1 for s, _ in due if len(s.packets) >= 2 * FOLD_AT))]
+        for s, call in due:
+            s.fold(call.encodings.get(s.key, {}), self.start or 0.0, self.depths_ms)
         for key, s in self.streams.items():
             if key not in claimed and len(s.packets) >= FOLD_AT:
                 s.packets.take_head(len(s.packets) - FOLD_KEEP)
@@ -514,6 +534,8 @@ def _contexts(keys: list[str] | tuple[str, ...], warn) -> list[SrtpContext]:  # 
 
 def _attach_rtcp(calls: list[CapturedCall], datagrams: list[RtcpDatagram]) -> None:
     """RTCP goes with the call whose RTP uses the same hosts, on port + 1 or the same port (rtcp-mux)."""
+    if not datagrams:
+        return
     owners: dict[Endpoint, CapturedCall] = {}
     for call in calls:
         for streams in call.streams.values():
@@ -575,23 +597,19 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
     calls: dict[str, CapturedCall] = {}
     loose: list[Stream] = []
     for key, stream in sorted(streams.items(), key=lambda kv: kv[1].first.arrival):
-        best: tuple[tuple[int, bool], str, Dialog, Media, bool] | None = None
-        for d in by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], []):
-            if not _during(d, stream):
-                continue
-            # a stream that began while the dialog was up beats one in the grace after its end (a next call on
-            # the same ports)
-            began_inside = d.ended_at is None or stream.first.arrival <= d.ended_at
-            for sender, receiver in (("caller", "callee"), ("callee", "caller")):
-                score, media, nat = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
-                if media is None:
-                    continue
-                if d.caller and d.caller[0] == stream.src[0]:
-                    score += 1 if sender == "caller" else 0
-                elif d.caller:
-                    score += 1 if sender == "callee" else 0
-                if best is None or (score, began_inside) > best[0]:
-                    best = ((score, began_inside), sender, d, media, nat)
+        candidates = by_port.get(stream.dst[1], []) + by_port.get(stream.src[1], [])
+        # a live tracker associates every second: a stream is scored again only when something its match
+        # depends on changed (a SIP message of a candidate dialog, its first arrival, a dialog it now overlaps)
+        last = stream.last_arrival
+        state = (id(aliases), stream.first.arrival,
+                 [(d.serial, d.messages, d.started_at - 1.0 <= last) for d in candidates])  # fmt: skip
+        if stream._match is not None and stream._match[0] == state:
+            best, encodings = stream._match[1:]
+        else:
+            best, encodings = _best_dialog(stream, candidates, aliases), None
+            if best is not None:
+                encodings = _encodings(best[2], best[3])
+            stream._match = (state, best, encodings)
         if best is None:
             loose.append(stream)
             continue
@@ -599,13 +617,36 @@ def _associate(dialogs: dict[str, Dialog], streams: dict[StreamKey, Stream], sta
         stream.encrypted = "SAVP" in media.proto.upper() and stream.srtp is None
         call = calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
         call.streams.setdefault(sender, []).append(stream)
-        call.encodings[key] = _encodings(d, media)
+        call.encodings[key] = dict(encodings)  # type: ignore[arg-type]
         if nat:
             call.matched_by = "sdp port (NAT)"
     for d in dialogs.values():
         calls.setdefault(d.call_id, CapturedCall(d, {}, {}, start))
     out = sorted(calls.values(), key=lambda c: c.dialog.started_at if c.dialog else 0.0)
     return out + _unsignalled(loose, start)
+
+
+def _best_dialog(stream: Stream, candidates: list[Dialog], aliases: dict[str, str],
+                 ) -> tuple[tuple[int, bool], str, Dialog, Media, bool] | None:  # fmt: skip
+    """The dialog, sending party and media that fit a stream best (see ``_associate``), or None."""
+    best: tuple[tuple[int, bool], str, Dialog, Media, bool] | None = None
+    for d in candidates:
+        if not _during(d, stream):
+            continue
+        # a stream that began while the dialog was up beats one in the grace after its end (a next call on
+        # the same ports)
+        began_inside = d.ended_at is None or stream.first.arrival <= d.ended_at
+        for sender, receiver in (("caller", "callee"), ("callee", "caller")):
+            score, media, nat = _score(stream, d.media.get(sender, []), d.media.get(receiver, []), aliases)
+            if media is None:
+                continue
+            if d.caller and d.caller[0] == stream.src[0]:
+                score += 1 if sender == "caller" else 0
+            elif d.caller:
+                score += 1 if sender == "callee" else 0
+            if best is None or (score, began_inside) > best[0]:
+                best = ((score, began_inside), sender, d, media, nat)
+    return best
 
 
 def _unsignalled(streams: list[Stream], start: float) -> list[CapturedCall]:

@@ -12,7 +12,6 @@ import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from callqa.protocol.pcap import (
 from callqa.protocol.rtp import PT_CN, PT_CN_OLD, RtpPacket, StreamStats, unwrap
 
 BLOCK = 2 * 1024 * 1024
+Buffer = bytes | bytearray
 StreamKey = tuple[str, int, str, int, int]
 
 
@@ -84,7 +84,7 @@ class PacketTable:
         row = len(self._cols[0])
         for col, values, dtype in zip(self._cols, (arrival, seq, ts, pt, marker),
                                       (np.float64, np.int32, np.int64, np.int16, np.int8), strict=True):  # fmt: skip
-            col.frombytes(np.ascontiguousarray(values, dtype).tobytes())
+            col.frombytes(np.ascontiguousarray(values, dtype).view(np.uint8).data)
         if self.payloads is not None:
             self.payloads.extend(payloads if payloads is not None else [b""] * arrival.size)
         for r, payload in events.items():
@@ -140,6 +140,10 @@ class PacketTable:
 
     def __len__(self) -> int:
         return len(self._cols[0]) if self._cols is not None else int(self._np[0].size)  # type: ignore[index]
+
+    def last_arrival(self) -> float:
+        """The arrival time of the last row (without making a NumPy view: live calls ask this often)."""
+        return float(self._cols[0][-1] if self._cols is not None else self._np[0][-1])  # type: ignore[index]
 
     def __getitem__(self, i: int) -> RtpPacket:
         i = int(i) % len(self)
@@ -205,20 +209,42 @@ class _Sink:
         self.events: list[tuple[int, bytes]] = []  # (row, payload) of 4-byte payloads
         self.keys: dict[tuple[int, int], int] = {}  # (src << 32 | dst, sport << 48 | dport << 32 | ssrc) -> stream
         self.rows = 0
+        # the streams as sorted arrays, for a search per block instead of a dict look-up per stream
+        self._hash = self._id = np.empty(0, np.int64)
+        self._hosts = self._rest = np.empty(0, np.uint64)  # by stream number
 
     def stream_ids(self, hosts: np.ndarray, rest: np.ndarray) -> np.ndarray:
         """Each row's stream number; new streams are numbered in order of first appearance."""
-        mixed = hosts * np.uint64(0x9E3779B97F4A7C15) ^ rest
+        mixed = (hosts * _MIX ^ rest).view(np.int64)
         uniq, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
-        if np.any(hosts != hosts[first][inverse]) or np.any(rest != rest[first][inverse]):
+        u_hosts, u_rest = hosts[first], rest[first]
+        ids = np.full(uniq.size, -1, np.int64)
+        if self._hash.size:
+            pos = np.minimum(np.searchsorted(self._hash, uniq), self._hash.size - 1)
+            found = self._id[pos]
+            hit = (self._hash[pos] == uniq) & (self._hosts[found] == u_hosts) & (self._rest[found] == u_rest)
+            ids[hit] = found[hit]
+        if np.any(hosts != u_hosts[inverse]) or np.any(rest != u_rest[inverse]):
             pairs = np.stack([hosts, rest], axis=1)  # a hash collision (never seen in practice): exact grouping
             _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
-            inverse = inverse.reshape(-1)
-        ids = np.empty(first.size, np.int32)
-        for i in np.argsort(first, kind="stable").tolist():
-            k = (int(hosts[first[i]]), int(rest[first[i]]))
-            ids[i] = self.keys.setdefault(k, len(self.keys))
+            inverse, u_hosts, u_rest = inverse.reshape(-1), hosts[first], rest[first]
+            ids = np.full(first.size, -1, np.int64)
+        new = np.flatnonzero(ids < 0)
+        if new.size:  # streams not seen before, or a collision: numbered through the dict, in order of appearance
+            for i in new[np.argsort(first[new], kind="stable")].tolist():
+                ids[i] = self.keys.setdefault((int(u_hosts[i]), int(u_rest[i])), len(self.keys))
+            self._index()
         return ids[inverse]
+
+    def _index(self) -> None:
+        keys = np.array(list(self.keys), np.uint64).reshape(-1, 2)
+        self._hosts, self._rest = keys[:, 0], keys[:, 1]
+        mixed = (self._hosts * _MIX ^ self._rest).view(np.int64)
+        self._id = np.argsort(mixed, kind="stable")
+        self._hash = mixed[self._id]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads packed addresses over 64 bits
 
 
 def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
@@ -253,22 +279,45 @@ def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTabl
     return _tables(sink), first, order
 
 
-Chunk = tuple[bytes, np.ndarray, np.ndarray, np.ndarray, int]  # buffer, frame offsets, lengths, times, link type
+Chunk = tuple[bytearray, np.ndarray, np.ndarray, np.ndarray, int]  # buffer, frame offsets, lengths, times, link
+
+
+class _Blocks:
+    """A file read ``BLOCK`` bytes at a time into one buffer, reused, after what the previous block left
+    unparsed (a new bytes object for each block, and another to join it to that rest, cost more than parsing
+    the block). A chunk made of the buffer is used up before the next read overwrites it."""
+
+    def __init__(self, f, head: bytes) -> None:  # type: ignore[no-untyped-def]
+        self.f, self.buf, self.n = f, bytearray(head), len(head)
+
+    def next(self, used: int) -> int:
+        """Drop the first ``used`` bytes and read the next block after the rest: ``buf[:n]`` then holds the data
+        (the buffer itself may be longer). Returns the number of bytes read, 0 at the end of the file."""
+        rest = self.n - used
+        if len(self.buf) < rest + BLOCK:
+            bigger = bytearray(rest + BLOCK)
+            bigger[:rest] = self.buf[used : self.n]
+            self.buf = bigger
+        else:
+            self.buf[:rest] = self.buf[used : self.n]
+        got = self.f.readinto(memoryview(self.buf)[rest : rest + BLOCK])
+        self.n = rest + got
+        return got
 
 
 def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
     """Classic pcap records, a few megabytes at a time."""
-    carry, base = b"", 24  # base: file offset of buf[0]
+    blocks, base, used = _Blocks(f, b""), 24, 0  # base: file offset of buf[0]
     unpack = struct.Struct(endian + "IIII").unpack_from
     native = struct.pack("=I", 1) == struct.pack(endian + "I", 1)
     while True:
-        block = f.read(BLOCK)
-        buf = carry + block
-        if not buf:
+        got = blocks.next(used)
+        buf, n = blocks.buf, blocks.n
+        if not n:
             return
         offsets: list[int] = []
         append = offsets.append
-        pos, n, corrupt = 0, len(buf), False
+        pos, corrupt = 0, False
         runs: list[np.ndarray] = []  # offsets found by runs of records of one length (see _same_length)
         if native:  # the record lengths read as 32-bit words from four views (one per alignment): no tuples
             views = [memoryview(buf)[k : k + (n - k) // 4 * 4].cast("I") for k in range(4)]
@@ -301,20 +350,20 @@ def _pcap_chunks(f, endian: str, divisor: float, linktype: int, warn) -> Iterato
                 break
             append(pos)
             pos += 16 + incl
-        if not block and pos < n and not corrupt:
+        if not got and pos < n and not corrupt:
             part = "partial record header" if n - pos < 16 else "partial packet"
             warn(f"capture truncated at byte {base + pos + (0 if n - pos < 16 else 16)} ({part})")
-        carry = buf[pos:]
+        used = pos
         base += pos
         if offsets or runs:
             offs = np.concatenate([*runs, np.array(offsets, np.int64)]) if runs else np.array(offsets, np.int64)
             fields = _u32(buf, offs, endian, 3)
             yield buf, offs + 16, fields[2].astype(np.int64), fields[0] + fields[1] / divisor, linktype
-        if not block or corrupt:
+        if not got or corrupt:
             return
 
 
-def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> np.ndarray:
+def _same_length(buf: Buffer, pos: int, incl: int, n: int, most: int = 8192) -> np.ndarray:
     """Offsets of the records from ``pos`` on while they have length ``incl`` too (most captures are long runs of
     equal RTP packets): each is checked, so the result is what reading them one by one gives."""
     step = 16 + incl
@@ -322,15 +371,12 @@ def _same_length(buf: bytes, pos: int, incl: int, n: int, most: int = 8192) -> n
     if k < 2:
         return np.empty(0, np.int64)
     offs = pos + step * np.arange(k, dtype=np.int64)
-    a = np.frombuffer(buf, np.uint8)
-    p = offs + 8
-    lengths = a[p] | a[p + 1].astype(np.uint32) << 8 | a[p + 2].astype(np.uint32) << 16 | (
-        a[p + 3].astype(np.uint32) << 24)  # fmt: skip
+    lengths = np.ndarray((k,), "=u4", buf, offset=pos + 8, strides=(step,))  # each record's length, in place
     same = lengths == incl
     return offs if same.all() else offs[: int(np.argmin(same))]
 
 
-def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
+def _same_epb(buf: Buffer, pos: int, blen: int, ifid: int, n: int, endian: str, most: int = 8192,
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:  # fmt: skip
     """The enhanced packet blocks from ``pos`` on while they have length ``blen`` and interface ``ifid`` too, and
     their packets fit: (block offsets, captured lengths, raw timestamps), or None when not even one does. Each
@@ -352,21 +398,21 @@ def _same_epb(buf: bytes, pos: int, blen: int, ifid: int, n: int, endian: str, m
 def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: ignore[no-untyped-def]
     """pcapng enhanced (and simple, and obsolete) packet blocks, a few megabytes at a time; a chunk holds the
     frames of one link type. Warnings as the per-packet reader words them."""
-    carry, base, endian = shb, 0, "<"
+    blocks, base, used, endian = _Blocks(f, shb), 0, 0, "<"
     interfaces: list[tuple[int, float]] = []  # (link type, seconds per tick)
     while True:
-        block = f.read(BLOCK)
-        buf = carry + block
-        if not buf:
+        got = blocks.next(used)
+        buf, n = blocks.buf, blocks.n
+        if not n:
             return
-        n, pos, stop = len(buf), 0, False
+        pos, stop = 0, False
         offs: list[int] = []
         lens: list[int] = []
         stamps: list[float] = []
         links: list[int] = []
         pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # frames found so far, in order
         previous = -1  # length of the previous block when it was an enhanced packet block
-        while pos + 12 <= n or (not block and pos < n):
+        while pos + 12 <= n or (not got and pos < n):
             if pos + 12 > n:
                 warn(f"capture truncated at byte {base + pos} (partial block header)")
                 stop = True
@@ -387,7 +433,7 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
                 interfaces = []  # a new section has its own interfaces
             elif btype == PCAPNG_IDB and blen - 12 >= 8:
                 linktype = struct.unpack_from(endian + "H", buf, body)[0]
-                interfaces.append((linktype, _tsresol(buf[body + 8 : pos + blen - 4], endian)))
+                interfaces.append((linktype, _tsresol(bytes(buf[body + 8 : pos + blen - 4]), endian)))
             elif btype in (PCAPNG_EPB, PCAPNG_PB) and blen - 12 >= 20:
                 if btype == PCAPNG_EPB:
                     ifid, hi, lo, caplen, _ = struct.unpack_from(endian + "IIIII", buf, body)
@@ -418,7 +464,7 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
                 stamps.append(0.0)
                 links.append(interfaces[0][0])
             pos += blen
-        carry = buf[pos:]
+        used = pos
         base += pos
         if offs:
             pieces.append((np.array(offs, np.int64), np.array(lens, np.int64), np.array(stamps),
@@ -428,21 +474,14 @@ def _pcapng_chunks(f, shb: bytes, size: int, warn) -> Iterator[Chunk]:  # type: 
             cuts = [0, *(np.flatnonzero(np.diff(lk)) + 1).tolist(), lk.size]
             for a, b in zip(cuts, cuts[1:], strict=False):  # runs of one link type, in order
                 yield buf, o[a:b], ln[a:b], t[a:b], int(lk[a])
-        if stop or not block:
+        if stop or not got:
             return
 
 
-def _u32(buf: bytes, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
+def _u32(buf: Buffer, offs: np.ndarray, endian: str, count: int) -> list[np.ndarray]:
     """``count`` consecutive 32-bit fields at each offset."""
-    a = np.frombuffer(buf, np.uint8)
-    out = []
-    for k in range(count):
-        p = offs + 4 * k
-        b = [a[p + i].astype(np.uint32) for i in range(4)]
-        if endian == ">":
-            b.reverse()
-        out.append(b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24)
-    return out
+    words = _rows(np.frombuffer(buf, np.uint8), offs, 4 * count).view(endian + "u4")
+    return [words[:, k].astype(np.uint32) for k in range(count)]
 
 
 @dataclass
@@ -461,62 +500,72 @@ class RtpRows:
     size: np.ndarray
 
 
-def rtp_rows(buf: bytes, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
+HEADERS = 40  # IPv4 header without options (20), UDP header (8), RTP fixed header (12)
+TAGS = (0x8100, 0x88A8, 0x9100)  # 802.1Q / 802.1ad VLAN tags
+
+
+def rtp_rows(buf: Buffer, frame: np.ndarray, incl: np.ndarray, linktype: int) -> RtpRows:
     """The frames (at offsets ``frame``, ``incl`` bytes long) that are plain RTP over IPv4/UDP (Ethernet with up to
-    two VLAN tags, Linux cooked, raw IP; no fragment, no padding or header extension), parsed in bulk."""
+    two VLAN tags, Linux cooked, raw IP; no IP options, no fragment, no padding or header extension), parsed in
+    bulk: the link header and then the 40 bytes of IP, UDP and RTP headers of every frame are copied into a
+    table (one row a frame) whose columns are read as big-endian 16- and 32-bit words. Other frames take the
+    exact path."""
     a = np.frombuffer(buf, np.uint8)
-    top = a.size
-
-    def be16(p: np.ndarray) -> np.ndarray:
-        p = np.minimum(p, top - 2)
-        return a[p].astype(np.int64) << 8 | a[p + 1]
-
-    def be32(p: np.ndarray) -> np.ndarray:
-        return be16(p) << 16 | be16(p + 2)
-
+    n, top = frame.size, a.size
     end = frame + incl
+    if linktype not in (LINK_ETHERNET, LINK_SLL, LINK_RAW) or top < 64:
+        return _no_rows(n)
     if linktype == LINK_ETHERNET:
-        etype = be16(frame + 12)
-        l3 = frame + 14
-        for _ in range(2):  # 802.1Q / 802.1ad tags
-            tagged = (etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100)
-            etype = np.where(tagged, be16(l3 + 2), etype)
-            l3 = l3 + 4 * tagged
-        ok = (incl >= 14) & ~((etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100))
+        etype, l3 = _be16(a, frame + 12), frame + 14
+        for _ in range(2):  # up to two VLAN tags
+            tagged = np.flatnonzero(np.isin(etype, TAGS))
+            etype[tagged], l3[tagged] = _be16(a, l3[tagged] + 2), l3[tagged] + 4
+        ok = etype == 0x0800  # (not a third tag)
     elif linktype == LINK_SLL:
-        ok, etype, l3 = incl >= 16, be16(frame + 14), frame + 16
-    elif linktype == LINK_RAW:
-        ok, l3 = incl >= 1, frame
-        etype = np.where((a[np.minimum(frame, top - 1)] >> 4) == 4, 0x0800, 0)
+        ok, l3 = _be16(a, frame + 14) == 0x0800, frame + 16
     else:
-        ok, l3, etype = np.zeros(frame.size, bool), frame, np.zeros(frame.size, np.int64)
-    ok &= l3 + 20 + 8 + 12 <= end
-    l3c = np.minimum(l3, top - 40)
-    ihl = (a[l3c] & 0x0F).astype(np.int64) * 4
-    fast = ok & (etype == 0x0800) & ((a[l3c] >> 4) == 4) & (ihl >= 20) & (a[l3c + 9] == 17)
-    fast &= (be16(l3c + 6) & 0x3FFF) == 0  # not a fragment
-    udp = l3 + ihl
-    udpc = np.minimum(udp, top - 20)
-    ulen = be16(udpc + 4)
-    rtp = udp + 8
-    plen = np.minimum(ulen - 8, end - rtp)
-    fast &= (ulen >= 20) & (rtp + 12 <= end)
-    rtpc = np.minimum(rtp, top - 12)
-    b0, b1 = a[rtpc], a[rtpc + 1]
-    fast &= ((b0 >> 6) == 2) & (((b1 & 0x7F) < 72) | ((b1 & 0x7F) > 79))
+        ok, l3 = np.ones(n, bool), frame
+    ok &= l3 + HEADERS <= end
+    h = _rows(a, l3, HEADERS)
+    w16, w32 = h.view(">u2"), h.view(">u4")
+    fast = ok & (h[:, 0] == 0x45) & (h[:, 9] == 17) & ((w16[:, 3] & 0x3FFF) == 0)  # IPv4/UDP, no fragment
+    ulen = w16[:, 12].astype(np.int64)
+    rtp = l3 + 28
+    b0, b1 = h[:, 28], h[:, 29]
     header = 12 + 4 * (b0 & 0x0F).astype(np.int64)
-    fast &= rtp + header <= end
+    fast &= (ulen >= 20) & ((b0 >> 6) == 2) & (((b1 & 0x7F) < 72) | ((b1 & 0x7F) > 79)) & (rtp + header <= end)
     fast &= (b0 & 0x30) == 0  # no padding or header extension: other packets take the exact path
     idx = np.flatnonzero(fast)
-    r, l3f, u, h = rtpc[idx], l3c[idx], udpc[idx], header[idx]
-    return RtpRows(
-        fast, idx, (be32(l3f + 12) << 32 | be32(l3f + 16)).astype(np.uint64),
-        (be16(u) << 48 | be16(u + 2) << 32 | be32(r + 8)).astype(np.uint64), be16(r + 2).astype(np.uint16),
-        be32(r + 4).astype(np.uint32), b1[idx], r + h, plen[idx] - h,
-    )  # fmt: skip
+    w16, w32 = w16[idx], w32[idx]
+    hosts = w32[:, 3].astype(np.uint64) << np.uint64(32) | w32[:, 4]
+    rest = w16[:, 10].astype(np.uint64) << np.uint64(48) | w16[:, 11].astype(np.uint64) << np.uint64(32) | w32[:, 9]
+    start = rtp[idx] + header[idx]
+    size = np.minimum(ulen[idx] + l3[idx] + 20, end[idx]) - start
+    return RtpRows(fast, idx, hosts, rest, w16[:, 15].astype(np.uint16), w32[:, 8].astype(np.uint32), b1[idx],
+                   start, size)  # fmt: skip
 
 
-def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
+def _rows(a: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each offset ``at`` as the rows of a table (offsets too near the end are moved
+    back: such rows are never valid and are left out by the caller's length checks). The buffer is seen as
+    overlapping ``width``-byte items, one starting at each byte, so that each row is copied whole."""
+    items = np.ndarray((a.size - width + 1,), f"V{width}", a, strides=(1,))
+    return items[np.minimum(at, a.size - width)].view(np.uint8).reshape(-1, width)
+
+
+def _be16(a: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The big-endian 16-bit word at each offset (offsets past the end give any value, as in ``_rows``)."""
+    words = np.ndarray((a.size - 1,), ">u2", a, strides=(1,))
+    return words[np.minimum(at, a.size - 2)].astype(np.int64)
+
+
+def _no_rows(n: int) -> RtpRows:
+    none = np.empty(0, np.int64)
+    return RtpRows(np.zeros(n, bool), none, none.astype(np.uint64), none.astype(np.uint64), none.astype(np.uint16),
+                   none.astype(np.uint32), none.astype(np.uint8), none, none)  # fmt: skip
+
+
+def _frames(buf: Buffer, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, linktype: int, order: int,
             sink: _Sink, on_other) -> int:  # type: ignore[no-untyped-def]  # fmt: skip
     """RTP among these frames into ``sink`` (``rtp_rows``); every other frame, in order, to ``on_other``.
     Returns the running frame count."""
@@ -524,7 +573,7 @@ def _frames(buf: bytes, frame: np.ndarray, incl: np.ndarray, ts: np.ndarray, lin
     if rows.idx.size < frame.size:
         for i in np.flatnonzero(~rows.fast).tolist():
             o = int(frame[i])
-            on_other(float(ts[i]), linktype, buf[o : o + int(incl[i])])
+            on_other(float(ts[i]), linktype, bytes(buf[o : o + int(incl[i])]))
     if rows.idx.size:
         sink.sid.append(sink.stream_ids(rows.hosts, rows.rest))
         sink.arrival.append(ts[rows.idx])
@@ -602,7 +651,7 @@ def table_stats(
     fresh = stats.first
     steps = np.diff(ext_seq) if stats._max_ext_seq is None else np.diff(ext_seq, prepend=stats._max_ext_seq)
     regular = (
-        (len(t) >= 2 if fresh else stats.regular and int(clocks[0]) == stats.clock)
+        (len(t) >= 2 if fresh else (stats.regular and int(clocks[0]) == stats.clock) or settled(stats))
         and bool(np.all(ext_ts >= (ext_ts[0] if fresh else stats.first_ts)))
         and bool(np.all(steps >= 1))
         and bool(np.all(clocks == clocks[0]))
@@ -630,24 +679,23 @@ def table_stats(
         total, new_ms, new_ts, pt, marker = stats.total, arrival_ms, ext_ts, t.pt, t.marker
     delta = new_ms - ref_ms
     diff = np.abs(delta - (new_ts - ref_ts) / (clock / 1000.0))
-    # J = (15 J + |D|) / 16, RFC 3550 A.8: the same arithmetic as StreamStats, packet by packet
-    values = list(accumulate(diff.tolist(), _jitter_step, initial=stats.jitter))
-    j = values[-1]
-    jitter = np.array(values[1:])
+    jitter = rfc3550_jitter(diff, stats.jitter)
+    j = float(jitter[-1])
     cn = (pt == PT_CN) | (pt == PT_CN_OLD)
     follows_cn = (ref_pt == PT_CN) | (ref_pt == PT_CN_OLD)
     ok = ~(marker | cn | follows_cn)
     if ok.any():
         stats.max_delta = max(stats.max_delta, float(delta[ok].max()))
         stats.max_jitter = max(stats.max_jitter, float(jitter[ok].max()))
-        # Wireshark's running mean over all packets so far: mean = (mean (k - 1) + J) / k
-        ks = (np.flatnonzero(ok) + total).tolist()
-        stats.mean_jitter = list(accumulate(zip(ks, jitter[ok].tolist(), strict=True), _mean_step,
-                                            initial=stats.mean_jitter))[-1]  # type: ignore[arg-type]  # fmt: skip
-    last_seq = int(t.seq[-1])
+        stats.mean_jitter = running_mean(stats.mean_jitter, np.flatnonzero(ok) + total, jitter[ok])
+    last_seq, before_top, before_seq = int(t.seq[-1]), stats._max_ext_seq or 0, stats.seq_num
     stats.sequence_errors += int(np.count_nonzero(steps > 1))
     stats.seq_num = stats.stop_seq = last_seq
-    stats.seq_cycles = (int(ext_seq[-1]) - last_seq) >> 16
+    wraps = (int(ext_seq[-1]) - last_seq) >> 16  # of the extended numbers since the stream's first packet
+    if fresh:
+        stats.seq_cycles = wraps
+    else:  # those of this piece (the count may include restarts from a packet-by-packet past: kept)
+        stats.seq_cycles += wraps - ((before_top - before_seq) >> 16)
     stats.under = stats.seq_cycles > 0 and last_seq <= stats.start_seq
     stats.time_ms = stats.end_time_ms = float(arrival_ms[-1])
     stats.seq_ts = stats.last_ext_ts = int(ext_ts[-1])
@@ -659,13 +707,62 @@ def table_stats(
     return stats
 
 
-def _jitter_step(j: float, d: float) -> float:
-    return (15 * j + d) / 16
+def settled(stats: StreamStats) -> bool:
+    """Whether a stream measured packet by packet so far (reordered, duplicated or restarted packets) is now in
+    the state that the array operations continue from: its newest packet has the highest sequence number and
+    was in order, and the wrap state agrees with the cycles counted. Its next regular piece then takes the array
+    operations again instead of the per-packet recurrences."""
+    top = stats._max_ext_seq
+    return (
+        not stats.first
+        and not stats.regular
+        and top is not None
+        and stats.seq_num == top & 0xFFFF
+        and stats.stop_seq == stats.seq_num
+        and stats.under == (stats.seq_cycles > 0 and stats.seq_num <= stats.start_seq)
+        and stats.last_ext_ts == stats.seq_ts
+    )
 
 
-def _mean_step(mean: float, kj: tuple[int, float]) -> float:
-    k, jk = kj
-    return (mean * (k - 1) + jk) / k
+def rfc3550_jitter(diff: np.ndarray, previous: float = 0.0) -> np.ndarray:
+    """The interarrival jitter after each packet, J = (15 J + |D|) / 16 (RFC 3550 A.8), from ``previous``.
+
+    The recurrence is a first-order IIR filter, J_n = a J_(n-1) + |D_n| / 16 with a = 15/16, run here in blocks
+    of ``JITTER_BLOCK`` packets: each block from a zero state with one matrix product, then the state carried
+    into each block (itself the same recurrence from block to block, with a^JITTER_BLOCK, summed over the last
+    ``JITTER_CARRY`` blocks: anything older has decayed below 1e-30 of the largest |D|). The values agree with
+    the per-packet recurrence of ``StreamStats.add`` to the last few bits (tests compare them)."""
+    n = diff.size
+    if n == 0:
+        return np.empty(0)
+    blocks = -(-n // JITTER_BLOCK)
+    padded = np.zeros(blocks * JITTER_BLOCK)
+    padded[:n] = diff
+    local = padded.reshape(blocks, JITTER_BLOCK) @ _IN_BLOCK  # each block's response from a zero state
+    ends = np.convolve(local[:, -1], _ACROSS)[:blocks] + previous * _DECAY[-1] ** np.arange(1, blocks + 1)
+    entering = np.concatenate([[previous], ends[:-1]])  # the jitter before each block's first packet
+    return (local + entering[:, None] * _DECAY).reshape(-1)[:n]
+
+
+JITTER_BLOCK, JITTER_CARRY = 32, 40  # (15/16)^(32 * 40) < 1e-35
+_DECAY = (15 / 16) ** np.arange(1, JITTER_BLOCK + 1)  # a^1 .. a^JITTER_BLOCK
+_IN_BLOCK = np.triu((15 / 16) ** np.subtract.outer(np.arange(JITTER_BLOCK), np.arange(JITTER_BLOCK)).T) / 16
+_ACROSS = _DECAY[-1] ** np.arange(JITTER_CARRY)
+
+
+def running_mean(mean: float, ks: np.ndarray, values: np.ndarray) -> float:
+    """Wireshark's running mean jitter after the packets numbered ``ks`` (increasing) with these ``values``:
+    mean = (mean (k - 1) + J) / k at each. Over a run of consecutive numbers a..b that is
+    (mean (a - 1) + sum of the run's J) / b, so only the runs (broken by marker and comfort-noise packets,
+    a few a stream) take a Python step; the sums may differ from the recurrence in the last bits."""
+    if not ks.size:
+        return mean
+    starts = np.flatnonzero(np.diff(ks, prepend=ks[0] - 2) != 1)
+    sums = np.add.reduceat(values, starts).tolist()
+    firsts, lasts = ks[starts].tolist(), ks[np.append(starts[1:] - 1, ks.size - 1)].tolist()
+    for a, b, total in zip(firsts, lasts, sums, strict=True):
+        mean = (mean * (a - 1) + total) / b
+    return mean
 
 
 def unwrap16(seq: np.ndarray, previous: int | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, unwrap16
+from callqa.capture.fastpath import PacketTable, rfc3550_jitter, unwrap16
 
 INTERVAL_S = 5.0
 
@@ -83,9 +83,7 @@ class IntervalMeter:
         same = clock[1:] == clock[:-1]  # a clock change (codec switch) restarts the difference
         d = np.abs(np.diff(arrival_ms) - np.diff(stamps) * 1000.0 / clock[1:])
         d = np.where(same, d, 0.0)
-        from scipy.signal import lfilter  # imported on first use: the pcap statistics path never needs it
-
-        j, _ = lfilter([1 / 16], [1, -15 / 16], d, zi=[self._j * 15 / 16])
+        j = rfc3550_jitter(d, self._j)
         self._j = float(j[-1])
         starts = np.r_[0, np.flatnonzero(np.diff(where)) + 1]  # arrival order: each interval is one run
         for k, top in zip(where[starts].tolist(), np.maximum.reduceat(j, starts).tolist(), strict=True):
