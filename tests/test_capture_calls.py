@@ -88,7 +88,11 @@ def test_capture_report_through_the_pipeline(testdata: Path, settings: Settings,
     assert leg.speech_ratio > 0.5 and leg.rtp and leg.rtp.packets == 425 and leg.rtp.lost == 0
     assert leg.mos.dnsmos and leg.mos.dnsmos.ovrl > 2.5
     # the caller sent no RTP in an answered call: one-way audio
-    assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
+    # the fault is the silent caller side; the callee's synthetic (espeak) voice through G.722 scores near the
+    # call MOS threshold (2.9-4.0 across model versions), so a low_mos warning on it may come and go
+    found = [(f.code, f.severity, f.leg) for f in report.findings if f.code != "low_mos"]
+    assert found == [("one_way_audio", "critical", "caller")]
+    assert all(f.severity == "warning" for f in report.findings if f.code == "low_mos")
     (wav,) = tmp_path.glob("*.wav")
     assert_wav_of(wav, leg)
 
@@ -281,7 +285,11 @@ def test_generated_capture_report_through_the_pipeline(settings: Settings, tmp_p
     assert (leg.role, leg.codec, leg.sample_rate) == ("callee", "G722", 16000)
     assert leg.speech_ratio > 0.5 and leg.rtp and leg.rtp.packets == 400 and leg.rtp.lost == 0
     assert leg.mos.dnsmos and leg.mos.dnsmos.ovrl > 2.0
-    assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
+    # the fault is the silent caller side; the callee's synthetic (espeak) voice through G.722 scores near the
+    # call MOS threshold (2.9-4.0 across model versions), so a low_mos warning on it may come and go
+    found = [(f.code, f.severity, f.leg) for f in report.findings if f.code != "low_mos"]
+    assert found == [("one_way_audio", "critical", "caller")]
+    assert all(f.severity == "warning" for f in report.findings if f.code == "low_mos")
     (wav,) = tmp_path.glob("*.wav")
     assert_wav_of(wav, leg)
 
