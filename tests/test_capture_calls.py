@@ -88,11 +88,7 @@ def test_capture_report_through_the_pipeline(testdata: Path, settings: Settings,
     assert leg.speech_ratio > 0.5 and leg.rtp and leg.rtp.packets == 425 and leg.rtp.lost == 0
     assert leg.mos.dnsmos and leg.mos.dnsmos.ovrl > 2.5
     # the caller sent no RTP in an answered call: one-way audio
-    # the fault is the silent caller side; the callee's synthetic (espeak) voice through G.722 scores near the
-    # call MOS threshold (2.9-4.0 across model versions), so a low_mos warning on it may come and go
-    found = [(f.code, f.severity, f.leg) for f in report.findings if f.code != "low_mos"]
-    assert found == [("one_way_audio", "critical", "caller")]
-    assert all(f.severity == "warning" for f in report.findings if f.code == "low_mos")
+    assert [(f.code, f.severity, f.leg) for f in report.findings] == [("one_way_audio", "critical", "caller")]
     (wav,) = tmp_path.glob("*.wav")
     assert_wav_of(wav, leg)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.capture.fastpath import PacketTable, rtp_rows, scan_capture, table_stats
+from callqa.capture.fastpath import KeyIndex, PacketTable, rtp_rows, scan_capture, table_stats
 from callqa.capture.meter import StreamMeter, jitter_clocks
 from callqa.capture.spool import PayloadSpool
 from callqa.errors import ParseError
@@ -38,7 +38,6 @@ _PORTS_LEN = struct.Struct(">H")
 _RTP = struct.Struct(">BHII")
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads packed addresses over 64 bits for the stream search
 MAX_PENDING = 500_000  # rows feed_frames holds at most before handing them to their streams
 
 
@@ -250,7 +249,7 @@ class Tracker:
         self._registry_dirty = False
         self._next_slot = 0
         self._slot_stream: dict[int, Stream] = {}
-        self._reg_hash = self._reg_slot = self._reg_hosts = self._reg_rest = np.empty(0, np.uint64)
+        self._registry = KeyIndex()  # the bulk streams' keys -> their slots
 
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -282,12 +281,9 @@ class Tracker:
         if self._registry_dirty:
             self._register()
         slots = known = None
-        if rows.idx.size and self._reg_hash.size:
-            mixed = rows.hosts * _MIX ^ rows.rest
-            pos = np.minimum(np.searchsorted(self._reg_hash, mixed), self._reg_hash.size - 1)
-            slots = self._reg_slot[pos]
-            known = (self._reg_hash[pos] == mixed) & (self._reg_hosts[slots] == rows.hosts)
-            known &= self._reg_rest[slots] == rows.rest
+        if rows.idx.size and len(self._registry):
+            slots = self._registry.find(rows.hosts, rows.rest)
+            known = slots >= 0
             slow[rows.idx[~known]] = True
         else:
             slow[rows.idx] = True
@@ -363,15 +359,9 @@ class Tracker:
                 s.slot = self._next_slot
                 self._next_slot += 1
         self._slot_stream = {s.slot: s for s in streams}
-        hosts = np.array([s.packed[0] for s in streams], np.uint64)
-        rest = np.array([s.packed[1] for s in streams], np.uint64)
-        mixed = hosts * _MIX ^ rest
-        order = np.argsort(mixed, kind="stable")
-        self._reg_hash = mixed[order]
-        self._reg_slot = np.array([streams[i].slot for i in order.tolist()], np.int64)
-        size = self._next_slot
-        self._reg_hosts, self._reg_rest = np.zeros(size, np.uint64), np.zeros(size, np.uint64)
-        self._reg_hosts[self._reg_slot], self._reg_rest[self._reg_slot] = hosts[order], rest[order]
+        self._registry = KeyIndex(np.array([s.packed[0] for s in streams], np.uint64),
+                                  np.array([s.packed[1] for s in streams], np.uint64),
+                                  np.array([s.slot for s in streams], np.int64))  # fmt: skip
         self._registry_dirty = False
 
     def _known_rtp(self, ts: float, data: bytes) -> bool:

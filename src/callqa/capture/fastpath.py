@@ -209,21 +209,13 @@ class _Sink:
         self.events: list[tuple[int, bytes]] = []  # (row, payload) of 4-byte payloads
         self.keys: dict[tuple[int, int], int] = {}  # (src << 32 | dst, sport << 48 | dport << 32 | ssrc) -> stream
         self.rows = 0
-        # the streams as sorted arrays, for a search per block instead of a dict look-up per stream
-        self._hash = self._id = np.empty(0, np.int64)
-        self._hosts = self._rest = np.empty(0, np.uint64)  # by stream number
+        self._index = KeyIndex()  # the same keys, searched for a whole block at once
 
     def stream_ids(self, hosts: np.ndarray, rest: np.ndarray) -> np.ndarray:
         """Each row's stream number; new streams are numbered in order of first appearance."""
-        mixed = (hosts * _MIX ^ rest).view(np.int64)
-        uniq, first, inverse = np.unique(mixed, return_index=True, return_inverse=True)
+        uniq, first, inverse = np.unique(stream_hash(hosts, rest), return_index=True, return_inverse=True)
         u_hosts, u_rest = hosts[first], rest[first]
-        ids = np.full(uniq.size, -1, np.int64)
-        if self._hash.size:
-            pos = np.minimum(np.searchsorted(self._hash, uniq), self._hash.size - 1)
-            found = self._id[pos]
-            hit = (self._hash[pos] == uniq) & (self._hosts[found] == u_hosts) & (self._rest[found] == u_rest)
-            ids[hit] = found[hit]
+        ids = self._index.find(u_hosts, u_rest, uniq)
         if np.any(hosts != u_hosts[inverse]) or np.any(rest != u_rest[inverse]):
             pairs = np.stack([hosts, rest], axis=1)  # a hash collision (never seen in practice): exact grouping
             _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
@@ -233,18 +225,44 @@ class _Sink:
         if new.size:  # streams not seen before, or a collision: numbered through the dict, in order of appearance
             for i in new[np.argsort(first[new], kind="stable")].tolist():
                 ids[i] = self.keys.setdefault((int(u_hosts[i]), int(u_rest[i])), len(self.keys))
-            self._index()
+            keys = np.array(list(self.keys), np.uint64).reshape(-1, 2)  # numbered in insertion order
+            self._index = KeyIndex(keys[:, 0], keys[:, 1], np.arange(len(keys)))
         return ids[inverse]
-
-    def _index(self) -> None:
-        keys = np.array(list(self.keys), np.uint64).reshape(-1, 2)
-        self._hosts, self._rest = keys[:, 0], keys[:, 1]
-        mixed = (self._hosts * _MIX ^ self._rest).view(np.int64)
-        self._id = np.argsort(mixed, kind="stable")
-        self._hash = mixed[self._id]
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads packed addresses over 64 bits
+
+
+def stream_hash(hosts: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Packed stream keys (``RtpRows.hosts``, ``RtpRows.rest``) mixed into one 64-bit number each."""
+    return (hosts * _MIX ^ rest).view(np.int64)
+
+
+class KeyIndex:
+    """Packed stream keys and their numbers as sorted arrays: the rows of a whole block looked up with one search
+    (the hash, then the exact key checked) instead of a dict look-up per row. Of keys that share a hash (never
+    seen in practice) only one is found; callers treat the others as not found and take their exact path."""
+
+    def __init__(self, hosts: np.ndarray | None = None, rest: np.ndarray | None = None,
+                 ids: np.ndarray | None = None) -> None:  # fmt: skip
+        hosts = np.empty(0, np.uint64) if hosts is None else np.asarray(hosts, np.uint64)
+        rest = np.empty(0, np.uint64) if rest is None else np.asarray(rest, np.uint64)
+        mixed = stream_hash(hosts, rest)
+        order = np.argsort(mixed, kind="stable")
+        self._hash, self._hosts, self._rest = mixed[order], hosts[order], rest[order]
+        self._ids = np.empty(0, np.int64) if ids is None else np.asarray(ids, np.int64)[order]
+
+    def __len__(self) -> int:
+        return int(self._hash.size)
+
+    def find(self, hosts: np.ndarray, rest: np.ndarray, mixed: np.ndarray | None = None) -> np.ndarray:
+        """Each row's number, -1 where its key is not in the index (``mixed``: the rows' ``stream_hash``)."""
+        mixed = stream_hash(hosts, rest) if mixed is None else mixed
+        if not self._hash.size:
+            return np.full(mixed.size, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._hash, mixed), self._hash.size - 1)
+        hit = (self._hash[pos] == mixed) & (self._hosts[pos] == hosts) & (self._rest[pos] == rest)
+        return np.where(hit, self._ids[pos], -1)
 
 
 def scan_capture(path: Path, on_other, warn) -> tuple[dict[StreamKey, PacketTable], float | None, int] | None:  # type: ignore[no-untyped-def]
