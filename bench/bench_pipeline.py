@@ -9,7 +9,9 @@ the bundled synthetic call looped to 3 minutes.
 
 For each call, without and with NISQA, a fresh process (``--worker``) analyses the call once cold (models loaded
 in that run) and then ``--runs`` times warm; printed: cold wall, median warm wall and CPU time (all threads),
-per-stage times of the median run (summed over legs; legs run in parallel), and the process's peak RSS. Then the
+per-stage wall times of the median run (summed over legs; legs run in parallel), its CPU time per stage
+(``instrument_cpu``: decode, levels, resampling, VAD, DNSMOS, NISQA, call MOS features, report building with the
+detectors and conversation metrics, and the rest), and the process's peak RSS. Then the
 cold CLI (``callqa analyze --no-cache``, a new interpreter, model loading included) on the real call.
 
 Reference: upstream NISQA's own code (``nisqa`` from PyPI, its ``nisqaModel`` in ``predict_file`` mode, whole
@@ -42,6 +44,52 @@ import bench_calls  # noqa: E402
 
 REPO = bench_calls.REPO
 STAGES = ("decode_s", "levels_s", "vad_s", "dnsmos_s", "nisqa_s")
+CPU_STAGES = ("decode", "levels", "resample", "vad", "dnsmos", "nisqa", "callmos", "report", "other")
+
+
+def instrument_cpu() -> dict[str, float]:
+    """Wrap the pipeline's stage functions to add up their CPU time per stage (seconds, summed over legs).
+
+    Stages that run in the legs' pool threads on one core each (levels, resampling, Silero VAD with one ONNX
+    Runtime thread, NISQA, the call MOS features) are timed with the calling thread's CPU clock, so the two legs
+    running at once do not count each other's time; DNSMOS runs alone (one leg at a time on ONNX Runtime's two
+    threads) and is timed with the process's clock. ``other`` is what the run's process CPU time leaves."""
+    import collections
+
+    from callqa import pipeline
+    from callqa.service import recordings
+
+    cpu: dict[str, float] = collections.defaultdict(float)
+
+    def wrap(owner: object, name: str, stage: str, clock=time.thread_time) -> None:  # type: ignore[no-untyped-def]
+        f = getattr(owner, name, None)
+        if f is None:  # an older checkout (--baseline) without this function
+            return
+
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            c = clock()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                cpu[stage] += clock() - c
+
+        setattr(owner, name, timed)
+
+    wrap(recordings, "legs_from_files", "decode")
+    for name in ("measure_levels", "detect_silences", "level_timeline", "noise_floor_dbfs", "sound_segments",
+                 "active_level_dbfs"):  # fmt: skip
+        wrap(pipeline, name, "levels")
+    wrap(pipeline, "resample", "resample")
+    wrap(pipeline.vad, "detect_speech", "vad")
+    wrap(pipeline.dnsmos, "score", "dnsmos", time.process_time)
+    wrap(pipeline.nisqa, "score_leg", "nisqa")
+    wrap(pipeline.callmos, "call_mos", "callmos")
+    for name in ("_leg_report", "_speech"):
+        wrap(pipeline, name, "report")
+    wrap(pipeline.detectors, "run_detectors", "report")
+    return cpu
+
+
 REFERENCE_PACKAGES = ["torch==2.13.0", "librosa", "pandas", "matplotlib", "seaborn", "tqdm", "pyyaml", "scipy"]
 
 
@@ -56,6 +104,7 @@ def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
     except ImportError:  # a --baseline checkout from before the service package
         from callqa.service import analyze_files as analyze_recording  # type: ignore[attr-defined,no-redef]
 
+    cpu = instrument_cpu()
     analysis = AnalysisSettings.model_validate({**changes, "nisqa": weights is not None})
     settings = Settings(analysis=analysis, nisqa_weights=weights, models_dir=models_dir)
     c = time.process_time()
@@ -63,9 +112,14 @@ def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
     cold = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
     rows = []
     for _ in range(runs):
+        cpu.clear()
         t, c = time.perf_counter(), time.process_time()
         report, _ = analyze_recording(paths, settings)
-        rows.append({"wall": time.perf_counter() - t, "cpu": time.process_time() - c, **report.timings.model_dump()})
+        total = time.process_time() - c
+        stages = {k: cpu.get(k, 0.0) for k in CPU_STAGES[:-1]}
+        stages["other"] = total - sum(stages.values())
+        rows.append({"wall": time.perf_counter() - t, "cpu": total, "stage_cpu": stages,
+                     **report.timings.model_dump()})  # fmt: skip
     median = sorted(rows, key=lambda r: r["wall"])[len(rows) // 2]
     scores = {
         leg.role: {"dnsmos_ovrl": leg.mos.dnsmos.ovrl if leg.mos.dnsmos else None,
@@ -154,12 +208,14 @@ def run_reference(python: Path, weights: Path, paths: list[Path], tmp: Path) -> 
 def fmt_row(name: str, r: dict) -> str:
     m = r["median"]
     stages = " ".join(f"{m[k]:5.2f}" for k in STAGES)
+    cpu = " ".join(f"{m['stage_cpu'][k]:5.2f}" for k in CPU_STAGES)
     return (f"{name:26} {r['cold']['wall']:6.2f} {m['wall']:6.2f} {m['cpu']:6.2f}  {stages}  "
-            f"{r['rss_mb']:6.0f}")  # fmt: skip
+            f"{r['rss_mb']:6.0f}\n{'':26}   CPU s by stage: {cpu}")  # fmt: skip
 
 
 HEADER = (f"{'call':26} {'cold':>6} {'warm':>6} {'cpu':>6}  {'dec':>5} {'lvl':>5} {'vad':>5} {'dns':>5} "
-          f"{'nisqa':>5}  {'RSS MB':>6}")  # fmt: skip
+          f"{'nisqa':>5}  {'RSS MB':>6}\n{'':26}   CPU s by stage: "
+          + " ".join(f"{k[:5]:>5}" for k in CPU_STAGES))  # fmt: skip
 
 
 def main() -> None:
