@@ -6,6 +6,7 @@ from pathlib import Path
 
 import calls
 import numpy as np
+import pytest
 from conftest import REPO
 
 from callqa.audio.decode import decode_file
@@ -60,17 +61,45 @@ def _generated() -> list[np.ndarray]:
     return legs + _recordings([REPO / "examples/call-agent.wav", REPO / "examples/call-customer.wav"])
 
 
-def test_segments_equal_faster_whispers_on_generated_legs() -> None:
-    _same_as_faster_whisper(_generated())
+@pytest.fixture(params=["packaged", "derived"])
+def vad_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
+    """No models directory (faster-whisper's own graph), or one where the matrix-product graph is derived."""
+    if request.param == "packaged":
+        return None
+    pytest.importorskip("onnx")
+    return tmp_path / "models"
 
 
-def test_segments_equal_faster_whispers_on_real_recordings(testdata: Path) -> None:
-    _same_as_faster_whisper(_recordings(sorted((testdata / "audio").rglob("*.wav"))))
+def test_segments_equal_faster_whispers_on_generated_legs(vad_cache: Path | None) -> None:
+    _same_as_faster_whisper(_generated(), vad_cache)
 
 
-def _same_as_faster_whisper(recordings: list[np.ndarray]) -> None:
+def test_segments_equal_faster_whispers_on_real_recordings(testdata: Path, vad_cache: Path | None) -> None:
+    _same_as_faster_whisper(_recordings(sorted((testdata / "audio").rglob("*.wav"))), vad_cache)
+
+
+def test_derived_graph_gives_the_packaged_probabilities(testdata: Path, tmp_path: Path) -> None:
+    """The matrix-product graph is derived once into the models directory, and its probabilities are the
+    packaged graph's to float32 rounding on real recordings."""
+    pytest.importorskip("onnx")
+    from callqa import model_loaders
+    from callqa.quality import vad_graph
+    from callqa.quality.vad import speech_probabilities
+
+    cache = tmp_path / "models"
+    x = _recordings([testdata / "audio/silero_vad/test.wav"])[0]
+    derived = speech_probabilities(x, cache)
+    assert vad_graph.cached_path(model_loaders.silero_vad_path(), cache).is_file()
+    packaged = speech_probabilities(x)
+    assert derived.shape == packaged.shape and packaged.size > 1000
+    assert np.max(np.abs(derived - packaged)) < 1e-4
+    assert np.ptp(packaged) > 0.9  # speech and pauses: the comparison covers both ends of the range
+
+
+def _same_as_faster_whisper(recordings: list[np.ndarray], cache_dir: Path | None = None) -> None:
     """Our block-by-block VAD gives exactly faster-whisper's get_speech_timestamps (same model, same rules),
-    on every recording, with the defaults and other settings, and on a length of whole windows."""
+    on every recording, with the defaults and other settings, and on a length of whole windows; with
+    ``cache_dir``, through the matrix-product graph derived from the same model."""
     from faster_whisper.vad import VadOptions as FwOptions
     from faster_whisper.vad import get_speech_timestamps
 
@@ -82,7 +111,7 @@ def _same_as_faster_whisper(recordings: list[np.ndarray]) -> None:
                        min_silence_duration_ms=options.min_silence_ms, speech_pad_ms=options.speech_pad_ms)  # fmt: skip
         for x in recordings:
             theirs = [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in get_speech_timestamps(x, fw)]
-            assert detect_speech(x, options).segments == theirs
+            assert detect_speech(x, options, cache_dir).segments == theirs
             compared += len(theirs)
     assert compared > 100
 

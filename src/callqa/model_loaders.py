@@ -64,16 +64,27 @@ def arena_release() -> Any:
     return options
 
 
-@lru_cache
-def silero_vad_session() -> Any:
-    """The ONNX Runtime session of faster-whisper's packaged Silero VAD v6 (16 kHz, batched), opened as
-    faster-whisper opens it (one thread, no arena) but without importing faster-whisper (and its Whisper stack)."""
+def silero_vad_path() -> Path:
+    """faster-whisper's packaged Silero VAD v6 (found without importing faster-whisper and its Whisper stack)."""
     import importlib.util
 
     spec = importlib.util.find_spec("faster_whisper")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("faster-whisper (which ships Silero VAD) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "silero_vad_v6.onnx"
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / "silero_vad_v6.onnx"
+
+
+@lru_cache
+def silero_vad_session(cache_dir: Path | None = None) -> Any:
+    """The ONNX Runtime session of Silero VAD v6 (16 kHz, batched), opened as faster-whisper opens it (one
+    thread, no arena). With ``cache_dir``, the graph with its encoder as matrix products over the batch
+    (``quality.vad_graph``: the same weights and outputs, about twice as fast), derived into ``cache_dir`` on first
+    use; without it, or where that graph cannot be made, faster-whisper's own file."""
+    path = silero_vad_path()
+    if cache_dir is not None:
+        from callqa.quality import vad_graph
+
+        path = vad_graph.derived_model(path, cache_dir) or path
     return onnx_session(path, threads=1)
 
 

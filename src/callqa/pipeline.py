@@ -83,7 +83,7 @@ class _LegWork:
     sound: list[tuple[float, float]] = field(default_factory=list)
 
 
-def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
+def _measure(leg: Leg, s: AnalysisSettings, models_dir: Path | None = None) -> _LegWork:
     """Stage 1 (legs in parallel, one core each): levels, silences, speech."""
     t0 = time.perf_counter()
     x, sr = leg.samples, leg.sample_rate
@@ -92,7 +92,7 @@ def _measure(leg: Leg, s: AnalysisSettings) -> _LegWork:
     t1 = time.perf_counter()
     x16 = resample(x, sr, vad.VAD_RATE)
     options = vad.VadOptions(s.vad_threshold, s.vad_min_speech_ms, s.vad_min_silence_ms, s.vad_speech_pad_ms)
-    speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options).segments]
+    speech = [(a, min(b, leg.duration_s)) for a, b in vad.detect_speech(x16, options, models_dir).segments]
     t2 = time.perf_counter()
     timeline, floor = level_timeline(x, sr), noise_floor_dbfs(x, sr)
     sound = sound_segments(x, sr, floor + s.one_way_sound_margin_db) if floor is not None else []
@@ -181,10 +181,10 @@ def analyze_legs(
     start = time.perf_counter() - decode_s
     s = settings.analysis
     if legs:  # statistics-only captures have no audio: no model to load
-        model_loaders.silero_vad_session()  # load once, before the threads start
+        model_loaders.silero_vad_session(settings.models_dir)  # load once, before the threads start
     weights = settings.resolved_nisqa_weights()
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(legs)))) as pool:
-        work = list(pool.map(lambda leg: _measure(leg, s), legs))
+        work = list(pool.map(lambda leg: _measure(leg, s, settings.models_dir), legs))
         for w in work:
             _score_dnsmos(w, s)
         list(pool.map(lambda w: _score_nisqa(w, s, weights, settings.models_dir), work))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,9 +51,9 @@ class StreamingVad:
     between chunks: the same probabilities as faster-whisper's one-shot ``SileroVADModel.__call__`` (which
     carries them between its own batches), without holding copies of the whole input."""
 
-    def __init__(self, min_frames: int = 1) -> None:
+    def __init__(self, min_frames: int = 1, cache_dir: Path | None = None) -> None:
         self.min_frames = min_frames  # run the model only once this many windows are waiting (fewer, larger runs)
-        self.session = model_loaders.silero_vad_session()
+        self.session = model_loaders.silero_vad_session(cache_dir)  # cache_dir: see silero_vad_session
         self.h = np.zeros((1, 1, 128), np.float32)
         self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)
@@ -72,21 +73,22 @@ class StreamingVad:
         return np.asarray(out, np.float32).reshape(-1)
 
 
-def speech_probabilities(audio16k: np.ndarray) -> np.ndarray:
+def speech_probabilities(audio16k: np.ndarray, cache_dir: Path | None = None) -> np.ndarray:
     """One probability per 32 ms window of the whole input, block by block; the input is zero-padded to the
     next window, by a whole window when it ends on a boundary (as faster-whisper pads it)."""
-    vad = StreamingVad()
+    vad = StreamingVad(cache_dir=cache_dir)
     step = BLOCK_FRAMES * FRAME
     probs = [vad.feed(audio16k[i : i + step]) for i in range(0, audio16k.size, step)]
     probs.append(vad.feed(np.zeros(FRAME - vad.pending.size, np.float32)))
     return np.concatenate(probs)
 
 
-def detect_speech(audio16k: np.ndarray, options: VadOptions) -> VadResult:
-    """Speech segments (seconds) in 16 kHz mono audio."""
+def detect_speech(audio16k: np.ndarray, options: VadOptions, cache_dir: Path | None = None) -> VadResult:
+    """Speech segments (seconds) in 16 kHz mono audio (``cache_dir``: the models directory, where the faster
+    graph of the model is kept, see ``model_loaders.silero_vad_session``)."""
     if audio16k.size < FRAME:
         return VadResult([], 0.0, options)
-    stamps = speech_timestamps(speech_probabilities(audio16k), audio16k.size, options)
+    stamps = speech_timestamps(speech_probabilities(audio16k, cache_dir), audio16k.size, options)
     segments = [(a / VAD_RATE, b / VAD_RATE) for a, b in stamps]
     return VadResult(segments, sum(e - s for s, e in segments), options)
 

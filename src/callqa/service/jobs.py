@@ -295,7 +295,7 @@ def warm_up(settings_json: str) -> bool:
     from callqa import model_loaders
 
     settings = Settings.model_validate_json(settings_json)
-    model_loaders.silero_vad_session()
+    model_loaders.silero_vad_session(settings.models_dir)
     if settings.analysis.dnsmos:
         model_loaders.dnsmos_sessions()
     if settings.analysis.transcribe:
