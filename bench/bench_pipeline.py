@@ -130,6 +130,14 @@ def worker(paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "scores": scores}  # fmt: skip
 
 
+def compiled_copy(src: Path, dest: Path) -> Path:
+    """A copy of the source tree ``src`` with its bytecode compiled."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest)], check=True, env=env)
+    return dest
+
+
 def run_worker(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, runs: int,
                changes: list[str]) -> dict:  # fmt: skip
     args = [sys.executable, __file__, "--worker", "--runs", str(runs), "--models-dir", str(models_dir),
@@ -143,16 +151,18 @@ def run_worker(src: Path, paths: list[Path], weights: Path | None, models_dir: P
 
 
 def cold_cli(src: Path, paths: list[Path], weights: Path | None, models_dir: Path, tmp: Path, changes: list[str]
-             ) -> float:  # fmt: skip
-    """Wall time of ``callqa analyze --no-cache`` in a new interpreter (imports and model loading included)."""
+             ) -> tuple[float, float]:  # fmt: skip
+    """Wall and CPU time of ``callqa analyze --no-cache`` in a new interpreter (imports, model loading)."""
     env = {**os.environ, "PYTHONPATH": str(src), "CALLQA_DB": str(tmp / "cli.sqlite3"),
            "CALLQA_MODELS_DIR": str(models_dir)}  # fmt: skip
     env.update({f"CALLQA_ANALYSIS__{k.upper()}": v for k, v in (c.split("=", 1) for c in changes)})
     args = [sys.executable, "-m", "callqa.cli", "analyze", "--no-cache", "--json", *map(str, paths)]
     args += ["--nisqa-weights", str(weights)] if weights else ["--no-nisqa"]
-    t = time.perf_counter()
+    t, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(args, capture_output=True, check=True, timeout=600, env=env)
-    return time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return time.perf_counter() - t, cpu
 
 
 REFERENCE_SCRIPT = """
@@ -254,7 +264,16 @@ def main() -> None:
                   "no real-speech call, the synthetic call only")  # fmt: skip
         if args.only != "real":
             calls["synthetic"] = bench_calls.make_synthetic_call(tmp)
+        # Each source tree is measured from a byte-compiled copy, as an installed package runs (pip compiles it):
+        # with PYTHONDONTWRITEBYTECODE set, a checkout would be compiled again by every new interpreter.
+        src = compiled_copy(src, tmp / "src-current")
+        baseline = compiled_copy(args.baseline, tmp / "src-baseline") if args.baseline else None
         models_dir = tmp / "models"
+        t = time.perf_counter()  # Silero VAD's matrix-product graph is derived once, as a user's first run does
+        prep_vad = [sys.executable, "-c", "import sys; from pathlib import Path; from callqa import model_loaders; "
+                    "model_loaders.silero_vad_session(Path(sys.argv[1]))", str(models_dir)]  # fmt: skip
+        subprocess.run(prep_vad, check=True, env={**os.environ, "PYTHONPATH": str(src)})
+        print(f"Silero VAD graph derived (once, into the models dir): {time.perf_counter() - t:.1f} s")
         if weights is not None:  # the NISQA export is made once per weights, as a user's first run makes it
             t = time.perf_counter()
             prep = [
@@ -280,10 +299,10 @@ def main() -> None:
                 key = (name, use_nisqa)
                 w = weights if use_nisqa else None
                 label = f"{name}{' + NISQA' if use_nisqa else ''}"
-                if args.baseline:
+                if baseline:
                     cur_runs, base_runs = [], []
                     for _ in range(args.repeat):
-                        base_runs.append(run_worker(args.baseline, paths, w, models_dir, args.runs, args.set))
+                        base_runs.append(run_worker(baseline, paths, w, models_dir, args.runs, args.set))
                         cur_runs.append(run_worker(src, paths, w, models_dir, args.runs, args.set))
                         print(fmt_row(label + " (baseline)", base_runs[-1]))
                         print(fmt_row(label, cur_runs[-1]), flush=True)
@@ -297,12 +316,15 @@ def main() -> None:
                     results[key] = run_worker(src, paths, w, models_dir, args.runs, args.set)
                     print(fmt_row(label, results[key]), flush=True)
         if "real" in calls:
+            trees = [("baseline", baseline), ("current", src)] if baseline else [("", src)]
             for use_nisqa in (False, True) if weights else (False,):
-                wall = cold_cli(src, calls["real"], weights if use_nisqa else None, models_dir, tmp, args.set)
-                print(
-                    f"cold CLI, real call{' + NISQA' if use_nisqa else '':8}: {wall:5.2f} s  "
-                    "(callqa analyze --no-cache, new interpreter)"
-                )
+                for _ in range(args.repeat if baseline else 1):
+                    for name, tree in trees:
+                        w = weights if use_nisqa else None
+                        wall, cpu = cold_cli(tree, calls["real"], w, models_dir, tmp, args.set)
+                        label = f"{' + NISQA' if use_nisqa else '':8}{f' ({name})' if name else ''}"
+                        print(f"cold CLI, real call{label}: {wall:5.2f} s, {cpu:5.2f} s CPU  "
+                              "(callqa analyze --no-cache, new interpreter)")  # fmt: skip
         if weights is not None and not args.no_reference and "real" in calls:
             python = reference_venv(args.reference_venv, tmp)
             ref = run_reference(python, weights, calls["real"], tmp)

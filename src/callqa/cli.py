@@ -11,21 +11,23 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from callqa import __version__, rollups
+from callqa import __version__
 from callqa.config import AnalysisSettings, Settings, get_settings
 from callqa.errors import CallqaError, InputError
 from callqa.render import print_report
 from callqa.report import CallReport, json_schema
 from callqa.service.recordings import analyze_recording, parse_roles
 from callqa.store import Store
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Objective quality analysis of VoIP calls.")
 models_app = typer.Typer(no_args_is_help=True, help="Manage optional model files.")
@@ -118,13 +120,20 @@ def analyze(
         print_summary(report, cached)
 
 
+def _progress() -> Progress:
+    """A progress bar on stderr (rich.progress is imported only by the commands that show one)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err)  # fmt: skip
+
+
 def _run_batch(directory: Path, settings: Settings, jobs: int, out_file: Path | None, use_cache: bool) -> int:
     """A folder through ``service.batch`` with a progress bar; lists the calls that failed."""
     from callqa.service.batch import done_calls, run_batch
 
     done = done_calls(out_file) if out_file else set()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err)  # fmt: skip
+    progress = _progress()
     task = progress.add_task("analysing", total=None)
     sink = open(out_file, "a", encoding="utf-8") if out_file else sys.stdout  # noqa: SIM115
     try:
@@ -475,6 +484,7 @@ def trends(
     import csv
     import time
 
+    from callqa import rollups
     from callqa.trends import group_trends, parse_time
 
     try:
@@ -593,8 +603,7 @@ def vicidial_sync(
     if recordings_url and recordings_dir:
         err.print("[red]error:[/] give --recordings-url or --recordings-dir, not both")
         raise typer.Exit(2)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err)  # fmt: skip
+    progress = _progress()
     task = progress.add_task("analysing", total=None)
     try:
         settings = _settings(db, None, no_nisqa, False, transcribe)

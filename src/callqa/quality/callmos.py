@@ -34,13 +34,23 @@ def bandwidth_hz(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> f
     """The audio bandwidth: the highest frequency where the long-term spectrum of the speech (or of the whole
     leg without speech) is within 30 dB of its peak, from 32 ms frames; None for silence."""
     y = _speech_samples(x, sr, speech) if speech else np.asarray(x[: int(SPECTRUM_S * sr)], np.float64)
+    return _bandwidth(_long_term_spectrum(y, sr), sr)
+
+
+def _long_term_spectrum(y: np.ndarray, sr: int) -> np.ndarray | None:
+    """Mean power spectrum of ``y`` in Hann-windowed 32 ms frames (256 samples at 8 kHz, else 512), or None when
+    ``y`` is shorter than a frame."""
     n = 256 if sr <= 8000 else 512
     if y.size < n:
         return None
     frames = y[: y.size // n * n].reshape(-1, n).astype(np.float64)
-    spec = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n), axis=1)) ** 2, axis=0)
-    if not np.any(spec > 0):
+    return np.asarray(np.mean(np.abs(np.fft.rfft(frames * np.hanning(n), axis=1)) ** 2, axis=0))
+
+
+def _bandwidth(spec: np.ndarray | None, sr: int) -> float | None:
+    if spec is None or not np.any(spec > 0):
         return None
+    n = 2 * (spec.size - 1)
     db = 10 * np.log10(spec + 1e-20)
     above = np.nonzero(db > db.max() - 30.0)[0]
     return float(above.max() * sr / n)
@@ -71,12 +81,13 @@ def dropout_ratio(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> 
 def high_band_db(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> float | None:
     """Speech energy in 2.5-3.5 kHz relative to 0.3-2.5 kHz, dB (codecs at low rates and band limits thin the
     upper band); None without speech."""
-    y = _speech_samples(x, sr, speech)
-    n = 256 if sr <= 8000 else 512
-    if y.size < n:
+    return _high_band(_long_term_spectrum(_speech_samples(x, sr, speech), sr), sr)
+
+
+def _high_band(spec: np.ndarray | None, sr: int) -> float | None:
+    if spec is None:
         return None
-    frames = y[: y.size // n * n].reshape(-1, n).astype(np.float64)
-    spec = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n), axis=1)) ** 2, axis=0)
+    n = 2 * (spec.size - 1)
     f = np.arange(spec.size) * sr / n
     low, high = spec[(f >= 300) & (f < 2500)].sum(), spec[(f >= 2500) & (f < 3500)].sum()
     if low <= 0:
@@ -110,7 +121,11 @@ def top_spread_db(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) -> 
     """How far the loudest 0.1% of speech samples rise above the loudest 1%, dB: speech has peaks well above
     its 99th percentile, a clipped waveform is flat on top (near 0 dB) at whatever level it was clipped and
     later scaled, which the report's clipping ratio (full scale only) does not see; None without speech."""
-    y = np.abs(_speech_samples(x, sr, speech))
+    return _top_spread(_speech_samples(x, sr, speech))
+
+
+def _top_spread(speech_samples: np.ndarray) -> float | None:
+    y = np.abs(speech_samples)
     if y.size < 1000:
         return None
     p99, p999 = np.percentile(y, [99.0, 99.9])
@@ -181,7 +196,10 @@ def voice_measures(x: np.ndarray, sr: int, speech: list[tuple[float, float]]) ->
     repeats itself closely from one pitch period to the next; noise, coding noise and concealment artefacts in
     the waveform lower it. The LPC gain is how much of a frame a 10th-order linear predictor explains: noise
     and a thin spectrum lower it, the post-filters of low-rate CELP codecs (AMR-NB, G.723.1) raise it."""
-    y = _speech_samples(x, sr, speech)
+    return _voice(_speech_samples(x, sr, speech), sr)
+
+
+def _voice(y: np.ndarray, sr: int) -> tuple[float | None, float | None]:
     if sr != 8000 and y.size:
         from callqa.audio.resample import resample
 
@@ -211,7 +229,9 @@ def leg_features(leg: LegReport, x: np.ndarray, sr: int) -> dict[str, float | No
     """The measured inputs of the call MOS for one leg (raw, before the model's derived features)."""
     speech = [(s.start_s, s.end_s) for s in leg.speech_segments]
     d, q, lv = leg.mos.dnsmos, leg.mos.nisqa, leg.levels
-    periodicity, lpc_gain = voice_measures(x, sr, speech)
+    y = _speech_samples(x, sr, speech)  # the first minute of speech and its spectrum, shared by four measures
+    spec = _long_term_spectrum(y, sr)
+    periodicity, lpc_gain = _voice(y, sr)
     return {
         "dnsmos_sig": d.sig if d else None,
         "dnsmos_bak": d.bak if d else None,
@@ -229,10 +249,10 @@ def leg_features(leg: LegReport, x: np.ndarray, sr: int) -> dict[str, float | No
         "noise_floor_dbfs": leg.noise_floor_dbfs,
         "speech_ratio": leg.speech_ratio,
         "sample_rate": float(sr),
-        "bandwidth_hz": bandwidth_hz(x, sr, speech),
+        "bandwidth_hz": _bandwidth(spec, sr) if speech else bandwidth_hz(x, sr, speech),
         "dropout_ratio": dropout_ratio(x, sr, speech),
-        "high_band_db": high_band_db(x, sr, speech),
-        "top_spread_db": top_spread_db(x, sr, speech),
+        "high_band_db": _high_band(spec, sr),
+        "top_spread_db": _top_spread(y),
         "echo_corr": echo_correlation(x, sr),
         "band_snr_db": band_snr_db(x, sr, speech),
         "periodicity": periodicity,
