@@ -38,6 +38,8 @@ def derived_model(original: Path, cache_dir: Path) -> Path | None:
     target = cached_path(original, cache_dir)
     if target.is_file():
         return target
+    if not _writable(cache_dir):  # checked first: a read-only models directory must not cost onnx's import each run
+        return None
     try:
         data = build(original)
     except (ImportError, KeyError, ValueError, IndexError):
@@ -50,6 +52,14 @@ def derived_model(original: Path, cache_dir: Path) -> Path | None:
     except OSError:
         return None
     return target
+
+
+def _writable(directory: Path) -> bool:
+    """Whether ``directory``, or the nearest of its parents that exists, can be written."""
+    for d in (directory, *directory.parents):
+        if d.exists():
+            return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
+    return False
 
 
 def _tap_major(w: np.ndarray) -> np.ndarray:
