@@ -475,6 +475,8 @@ def main() -> None:
     ap.add_argument("--testdata", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "callqa-mos")
     ap.add_argument("--clips", type=int, default=640)
+    ap.add_argument("--first", type=int, default=0, help="start at this clip index (to build a range of the corpus "
+                    "in another process and concatenate the rows and clips afterwards)")  # fmt: skip
     ap.add_argument("--held-share", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--nisqa-weights", type=Path, default=None)
@@ -501,7 +503,7 @@ def main() -> None:
     sources = load_sources(args.testdata)
     t0 = time.perf_counter()
     with path.open("a") as out:
-        for i in range(args.clips):
+        for i in range(args.first, args.clips):
             if i in done:
                 continue
             rng = np.random.default_rng([args.seed, i])
